@@ -1,0 +1,109 @@
+"""Nano Banana Pro image generation (defapi.org) for Jupyter and plain Python.
+
+The public surface is what ``__all__`` lists. Records and errors are imported eagerly
+(standard library only); anything that pulls in httpx, Pillow, IPython or ipywidgets is
+imported on first use, so ``import nanobanana_jupyter`` stays cheap and never touches
+Jupyter.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConnectionLostError,
+    MissingAPIKeyError,
+    NanoBananaError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    SubmitOutcomeUnknownError,
+    TaskAbandonedError,
+    TaskError,
+    TaskFailedError,
+    TaskTimeoutError,
+    TaskUnavailableError,
+    ValidationError,
+)
+from ._models import (
+    ASPECT_RATIOS,
+    IMAGE_SIZES,
+    KNOWN_MODELS,
+    GenerationRequest,
+    ResultItem,
+    TaskSnapshot,
+    TaskStatus,
+    UnknownModelWarning,
+)
+from ._retry import RetryPolicy
+from ._settings import SecretKey, Settings
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._client import AsyncClient, Client
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "IMAGE_SIZES",
+    "KNOWN_MODELS",
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConfigurationError",
+    "ConnectionLostError",
+    "GenerationRequest",
+    "MissingAPIKeyError",
+    "NanoBananaError",
+    "NotFoundError",
+    "ProtocolError",
+    "RateLimitError",
+    "ResultItem",
+    "RetryPolicy",
+    "SecretKey",
+    "ServerError",
+    "Settings",
+    "SubmitOutcomeUnknownError",
+    "TaskAbandonedError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskSnapshot",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "TaskUnavailableError",
+    "UnknownModelWarning",
+    "ValidationError",
+    "__version__",
+]
+
+# Public name -> private module that defines it, imported on first access.
+_LAZY = {
+    "AsyncClient": "._client",
+    "Client": "._client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

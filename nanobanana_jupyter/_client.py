@@ -1,0 +1,745 @@
+"""HTTP clients for the API: :class:`Client` (blocking) and :class:`AsyncClient`.
+
+Everything that is not I/O lives in :class:`_BaseClient`, written once: building requests,
+reading answers, mapping failures to the error tree, and deciding whether to retry. The two
+clients only send, read and sleep.
+
+Retry rules (design.md section 4): a submit costs credits and has no idempotency key on the
+server, so it is retried only when it provably never reached the server (the connection
+could not be made) or on a 429 with a short Retry-After. Any failure after the request may
+have arrived (timeout, reset, 5xx, an answer that cannot be read) raises
+:class:`SubmitOutcomeUnknownError` instead. Queries and downloads are GETs and are retried
+with capped, jittered backoff that honours Retry-After.
+
+The API key is sent only in requests to the API origin. Result images are fetched with a
+second HTTP client that has no credentials at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConnectionLostError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    SubmitOutcomeUnknownError,
+    redact,
+)
+from ._models import GenerationRequest, TaskSnapshot, parse_data_uri, sniff_image_type
+from ._retry import (
+    DOWNLOAD_POLICY,
+    QUERY_POLICY,
+    SUBMIT_POLICY,
+    RetryPolicy,
+    parse_retry_after,
+    retry_delay,
+)
+from ._settings import SecretKey, Settings, is_loopback_host
+from ._version import __version__
+
+__all__ = ["AsyncClient", "Client"]
+
+logger = logging.getLogger("nanobanana_jupyter")
+
+SUBMIT_PATH = "/api/image/gen"
+QUERY_PATH = "/api/task/query"
+# API answers are small JSON envelopes; a huge body is a fault, not data.
+MAX_API_BODY = 1024 * 1024
+MAX_REDIRECTS = 3
+_T = TypeVar("_T")
+
+
+class _Kind(enum.Enum):
+    SUBMIT = "submit"
+    QUERY = "query"
+    DOWNLOAD = "download"
+
+
+def _status_error(status: int, detail: str | None, url: str, *, what: str) -> APIStatusError:
+    """Map an HTTP error status to the error tree, with a message that says what to do."""
+    tail = f": {detail}" if detail else ""
+    if status == 400:
+        return BadRequestError(
+            f"the API refused the {what} (400){tail}", status_code=status, detail=detail, url=url
+        )
+    if status in (401, 403):
+        return AuthenticationError(
+            f"the API key was refused ({status}){tail}; check NANOBANANA_API_KEY "
+            "(or use the sandbox to try offline)",
+            status_code=status,
+            detail=detail,
+            url=url,
+        )
+    if status == 404:
+        return NotFoundError(
+            f"not found (404) for the {what}{tail}", status_code=status, detail=detail, url=url
+        )
+    if status >= 500:
+        return ServerError(
+            f"the server failed ({status}) on the {what}{tail}",
+            status_code=status,
+            detail=detail,
+            url=url,
+        )
+    return APIStatusError(
+        f"the API answered {status} to the {what}{tail}", status_code=status, detail=detail, url=url
+    )
+
+
+def _describe_body(body: bytes, content_type: str) -> str | None:
+    """The server's explanation in an error body: ``detail``/``message`` of JSON, else text."""
+    if not body:
+        return None
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        obj = None
+    if isinstance(obj, dict):
+        for key in ("detail", "message", "error"):
+            value = obj.get(key)
+            if isinstance(value, str) and value.strip():
+                return redact(value.strip(), limit=300)
+        return None
+    text = body[:2000].decode("utf-8", "replace").strip()
+    if "html" in content_type.lower() or text.startswith("<"):
+        return "(the server answered with an HTML page)"
+    return redact(" ".join(text.split()), limit=200) or None
+
+
+def _safe_url(url: httpx.URL | str) -> str:
+    """A URL fit for messages and logs: no query string (it may hold tokens), no userinfo."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class _BaseClient:
+    """Everything the two clients share: requests, answers, errors and retry decisions."""
+
+    def __init__(
+        self,
+        settings: Settings | None,
+        api_key: str | SecretKey | None,
+        base_url: str | None,
+        *,
+        submit_policy: RetryPolicy,
+        query_policy: RetryPolicy,
+        download_policy: RetryPolicy,
+        rand: Callable[[], float] | None,
+    ) -> None:
+        if settings is None:
+            settings = Settings.resolve(api_key=api_key, base_url=base_url)
+        elif api_key is not None or base_url is not None:
+            settings = settings.replace(
+                **({"api_key": SecretKey(api_key) if isinstance(api_key, str) else api_key}
+                   if api_key is not None else {}),
+                **({"base_url": base_url} if base_url is not None else {}),
+            )  # fmt: skip
+        self.settings = settings
+        self._policies = {
+            _Kind.SUBMIT: submit_policy,
+            _Kind.QUERY: query_policy,
+            _Kind.DOWNLOAD: download_policy,
+        }
+        self._rand = rand if rand is not None else random.random
+        self._closed = False
+
+    def __repr__(self) -> str:
+        key = "none" if self.settings.api_key is None else self.settings.api_key.fingerprint
+        return f"<{type(self).__name__} base_url={self.settings.base_url!r} key={key}>"
+
+    # -- building requests ---------------------------------------------------------
+
+    def _timeout(self, kind: _Kind) -> httpx.Timeout:
+        s = self.settings
+        read = s.submit_timeout if kind is _Kind.SUBMIT else s.read_timeout
+        return httpx.Timeout(
+            connect=s.connect_timeout, read=read, write=read, pool=s.connect_timeout
+        )
+
+    def _api_headers(self) -> dict[str, str]:
+        key = self.settings.require_key()
+        return {
+            "Authorization": f"Bearer {key.reveal()}",
+            "Accept": "application/json",
+            "User-Agent": f"nanobanana-jupyter/{__version__} httpx/{httpx.__version__}",
+        }
+
+    def _build_submit(
+        self, request: GenerationRequest, idempotency_key: str | None
+    ) -> Callable[[], httpx.Request]:
+        headers = self._api_headers()
+        if idempotency_key is not None:
+            # Not (yet) honoured by the service; costs nothing and lets a server or a
+            # test ledger recognise a repeated submission.
+            headers["Idempotency-Key"] = idempotency_key
+        body = json.dumps(request.to_payload(), ensure_ascii=False).encode()
+        url = self.settings.base_url + SUBMIT_PATH
+        headers["Content-Type"] = "application/json"
+        timeout = self._timeout(_Kind.SUBMIT)
+
+        def build() -> httpx.Request:
+            return httpx.Request(
+                "POST",
+                url,
+                headers=headers,
+                content=body,
+                extensions={"timeout": timeout.as_dict()},
+            )
+
+        return build
+
+    def _build_query(self, task_id: str) -> Callable[[], httpx.Request]:
+        if not isinstance(task_id, str) or not task_id.strip():
+            raise ValueError("task_id must be a non-empty string")
+        headers = self._api_headers()
+        url = self.settings.base_url + QUERY_PATH
+        timeout = self._timeout(_Kind.QUERY)
+
+        def build() -> httpx.Request:
+            return httpx.Request(
+                "GET",
+                url,
+                params={"task_id": task_id},
+                headers=headers,
+                extensions={"timeout": timeout.as_dict()},
+            )
+
+        return build
+
+    def _build_download(self, url: str) -> httpx.Request:
+        self._check_image_url(url)
+        timeout = self._timeout(_Kind.DOWNLOAD)
+        return httpx.Request(
+            "GET",
+            url,
+            headers={"Accept": "image/*", "User-Agent": f"nanobanana-jupyter/{__version__}"},
+            extensions={"timeout": timeout.as_dict()},
+        )
+
+    def _check_image_url(self, url: str) -> None:
+        """Refuse result URLs that could reach into this machine or its network (SSRF)."""
+        parts = urlsplit(url)
+        allow_local = self.settings.allow_local_urls
+        if parts.scheme not in ({"https", "http"} if allow_local else {"https"}):
+            raise ProtocolError(
+                f"refusing to fetch an image from {parts.scheme or '(no scheme)'}: URL; "
+                "only https is allowed",
+                url=_safe_url(url),
+            )
+        host = parts.hostname
+        if not host:
+            raise ProtocolError("refusing to fetch an image from a URL with no host")
+        if allow_local:
+            return
+        if is_loopback_host(host) or host.lower().endswith(".localhost"):
+            raise ProtocolError("refusing to fetch an image from this machine", url=_safe_url(url))
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return
+        if not address.is_global:
+            raise ProtocolError(
+                "refusing to fetch an image from a private, link-local or reserved address",
+                url=_safe_url(url),
+            )
+
+    # -- reading answers -----------------------------------------------------------
+
+    def _error_from_response(
+        self, status: int, body: bytes, headers: httpx.Headers, url: str, *, what: str
+    ) -> APIStatusError:
+        detail = _describe_body(body, headers.get("content-type", ""))
+        if status == 429:
+            wait = parse_retry_after(headers.get("retry-after"))
+            hint = f"; the server asks to wait {wait:g} s" if wait is not None else ""
+            return RateLimitError(
+                f"rate limited (429) on the {what}{hint}",
+                detail=detail,
+                url=url,
+                retry_after=wait,
+            )
+        return _status_error(status, detail, url, what=what)
+
+    def _read_envelope(
+        self, status: int, body: bytes, headers: httpx.Headers, url: str, *, what: str
+    ) -> Any:
+        """Return the ``data`` of a successful envelope, or raise the matching error."""
+        if status >= 400:
+            raise self._error_from_response(status, body, headers, url, what=what)
+        if status >= 300:
+            raise ProtocolError(f"unexpected redirect ({status}) from the API", url=url)
+        try:
+            obj = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError(
+                f"the {what} answer is not JSON ({_describe_body(body, '') or 'empty'})", url=url
+            ) from None
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"the {what} answer is not a JSON object", url=url)
+        code = obj.get("code", 0)
+        if code not in (0, "0", None):
+            message = obj.get("detail") or obj.get("message") or f"code {code}"
+            detail = redact(str(message), limit=300)
+            code_status = code if isinstance(code, int) and 400 <= code < 600 else 400
+            raise _status_error(code_status, detail, url, what=what)
+        if "data" not in obj:
+            raise ProtocolError(f"the {what} answer has no data", url=url)
+        return obj["data"]
+
+    def _parse_submit(self, status: int, body: bytes, headers: httpx.Headers, url: str) -> str:
+        data = self._read_envelope(status, body, headers, url, what="submit")
+        task_id = data.get("task_id") if isinstance(data, dict) else None
+        if isinstance(task_id, int) and not isinstance(task_id, bool):
+            task_id = str(task_id)
+        if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 200:
+            raise ProtocolError("the submit answer carries no usable task_id", url=url)
+        return task_id.strip()
+
+    def _parse_query(
+        self, task_id: str, status: int, body: bytes, headers: httpx.Headers, url: str
+    ) -> TaskSnapshot:
+        data = self._read_envelope(status, body, headers, url, what="query")
+        return TaskSnapshot.from_data(data, task_id=task_id)
+
+    def _parse_download(
+        self, status: int, body: bytes, headers: httpx.Headers, url: str
+    ) -> tuple[bytes, str]:
+        if status in (403, 404, 410):
+            raise NotFoundError(
+                f"the result URL has expired or is gone ({status})", status_code=status, url=url
+            )
+        if status >= 400:
+            raise self._error_from_response(status, body, headers, url, what="download")
+        media_type = sniff_image_type(body)
+        if media_type is None:
+            declared = headers.get("content-type", "unknown type")
+            raise ProtocolError(
+                f"the result URL did not return a PNG, JPEG, WebP or GIF image ({declared})",
+                url=url,
+            )
+        return body, media_type
+
+    # -- failures and retries ------------------------------------------------------
+
+    @staticmethod
+    def _map_transport_error(exc: httpx.TransportError, url: str) -> APIError:
+        """Translate httpx's transport errors, keeping "never sent" apart from "maybe sent"."""
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return APIConnectionError(
+                f"cannot connect to {urlsplit(url).netloc}: {type(exc).__name__}", url=url
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(f"no answer in time from {urlsplit(url).netloc}", url=url)
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return ProtocolError(f"unsupported URL: {url}", url=url)
+        return ConnectionLostError(
+            f"the connection to {urlsplit(url).netloc} broke ({type(exc).__name__})", url=url
+        )
+
+    def _retry_or_raise(self, kind: _Kind, attempt: int, error: APIError) -> float:
+        """Return how long to wait before retrying, or raise the error to give up."""
+        policy = self._policies[kind]
+        retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+        if kind is _Kind.SUBMIT:
+            if isinstance(error, APIConnectionError):
+                retryable = True
+            elif isinstance(error, RateLimitError):
+                retryable = retry_after is not None
+            elif isinstance(
+                error, (APITimeoutError, ConnectionLostError, ServerError, ProtocolError)
+            ):
+                raise SubmitOutcomeUnknownError(
+                    f"the submit may have reached the server ({error.message}); the task may "
+                    "exist and may have been charged, so it was not sent again",
+                    cause=error,
+                ) from error
+            else:
+                retryable = False
+        elif isinstance(error, (APIConnectionError, APITimeoutError, ConnectionLostError)):
+            retryable = True
+        elif isinstance(error, APIStatusError):
+            retryable = error.status_code in (408, 429) or error.status_code >= 500
+        else:
+            retryable = False
+        delay = retry_delay(attempt, policy, retry_after, rand=self._rand) if retryable else None
+        if delay is None:
+            raise error
+        logger.info(
+            "%s failed (%s); retry %d in %.2f s", kind.value, error.message, attempt + 1, delay
+        )
+        return delay
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"this {type(self).__name__} is closed")
+
+
+def _limits() -> httpx.Limits:
+    # Short keep-alive: an idle connection the server is about to close is the classic
+    # way to lose a submit's answer (reliability.md S12).
+    return httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=4.0)
+
+
+class Client(_BaseClient):
+    """A blocking client: submit a generation, query a task, download a result image.
+
+    Args:
+        api_key: the key; default from the environment (see :class:`Settings`).
+        base_url: the API origin; default ``https://api.defapi.org``.
+        settings: resolved settings to use instead of reading the environment.
+        transport: an httpx transport for API and image requests (tests pass a mock).
+        sleep: how to wait between retries (tests pass a fake clock's sleep).
+    """
+
+    def __init__(
+        self,
+        api_key: str | SecretKey | None = None,
+        *,
+        base_url: str | None = None,
+        settings: Settings | None = None,
+        transport: httpx.BaseTransport | None = None,
+        submit_policy: RetryPolicy = SUBMIT_POLICY,
+        query_policy: RetryPolicy = QUERY_POLICY,
+        download_policy: RetryPolicy = DOWNLOAD_POLICY,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(
+            settings,
+            api_key,
+            base_url,
+            submit_policy=submit_policy,
+            query_policy=query_policy,
+            download_policy=download_policy,
+            rand=rand,
+        )
+        self._sleep = sleep
+        self._http = httpx.Client(transport=transport, limits=_limits(), follow_redirects=False)
+        # A separate client with no credentials, for image hosts.
+        self._cdn = httpx.Client(transport=transport, limits=_limits(), follow_redirects=False)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections. Safe to call twice."""
+        self._closed = True
+        self._http.close()
+        self._cdn.close()
+
+    def _send(
+        self,
+        http: httpx.Client,
+        request: httpx.Request,
+        limit: int,
+    ) -> tuple[int, bytes, httpx.Headers, httpx.URL]:
+        try:
+            response = http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self._map_transport_error(exc, _safe_url(request.url)) from exc
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise ProtocolError(
+                    f"the answer is larger than {limit} bytes", url=_safe_url(request.url)
+                )
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ProtocolError(
+                        f"the answer is larger than {limit} bytes", url=_safe_url(request.url)
+                    )
+                chunks.append(chunk)
+        except httpx.TransportError as exc:
+            raise self._map_transport_error(exc, _safe_url(request.url)) from exc
+        finally:
+            response.close()
+        return response.status_code, b"".join(chunks), response.headers, response.url
+
+    def _with_retries(self, kind: _Kind, attempt_once: Callable[[], _T]) -> _T:
+        attempt = 0
+        while True:
+            try:
+                return attempt_once()
+            except APIError as error:
+                delay = self._retry_or_raise(kind, attempt, error)
+            self._sleep(delay)
+            attempt += 1
+
+    def submit(
+        self,
+        prompt: str | GenerationRequest,
+        *,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Submit a generation and return its task id. Costs credits.
+
+        ``options`` are the fields of :class:`GenerationRequest` (``model``, ``images``,
+        ``aspect_ratio``, ``image_size``, ``callback_url``).
+
+        Raises:
+            ValidationError: the request is wrong; nothing was sent.
+            SubmitOutcomeUnknownError: the request may have been received and charged.
+            APIStatusError: the server refused it (nothing charged), e.g. a bad key.
+            APIConnectionError: the server could not be reached (nothing sent).
+        """
+        self._check_open()
+        request = _as_request(prompt, options, self.settings.model)
+        build = self._build_submit(request, idempotency_key)
+
+        def once() -> str:
+            req = build()
+            status, body, headers, _ = self._send(self._http, req, MAX_API_BODY)
+            return self._parse_submit(status, body, headers, _safe_url(req.url))
+
+        task_id = self._with_retries(_Kind.SUBMIT, once)
+        logger.debug("submitted task %s", task_id)
+        return task_id
+
+    def query(self, task_id: str) -> TaskSnapshot:
+        """Ask the server where a task is. Retries transient failures."""
+        self._check_open()
+        build = self._build_query(task_id)
+
+        def once() -> TaskSnapshot:
+            req = build()
+            status, body, headers, _ = self._send(self._http, req, MAX_API_BODY)
+            return self._parse_query(task_id, status, body, headers, _safe_url(req.url))
+
+        return self._with_retries(_Kind.QUERY, once)
+
+    def download(self, url_or_data_uri: str) -> tuple[bytes, str]:
+        """Fetch a result image (or decode a data URI): ``(bytes, media type)``.
+
+        Never sends the API key. Follows at most 3 redirects, each checked again.
+        """
+        self._check_open()
+        limit = self.settings.max_download_bytes
+        if url_or_data_uri.startswith("data:"):
+            return _decode_data_uri(url_or_data_uri, limit)
+
+        def once() -> tuple[bytes, str]:
+            url = url_or_data_uri
+            for _ in range(MAX_REDIRECTS + 1):
+                req = self._build_download(url)
+                status, body, headers, _ = self._send(self._cdn, req, limit)
+                location = headers.get("location")
+                if status in (301, 302, 303, 307, 308) and location:
+                    url = urljoin(url, location)
+                    continue
+                return self._parse_download(status, body, headers, _safe_url(url))
+            raise ProtocolError("too many redirects for a result URL", url=_safe_url(url))
+
+        return self._with_retries(_Kind.DOWNLOAD, once)
+
+
+class AsyncClient(_BaseClient):
+    """The asyncio twin of :class:`Client`: same methods, awaited.
+
+    It belongs to the event loop it is first used on; objects bound to a loop never
+    cross loops.
+    """
+
+    def __init__(
+        self,
+        api_key: str | SecretKey | None = None,
+        *,
+        base_url: str | None = None,
+        settings: Settings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        submit_policy: RetryPolicy = SUBMIT_POLICY,
+        query_policy: RetryPolicy = QUERY_POLICY,
+        download_policy: RetryPolicy = DOWNLOAD_POLICY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        super().__init__(
+            settings,
+            api_key,
+            base_url,
+            submit_policy=submit_policy,
+            query_policy=query_policy,
+            download_policy=download_policy,
+            rand=rand,
+        )
+        self._sleep = sleep
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=4.0,
+        )
+        self._http = httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False)
+        self._cdn = httpx.AsyncClient(transport=transport, limits=_limits(), follow_redirects=False)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections. Safe to call twice."""
+        self._closed = True
+        await self._http.aclose()
+        await self._cdn.aclose()
+
+    async def _send(
+        self,
+        http: httpx.AsyncClient,
+        request: httpx.Request,
+        limit: int,
+    ) -> tuple[int, bytes, httpx.Headers, httpx.URL]:
+        try:
+            response = await http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self._map_transport_error(exc, _safe_url(request.url)) from exc
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise ProtocolError(
+                    f"the answer is larger than {limit} bytes", url=_safe_url(request.url)
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ProtocolError(
+                        f"the answer is larger than {limit} bytes", url=_safe_url(request.url)
+                    )
+                chunks.append(chunk)
+        except httpx.TransportError as exc:
+            raise self._map_transport_error(exc, _safe_url(request.url)) from exc
+        finally:
+            await response.aclose()
+        return response.status_code, b"".join(chunks), response.headers, response.url
+
+    async def _with_retries(self, kind: _Kind, attempt_once: Callable[[], Awaitable[_T]]) -> _T:
+        attempt = 0
+        while True:
+            try:
+                return await attempt_once()
+            except APIError as error:
+                delay = self._retry_or_raise(kind, attempt, error)
+            await self._sleep(delay)
+            attempt += 1
+
+    async def submit(
+        self,
+        prompt: str | GenerationRequest,
+        *,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Submit a generation and return its task id. See :meth:`Client.submit`."""
+        self._check_open()
+        request = _as_request(prompt, options, self.settings.model)
+        build = self._build_submit(request, idempotency_key)
+
+        async def once() -> str:
+            req = build()
+            status, body, headers, _ = await self._send(self._http, req, MAX_API_BODY)
+            return self._parse_submit(status, body, headers, _safe_url(req.url))
+
+        task_id = await self._with_retries(_Kind.SUBMIT, once)
+        logger.debug("submitted task %s", task_id)
+        return task_id
+
+    async def query(self, task_id: str) -> TaskSnapshot:
+        """Ask the server where a task is. See :meth:`Client.query`."""
+        self._check_open()
+        build = self._build_query(task_id)
+
+        async def once() -> TaskSnapshot:
+            req = build()
+            status, body, headers, _ = await self._send(self._http, req, MAX_API_BODY)
+            return self._parse_query(task_id, status, body, headers, _safe_url(req.url))
+
+        return await self._with_retries(_Kind.QUERY, once)
+
+    async def download(self, url_or_data_uri: str) -> tuple[bytes, str]:
+        """Fetch a result image or decode a data URI. See :meth:`Client.download`."""
+        self._check_open()
+        limit = self.settings.max_download_bytes
+        if url_or_data_uri.startswith("data:"):
+            return _decode_data_uri(url_or_data_uri, limit)
+
+        async def once() -> tuple[bytes, str]:
+            url = url_or_data_uri
+            for _ in range(MAX_REDIRECTS + 1):
+                req = self._build_download(url)
+                status, body, headers, _ = await self._send(self._cdn, req, limit)
+                location = headers.get("location")
+                if status in (301, 302, 303, 307, 308) and location:
+                    url = urljoin(url, location)
+                    continue
+                return self._parse_download(status, body, headers, _safe_url(url))
+            raise ProtocolError("too many redirects for a result URL", url=_safe_url(url))
+
+        return await self._with_retries(_Kind.DOWNLOAD, once)
+
+
+def _as_request(
+    prompt: str | GenerationRequest, options: dict[str, Any], default_model: str
+) -> GenerationRequest:
+    """Build and validate the request (before anything is sent or written)."""
+    if isinstance(prompt, GenerationRequest):
+        if options:
+            raise TypeError("pass either a GenerationRequest or keyword options, not both")
+        return prompt.validated()
+    unknown = set(options) - {"model", "images", "aspect_ratio", "image_size", "callback_url"}
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    if options.get("model") is None:
+        options["model"] = default_model
+    if isinstance(options.get("images"), str):
+        options["images"] = (options["images"],)
+    options["images"] = tuple(options.get("images") or ())
+    return GenerationRequest(prompt=prompt, **options).validated()
+
+
+def _decode_data_uri(uri: str, limit: int) -> tuple[bytes, str]:
+    try:
+        return parse_data_uri(uri, max_bytes=limit)
+    except ValueError as exc:
+        raise ProtocolError(f"the result image is unusable: {exc}") from None

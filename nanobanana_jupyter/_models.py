@@ -1,0 +1,414 @@
+"""The API's records: what is sent, what comes back, and what a task's status means.
+
+Data only, no I/O, standard library only. Parsing is liberal in what it accepts (the live
+service adds fields, drops optional ones, sends numbers as strings) and strict in what it
+returns: a snapshot is always well-formed, or :class:`~._exceptions.ProtocolError` is raised.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import enum
+import hashlib
+import json
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._exceptions import ProtocolError, ValidationError, redact
+from ._settings import DEFAULT_MODEL
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "IMAGE_SIZES",
+    "KNOWN_MODELS",
+    "MAX_REFERENCE_IMAGES",
+    "GenerationRequest",
+    "ResultItem",
+    "TaskSnapshot",
+    "TaskStatus",
+    "parse_data_uri",
+    "sniff_image_type",
+]
+
+KNOWN_MODELS: tuple[str, ...] = (
+    DEFAULT_MODEL,
+    "google/gemini-2.5-flash-image",
+    "google/nano-banana",
+    "google/nano-banana-pro",
+    "google/nano-banana-2",
+    "google/gemini-3.1-flash-image-preview",
+)
+ASPECT_RATIOS: tuple[str, ...] = (
+    "auto", "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+)  # fmt: skip
+IMAGE_SIZES: tuple[str, ...] = ("1K", "2K", "4K")
+MAX_REFERENCE_IMAGES = 4
+MAX_PROMPT_CHARS = 20_000
+# Raster types only: SVG can carry script and is never accepted as an image.
+RASTER_TYPES: tuple[str, ...] = ("image/png", "image/jpeg", "image/webp", "image/gif")
+_DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^;,]*)*),", re.ASCII)
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is: the API's five states plus the states only this client knows."""
+
+    # The API's states.
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILED = "failed"
+    # Local states (design.md section 4).
+    SUBMITTING = "submitting"
+    """The submit is being sent; no task id yet."""
+    SUBMIT_UNKNOWN = "submit_unknown"
+    """The submit may have reached the server (maybe charged); never re-sent silently."""
+    NOT_SENT = "not_sent"
+    """The submit was refused or never left this machine: nothing charged."""
+    TIMED_OUT = "timed_out"
+    """The local deadline passed; the server may still finish; resumable."""
+    ABANDONED = "abandoned"
+    """Cancelled locally; the API has no cancel, so the server may still charge."""
+    UNAVAILABLE = "unavailable"
+    """Succeeded on the server, but the images could not be fetched."""
+    UNRECOGNIZED = "unrecognized"
+    """The server sent a status this client does not know: treated as not finished."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when nothing more will happen without the user asking (no more polling)."""
+        return self in _TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        """True while the server is (or may be) working and the client should poll."""
+        return self in _ACTIVE
+
+    @property
+    def is_resumable(self) -> bool:
+        """True for ended states that ``resume()`` can pick up again by polling."""
+        return self in {TaskStatus.TIMED_OUT, TaskStatus.ABANDONED, TaskStatus.UNAVAILABLE}
+
+    @classmethod
+    def from_api(cls, value: object) -> TaskStatus:
+        """Map the API's status text to a status; anything unknown is ``UNRECOGNIZED``."""
+        if isinstance(value, str):
+            member = _API_STATUSES.get(value.strip().lower().replace("-", "_").replace(" ", "_"))
+            if member is not None:
+                return member
+        return cls.UNRECOGNIZED
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_API_STATUSES = {
+    s.value: s
+    for s in (
+        TaskStatus.PENDING,
+        TaskStatus.SUBMITTED,
+        TaskStatus.IN_PROGRESS,
+        TaskStatus.SUCCESS,
+        TaskStatus.FAILED,
+    )
+}
+_TERMINAL = frozenset(
+    {
+        TaskStatus.SUCCESS,
+        TaskStatus.FAILED,
+        TaskStatus.SUBMIT_UNKNOWN,
+        TaskStatus.NOT_SENT,
+        TaskStatus.TIMED_OUT,
+        TaskStatus.ABANDONED,
+        TaskStatus.UNAVAILABLE,
+    }
+)
+_ACTIVE = frozenset(
+    {
+        TaskStatus.PENDING,
+        TaskStatus.SUBMITTED,
+        TaskStatus.IN_PROGRESS,
+        TaskStatus.UNRECOGNIZED,
+    }
+)
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """Return the raster media type the bytes really are, from their magic numbers."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def parse_data_uri(uri: str, *, max_bytes: int) -> tuple[bytes, str]:
+    """Decode a ``data:image/...;base64,`` URI into ``(bytes, media type)``.
+
+    The size is checked before decoding. The media type returned is the one the bytes
+    really have; a URI whose bytes are no raster image (SVG, HTML, garbage) is refused.
+
+    Raises:
+        ValueError: with a message fit to show, for any URI that is not a usable image.
+    """
+    if not isinstance(uri, str):
+        raise ValueError("a data URI must be a string")
+    match = _DATA_URI.match(uri[:300])
+    if match is None:
+        raise ValueError("not a data URI of the form data:image/<type>;base64,<data>")
+    declared = match.group("type").lower()
+    if not declared.startswith("image/"):
+        raise ValueError(f"data URI holds {declared!r}, not an image")
+    if declared not in RASTER_TYPES:
+        raise ValueError(f"data URI type {declared!r} is not an accepted raster image type")
+    if ";base64" not in match.group("params").lower():
+        raise ValueError("only base64 data URIs are accepted")
+    payload = uri[match.end() :]
+    # 4 base64 characters carry 3 bytes: refuse before decoding anything large.
+    if len(payload) // 4 * 3 > max_bytes + 3:
+        raise ValueError(f"data URI image is larger than the {max_bytes} byte limit")
+    payload = "".join(payload.split())
+    try:
+        raw = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("data URI holds invalid base64") from None
+    if len(raw) > max_bytes:
+        raise ValueError(f"data URI image is larger than the {max_bytes} byte limit")
+    actual = sniff_image_type(raw)
+    if actual is None:
+        raise ValueError("data URI bytes are not a PNG, JPEG, WebP or GIF image")
+    return raw, actual
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    """One generation as sent to ``POST /api/image/gen``.
+
+    Build it with keyword arguments and call :meth:`validated` (the clients do) before
+    sending: every mistake is caught here, where nothing has been charged.
+    """
+
+    prompt: str
+    """What to draw, or the edit to make to the reference images."""
+    model: str = DEFAULT_MODEL
+    """The model id; unknown ids are allowed (the list changes) with a warning."""
+    images: tuple[str, ...] = ()
+    """Up to 4 reference images: http(s) URLs or ``data:image/...;base64,`` URIs."""
+    aspect_ratio: str | None = None
+    """One of :data:`ASPECT_RATIOS`, or ``None`` for the model's default."""
+    image_size: str | None = None
+    """``1K``, ``2K`` or ``4K`` (Pro models), or ``None``."""
+    callback_url: str | None = None
+    """An http(s) URL the service POSTs the final state to."""
+
+    def validated(self) -> GenerationRequest:
+        """Return a normalised copy, or raise :class:`ValidationError` saying what to fix."""
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValidationError("the prompt is empty: describe the image to generate")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise ValidationError(
+                f"the prompt has {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS} are sent"
+            )
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValidationError("the model is empty; e.g. model='google/gempix2'")
+        model = self.model.strip()
+        if model not in KNOWN_MODELS:
+            warnings.warn(
+                f"model {model!r} is not one of the known models {', '.join(KNOWN_MODELS)}; "
+                "sending it anyway",
+                UnknownModelWarning,
+                stacklevel=3,
+            )
+        images = tuple(self.images)
+        if len(images) > MAX_REFERENCE_IMAGES:
+            raise ValidationError(
+                f"{len(images)} reference images given; "
+                f"the API takes at most {MAX_REFERENCE_IMAGES}"
+            )
+        for i, image in enumerate(images, 1):
+            if not isinstance(image, str):
+                raise ValidationError(
+                    f"reference image {i} is a {type(image).__name__}; pass an http(s) URL or "
+                    "a data:image/ URI (the magic and Session convert files and PIL images)"
+                )
+            if not (image.startswith("data:image/") or _is_http_url(image)):
+                raise ValidationError(
+                    f"reference image {i} ({redact(image, 60)!r}) is neither an http(s) URL "
+                    "nor a data:image/ URI"
+                )
+        aspect = self.aspect_ratio
+        if aspect is not None and aspect not in ASPECT_RATIOS:
+            raise ValidationError(
+                f"aspect ratio {aspect!r} is not one of {', '.join(ASPECT_RATIOS)}"
+            )
+        size = self.image_size
+        if size is not None:
+            size = size.upper()
+            if size not in IMAGE_SIZES:
+                raise ValidationError(
+                    f"image size {self.image_size!r} is not one of {', '.join(IMAGE_SIZES)}"
+                )
+        if self.callback_url is not None and not _is_http_url(self.callback_url):
+            raise ValidationError(f"callback URL {self.callback_url!r} is not an http(s) URL")
+        return dataclasses.replace(
+            self, prompt=self.prompt, model=model, images=images, image_size=size
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON body of the submit, leaving out what is unset."""
+        body: dict[str, Any] = {"model": self.model, "prompt": self.prompt}
+        if self.images:
+            body["images"] = list(self.images)
+        if self.aspect_ratio is not None:
+            body["aspect_ratio"] = self.aspect_ratio
+        if self.image_size is not None:
+            body["image_size"] = self.image_size
+        if self.callback_url is not None:
+            body["callback_url"] = self.callback_url
+        return body
+
+    def fingerprint(self) -> str:
+        """A hash of what determines the result: model, prompt, reference images, options.
+
+        Identical requests share a fingerprint, so a re-run cell can reuse a finished result
+        instead of paying again. The callback URL does not change the image and is left out.
+        """
+        canonical = {
+            "model": self.model,
+            "prompt": self.prompt,
+            "images": [hashlib.sha256(i.encode()).hexdigest() for i in self.images],
+            "aspect_ratio": self.aspect_ratio,
+            "image_size": self.image_size,
+        }
+        text = json.dumps(canonical, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class UnknownModelWarning(UserWarning):
+    """The model id is not among those known to work; it is sent anyway."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultItem:
+    """One entry of a task's result: an image (URL or data URI) or, rarely, text."""
+
+    image: str | None = None
+    text: str | None = None
+
+    @property
+    def is_data_uri(self) -> bool:
+        return self.image is not None and self.image.startswith("data:")
+
+
+def _parse_consumed(value: object) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float, str)):
+        try:
+            number = Decimal(str(value).strip())
+        except (InvalidOperation, ValueError):
+            return None
+        return number if number.is_finite() and number >= 0 else None
+    return None
+
+
+def _parse_reason(value: object) -> str | None:
+    if isinstance(value, Mapping):
+        value = value.get("message")
+    if isinstance(value, str) and value.strip():
+        return redact(value, limit=2000)
+    return None
+
+
+def _parse_results(value: object) -> tuple[ResultItem, ...]:
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        return ()
+    items: list[ResultItem] = []
+    for entry in value:
+        if isinstance(entry, str) and entry.strip():
+            items.append(ResultItem(image=entry.strip()))
+        elif isinstance(entry, Mapping):
+            image = entry.get("image", entry.get("url"))
+            text = entry.get("text")
+            if isinstance(image, str) and image.strip():
+                items.append(ResultItem(image=image.strip()))
+            elif isinstance(text, str):
+                items.append(ResultItem(text=text))
+    return tuple(items)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSnapshot:
+    """A task as the server last described it (a query answer or a callback payload)."""
+
+    task_id: str
+    status: TaskStatus
+    raw_status: str
+    """The status exactly as sent (for logs, when it was not recognised)."""
+    results: tuple[ResultItem, ...] = ()
+    consumed: Decimal | None = None
+    """Credits charged, when the server says."""
+    reason: str | None = None
+    """``status_reason.message``: why it failed, redacted."""
+    created_at: str | None = None
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The image URLs and data URIs of the result, in order."""
+        return tuple(item.image for item in self.results if item.image is not None)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Text entries of the result (when the model answered in words)."""
+        return tuple(item.text for item in self.results if item.text is not None)
+
+    @classmethod
+    def from_data(cls, data: object, *, task_id: str | None = None) -> TaskSnapshot:
+        """Parse the ``data`` of a query answer, or a callback payload (same fields).
+
+        Args:
+            data: the decoded JSON object.
+            task_id: the id that was asked for, used when the answer leaves it out.
+
+        Raises:
+            ProtocolError: when ``data`` is not an object or names no task at all.
+        """
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"the task answer is a {type(data).__name__}, not an object")
+        raw_id = data.get("task_id", data.get("id"))
+        if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) and str(raw_id).strip():
+            found_id = str(raw_id).strip()
+        elif task_id is not None:
+            found_id = task_id
+        else:
+            raise ProtocolError("the task answer carries no task_id")
+        raw = data.get("status")
+        raw_status = raw if isinstance(raw, str) else json.dumps(raw, default=str)[:100]
+        return cls(
+            task_id=found_id,
+            status=TaskStatus.from_api(raw),
+            raw_status=redact(raw_status, limit=100),
+            results=_parse_results(data.get("result")),
+            consumed=_parse_consumed(data.get("consumed")),
+            reason=_parse_reason(data.get("status_reason")),
+            created_at=(
+                str(data["created_at"])[:64]
+                if isinstance(data.get("created_at"), (str, int, float))
+                else None
+            ),
+        )

@@ -1,0 +1,108 @@
+"""Retry maths: pure functions from (attempt, Retry-After) to a delay, and the policies.
+
+Which failures are retried is decided by the client (see ``_client``); this module only says
+how long to wait, and whether a server's requested wait is too long to honour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import math
+import random
+import time
+from collections.abc import Callable
+
+__all__ = ["RetryPolicy", "backoff_delay", "parse_retry_after", "retry_delay"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry one kind of request.
+
+    The delay before retry ``n`` (0-based) is ``min(cap, base * 2**n)`` scaled by a random
+    factor in ``[1 - jitter, 1]``, unless the server sent a Retry-After, which is honoured
+    when it is at most ``max_retry_after`` seconds. A longer requested wait means: do not
+    retry, tell the caller how long the server asked for.
+    """
+
+    max_retries: int = 4
+    base: float = 0.5
+    cap: float = 8.0
+    jitter: float = 0.25
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or not (0 <= self.jitter <= 1):
+            raise ValueError("max_retries must be >= 0 and jitter within [0, 1]")
+        if not (0 < self.base <= self.cap < math.inf) or not (0 <= self.max_retry_after < math.inf):
+            raise ValueError("delays must be finite, with 0 < base <= cap")
+
+
+# A submit is retried only when it provably never reached the server, or on a short 429.
+SUBMIT_POLICY = RetryPolicy(max_retries=2, base=0.5, cap=8.0, max_retry_after=60.0)
+# Queries and downloads are idempotent GETs.
+QUERY_POLICY = RetryPolicy(max_retries=4, base=0.5, cap=8.0, max_retry_after=60.0)
+DOWNLOAD_POLICY = RetryPolicy(max_retries=3, base=0.5, cap=8.0, max_retry_after=30.0)
+
+
+def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
+    """Read a Retry-After header: seconds or an HTTP date. ``None`` when unusable.
+
+    The result is always finite and >= 0: "inf", "nan", "1e309", negative numbers and
+    garbage give ``None``; a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > 64:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:  # pragma: no cover - older Pythons returned None instead of raising
+        return None
+    try:
+        delta = when.timestamp() - now()
+    except (OverflowError, OSError, ValueError):
+        return None
+    return max(0.0, delta) if math.isfinite(delta) else None
+
+
+def backoff_delay(
+    attempt: int, policy: RetryPolicy, *, rand: Callable[[], float] = random.random
+) -> float:
+    """Delay before retry number ``attempt`` (0-based): capped exponential with jitter."""
+    # Bound the exponent first: 2**attempt must not overflow for silly attempt numbers.
+    ceiling = min(policy.cap, policy.base * 2.0 ** min(max(attempt, 0), 62))
+    return ceiling * (1.0 - policy.jitter * min(max(rand(), 0.0), 1.0))
+
+
+def retry_delay(
+    attempt: int,
+    policy: RetryPolicy,
+    retry_after: float | None = None,
+    *,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
+    """The delay before retry ``attempt``, or ``None`` when no retry should happen.
+
+    ``None`` when the attempts are used up, or when the server asked for a longer wait than
+    ``policy.max_retry_after``.
+    """
+    if attempt >= policy.max_retries:
+        return None
+    if retry_after is not None:
+        if retry_after > policy.max_retry_after:
+            return None
+        return retry_after
+    return backoff_delay(attempt, policy, rand=rand)

@@ -1,0 +1,46 @@
+"""Fixtures shared by every test: a clean environment, a sentinel key, a fake clock."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SENTINEL_KEY = f"dk-SENTINEL{uuid.uuid4().hex}"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test starts with no NANOBANANA_*/DEFAPI_* variables and an empty working dir."""
+    for name in list(os.environ):
+        if name.startswith(("NANOBANANA_", "DEFAPI_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def sentinel_key() -> str:
+    """A key-shaped secret that must never appear in any output, error or file."""
+    return SENTINEL_KEY
+
+
+class FakeSleep:
+    """Records requested sleeps instead of sleeping (fake clock for retry tests)."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def fake_sleep() -> FakeSleep:
+    return FakeSleep()

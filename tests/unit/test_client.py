@@ -1,0 +1,394 @@
+"""Client behaviour through a mock transport: retry policy, error mapping, key hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from nanobanana_jupyter import (
+    APIConnectionError,
+    APITimeoutError,
+    AsyncClient,
+    AuthenticationError,
+    BadRequestError,
+    Client,
+    NanoBananaError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    SubmitOutcomeUnknownError,
+    TaskStatus,
+    ValidationError,
+)
+from tests.conftest import FakeSleep
+
+API = "https://api.defapi.org"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def ok(data: dict[str, Any]) -> httpx.Response:
+    return httpx.Response(200, json={"code": 0, "message": "ok", "data": data})
+
+
+def png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Script:
+    """A mock server answering from a list: each item a response or an exception to raise."""
+
+    def __init__(self, *steps: httpx.Response | type[Exception] | Handler) -> None:
+        self.steps = list(steps)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
+        if isinstance(step, type) and issubclass(step, Exception):
+            raise step("scripted", request=request)  # type: ignore[call-arg]
+        if isinstance(step, httpx.Response):
+            return step
+        return step(request)
+
+
+def make_client(script: Script, sleep: FakeSleep, key: str = "dk-test") -> Client:
+    return Client(key, transport=httpx.MockTransport(script), sleep=sleep, rand=lambda: 0.5)
+
+
+# -- submit ---------------------------------------------------------------------------
+
+
+def test_submit_sends_the_documented_request(fake_sleep: FakeSleep, sentinel_key: str) -> None:
+    """A submit POSTs the JSON body with the bearer key and an Idempotency-Key."""
+    script = Script(ok({"task_id": "ta1"}))
+    with make_client(script, fake_sleep, sentinel_key) as client:
+        task_id = client.submit("a cat", aspect_ratio="1:1", idempotency_key="local-1")
+    assert task_id == "ta1"
+    (req,) = script.requests
+    assert req.method == "POST" and str(req.url) == f"{API}/api/image/gen"
+    assert req.headers["authorization"] == f"Bearer {sentinel_key}"
+    assert req.headers["idempotency-key"] == "local-1"
+    assert json.loads(req.content) == {"model": "google/gempix2", "prompt": "a cat", "aspect_ratio": "1:1"}
+
+
+def test_submit_retries_connect_errors_then_gives_up(fake_sleep: FakeSleep) -> None:
+    """S1/S2: a submit that never connected is retried twice with backoff, then fails clearly."""
+    script = Script(httpx.ConnectError)
+    with make_client(script, fake_sleep) as client, pytest.raises(APIConnectionError, match="cannot connect"):
+        client.submit("a cat")
+    assert len(script.requests) == 3
+    assert len(fake_sleep.calls) == 2 and 0 < fake_sleep.calls[0] < fake_sleep.calls[1] <= 8
+
+
+def test_submit_connect_timeout_then_success(fake_sleep: FakeSleep) -> None:
+    """A connect timeout proves the request was never sent, so one retry is safe."""
+    script = Script(httpx.ConnectTimeout, ok({"task_id": "ta2"}))
+    with make_client(script, fake_sleep) as client:
+        assert client.submit("a cat") == "ta2"
+    assert len(script.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ReadTimeout,
+        httpx.WriteTimeout,
+        httpx.ReadError,
+        httpx.RemoteProtocolError,
+        httpx.Response(500, text="<html><body>Internal error</body></html>"),
+        httpx.Response(502, text="bad gateway"),
+        httpx.Response(200, text="<html>not json</html>"),
+        httpx.Response(200, json={"code": 0, "data": {}}),
+        httpx.Response(200, json={"code": 0, "data": {"task_id": 12.5}}),
+        httpx.Response(200, json=[1, 2]),
+    ],
+)
+def test_submit_that_may_have_arrived_is_never_resent(failure: Any, fake_sleep: FakeSleep) -> None:
+    """S3-S5, S10: a timeout, reset, 5xx or unreadable 200 gives 'outcome unknown' after one send."""
+    script = Script(failure, ok({"task_id": "never"}))
+    with make_client(script, fake_sleep) as client, pytest.raises(SubmitOutcomeUnknownError) as info:
+        client.submit("a cat")
+    assert len(script.requests) == 1
+    assert fake_sleep.calls == []
+    assert "may have been charged" in str(info.value)
+    assert isinstance(info.value.cause, NanoBananaError)
+
+
+def test_submit_html_500_message_is_short(fake_sleep: FakeSleep) -> None:
+    """An HTML error page becomes a short sentence, not a page of markup."""
+    script = Script(httpx.Response(500, text="<html>" + "x" * 10_000 + "</html>"))
+    with make_client(script, fake_sleep) as client, pytest.raises(SubmitOutcomeUnknownError) as info:
+        client.submit("a cat")
+    assert "HTML page" in str(info.value) and len(str(info.value)) < 400
+
+
+def test_submit_429_with_short_retry_after_is_retried_once(fake_sleep: FakeSleep) -> None:
+    """S6: 429 with Retry-After 2 is retried after exactly 2 s, and succeeds."""
+    script = Script(httpx.Response(429, headers={"Retry-After": "2"}, json={"code": 1}), ok({"task_id": "ta3"}))
+    with make_client(script, fake_sleep) as client:
+        assert client.submit("a cat") == "ta3"
+    assert fake_sleep.calls == [2.0]
+    assert len(script.requests) == 2
+
+
+@pytest.mark.parametrize("header", ["3600", None, "abc"])
+def test_submit_429_long_or_missing_wait_is_not_retried(header: str | None, fake_sleep: FakeSleep) -> None:
+    """S7: a 429 asking for a long wait, or none, fails at once and says how long to wait."""
+    headers = {"Retry-After": header} if header else {}
+    script = Script(httpx.Response(429, headers=headers, json={"code": 1, "message": "slow down"}))
+    with make_client(script, fake_sleep) as client, pytest.raises(RateLimitError) as info:
+        client.submit("a cat")
+    assert len(script.requests) == 1 and fake_sleep.calls == []
+    if header == "3600":
+        assert info.value.retry_after == 3600 and "3600" in str(info.value)
+
+
+def test_submit_400_carries_the_server_detail(fake_sleep: FakeSleep) -> None:
+    """S8: 400 is not retried and carries the server's detail."""
+    body = {"code": 1, "message": "failed", "detail": "prompt is required"}
+    script = Script(httpx.Response(400, json=body))
+    with make_client(script, fake_sleep) as client, pytest.raises(BadRequestError) as info:
+        client.submit("a cat")
+    assert info.value.detail == "prompt is required" and info.value.status_code == 400
+    assert len(script.requests) == 1
+
+
+def test_submit_401_is_not_retried_and_never_shows_the_key(fake_sleep: FakeSleep, sentinel_key: str) -> None:
+    """S9/K4: a refused key fails at once; an echoed key is redacted from the error."""
+    script = Script(httpx.Response(401, json={"code": 1, "message": f"Invalid API key {sentinel_key}"}))
+    with make_client(script, fake_sleep, sentinel_key) as client, pytest.raises(AuthenticationError) as info:
+        client.submit("a cat")
+    assert len(script.requests) == 1
+    for text in (str(info.value), repr(info.value), repr(info.value.detail), repr(client)):
+        assert sentinel_key not in text
+
+
+def test_submit_code_nonzero_in_200_is_an_error(fake_sleep: FakeSleep) -> None:
+    """An envelope with a non-zero code is an error even under HTTP 200."""
+    script = Script(httpx.Response(200, json={"code": 401, "message": "Invalid API key"}))
+    with make_client(script, fake_sleep) as client, pytest.raises(AuthenticationError):
+        client.submit("a cat")
+
+
+def test_validation_happens_before_anything_is_sent(fake_sleep: FakeSleep) -> None:
+    """A bad request raises ValidationError and no request leaves the client."""
+    script = Script(ok({"task_id": "x"}))
+    with make_client(script, fake_sleep) as client:
+        with pytest.raises(ValidationError):
+            client.submit("")
+        with pytest.raises(ValidationError):
+            client.submit("a cat", images=["https://a/1"] * 5)
+        with pytest.raises(TypeError, match="unknown option"):
+            client.submit("a cat", colour="red")
+    assert script.requests == []
+
+
+def test_huge_answer_is_refused_without_reading_it_all(fake_sleep: FakeSleep) -> None:
+    """S10: a 10 MB body is cut off at the API body cap."""
+    script = Script(httpx.Response(200, content=b"{" + b" " * 10_000_000))
+    with make_client(script, fake_sleep) as client, pytest.raises(SubmitOutcomeUnknownError):
+        client.submit("a cat")
+
+
+# -- query ----------------------------------------------------------------------------
+
+
+def test_query_parses_and_retries_server_errors(fake_sleep: FakeSleep) -> None:
+    """P2: 503s on a query are retried with backoff, then the snapshot is returned."""
+    script = Script(
+        httpx.Response(503),
+        httpx.Response(502, text="<html/>"),
+        ok({"task_id": "ta1", "status": "in_progress", "consumed": "0.5"}),
+    )
+    with make_client(script, fake_sleep) as client:
+        snap = client.query("ta1")
+    assert snap.status is TaskStatus.IN_PROGRESS
+    assert len(script.requests) == 3 and len(fake_sleep.calls) == 2
+    assert script.requests[0].url.params["task_id"] == "ta1"
+
+
+def test_query_gives_up_after_the_retry_budget(fake_sleep: FakeSleep) -> None:
+    """Persistent read timeouts end in APITimeoutError after 1 + 4 attempts."""
+    script = Script(httpx.ReadTimeout)
+    with make_client(script, fake_sleep) as client, pytest.raises(APITimeoutError):
+        client.query("ta1")
+    assert len(script.requests) == 5
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(404, NotFoundError), (401, AuthenticationError), (400, BadRequestError)]
+)
+def test_query_client_errors_are_not_retried(status: int, error: type[Exception], fake_sleep: FakeSleep) -> None:
+    """404/401/400 on a query are raised at once for the scheduler to handle."""
+    script = Script(httpx.Response(status, json={"code": 1, "message": "task not found"}))
+    with make_client(script, fake_sleep) as client, pytest.raises(error):
+        client.query("ta1")
+    assert len(script.requests) == 1
+
+
+def test_query_honours_retry_after(fake_sleep: FakeSleep) -> None:
+    """A 429 on a query waits what the server asked before trying again."""
+    script = Script(httpx.Response(429, headers={"Retry-After": "3"}), ok({"task_id": "t", "status": "pending"}))
+    with make_client(script, fake_sleep) as client:
+        client.query("t")
+    assert fake_sleep.calls == [3.0]
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(status=st.integers(100, 599), body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_answer_gives_a_snapshot_or_a_documented_error(status: int, body: bytes, fake_sleep: FakeSleep) -> None:
+    """Whatever status and body come back, query returns or raises a NanoBananaError only."""
+    script = Script(httpx.Response(status, content=body))
+    with make_client(script, fake_sleep) as client:
+        try:
+            client.query("ta1")
+        except NanoBananaError:
+            pass
+
+
+# -- download -------------------------------------------------------------------------
+
+
+def test_download_never_sends_the_key(fake_sleep: FakeSleep, sentinel_key: str) -> None:
+    """R3: image requests carry no Authorization header, even after a redirect."""
+    image = png_bytes()
+    script = Script(
+        httpx.Response(302, headers={"Location": "https://cdn2.example/final.png"}),
+        httpx.Response(200, content=image, headers={"Content-Type": "image/png"}),
+    )
+    with make_client(script, fake_sleep, sentinel_key) as client:
+        assert client.download("https://cdn.example/a.png") == (image, "image/png")
+    assert [str(r.url) for r in script.requests] == ["https://cdn.example/a.png", "https://cdn2.example/final.png"]
+    assert all("authorization" not in r.headers for r in script.requests)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://cdn.example/a.png",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "https://127.0.0.1/a.png",
+        "https://10.0.0.5/a.png",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/a.png",
+        "https://localhost/a.png",
+    ],
+)
+def test_download_refuses_unsafe_urls_before_connecting(url: str, fake_sleep: FakeSleep) -> None:
+    """R4: non-https and local or private addresses are refused without a request."""
+    script = Script(httpx.Response(200, content=png_bytes()))
+    with make_client(script, fake_sleep) as client, pytest.raises(ProtocolError, match="refusing"):
+        client.download(url)
+    assert script.requests == []
+
+
+def test_download_redirect_to_a_private_address_is_refused(fake_sleep: FakeSleep) -> None:
+    """Each redirect hop is checked again (no SSRF through a redirect)."""
+    script = Script(httpx.Response(302, headers={"Location": "https://192.168.1.1/x.png"}))
+    with make_client(script, fake_sleep) as client, pytest.raises(ProtocolError, match="refusing"):
+        client.download("https://cdn.example/a.png")
+    assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize("status", [403, 404, 410])
+def test_expired_url_is_not_retried(status: int, fake_sleep: FakeSleep) -> None:
+    """R1: an expired result URL fails at once with a clear message."""
+    script = Script(httpx.Response(status))
+    with make_client(script, fake_sleep) as client, pytest.raises(NotFoundError, match="expired"):
+        client.download("https://cdn.example/a.png")
+    assert len(script.requests) == 1
+
+
+def test_truncated_download_is_retried(fake_sleep: FakeSleep) -> None:
+    """R2: a body cut short is retried, and the complete image is returned."""
+    image = png_bytes()
+    script = Script(httpx.RemoteProtocolError, httpx.Response(200, content=image))
+    with make_client(script, fake_sleep) as client:
+        assert client.download("https://cdn.example/a.png")[0] == image
+    assert len(script.requests) == 2
+
+
+@pytest.mark.parametrize("body", [b"<html><script>alert(1)</script></html>", b"<svg onload=alert(1)/>", b""])
+def test_non_images_are_refused(body: bytes, fake_sleep: FakeSleep) -> None:
+    """R6: HTML, SVG or empty bodies are never accepted as images."""
+    script = Script(httpx.Response(200, content=body, headers={"Content-Type": "image/png"}))
+    with make_client(script, fake_sleep) as client, pytest.raises(ProtocolError, match="did not return"):
+        client.download("https://cdn.example/a.png")
+
+
+def test_download_size_cap(fake_sleep: FakeSleep) -> None:
+    """R5: an image larger than the cap is refused while streaming."""
+    script = Script(httpx.Response(200, content=b"\x89PNG\r\n\x1a\n" + b"0" * 2000))
+    client = Client("dk-x", transport=httpx.MockTransport(script), sleep=fake_sleep)
+    client.settings = client.settings.replace(max_download_bytes=1000)
+    with client, pytest.raises(ProtocolError, match="larger than 1000"):
+        client.download("https://cdn.example/a.png")
+
+
+def test_data_uri_results_are_decoded_locally(fake_sleep: FakeSleep) -> None:
+    """A data-URI result is decoded without any request."""
+    import base64
+
+    image = png_bytes()
+    script = Script(httpx.Response(500))
+    with make_client(script, fake_sleep) as client:
+        uri = "data:image/png;base64," + base64.b64encode(image).decode()
+        assert client.download(uri) == (image, "image/png")
+        with pytest.raises(ProtocolError, match="unusable"):
+            client.download("data:image/svg+xml;base64,PHN2Zy8+")
+    assert script.requests == []
+
+
+def test_closed_client_refuses_work(fake_sleep: FakeSleep) -> None:
+    """Using a closed client is a programming error (RuntimeError), not an API error."""
+    client = make_client(Script(ok({"task_id": "x"})), fake_sleep)
+    client.close()
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.query("x")
+
+
+# -- async ----------------------------------------------------------------------------
+
+
+def test_async_client_shares_the_policy(fake_sleep: FakeSleep) -> None:
+    """The async client retries and maps errors exactly like the blocking one."""
+    script = Script(httpx.ConnectError, ok({"task_id": "ta1"}))
+    unknown = Script(httpx.ReadTimeout)
+    query = Script(httpx.Response(503), ok({"task_id": "ta1", "status": "success", "result": []}))
+
+    async def run() -> None:
+        async with AsyncClient("dk-x", transport=httpx.MockTransport(script), sleep=fake_sleep.asleep) as c:
+            assert await c.submit("a cat") == "ta1"
+        async with AsyncClient("dk-x", transport=httpx.MockTransport(unknown), sleep=fake_sleep.asleep) as c:
+            with pytest.raises(SubmitOutcomeUnknownError):
+                await c.submit("a cat")
+        async with AsyncClient("dk-x", transport=httpx.MockTransport(query), sleep=fake_sleep.asleep) as c:
+            assert (await c.query("ta1")).status is TaskStatus.SUCCESS
+
+    asyncio.run(run())
+    assert (len(script.requests), len(unknown.requests), len(query.requests)) == (2, 1, 2)
+    assert len(fake_sleep.calls) == 2
+
+
+def test_missing_key_is_reported_before_sending(fake_sleep: FakeSleep) -> None:
+    """With no key configured, a call says where to put one and sends nothing."""
+    from nanobanana_jupyter import MissingAPIKeyError
+
+    script = Script(ok({"task_id": "x"}))
+    with Client(transport=httpx.MockTransport(script), sleep=fake_sleep) as client, pytest.raises(MissingAPIKeyError):
+        client.submit("a cat")
+    assert script.requests == []

@@ -1,0 +1,281 @@
+"""API records: statuses, snapshots parsed liberally, data URIs, request validation."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from nanobanana_jupyter import (
+    GenerationRequest,
+    ProtocolError,
+    TaskSnapshot,
+    TaskStatus,
+    UnknownModelWarning,
+    ValidationError,
+)
+from nanobanana_jupyter._models import parse_data_uri, sniff_image_type
+
+
+def _png(size: tuple[int, int] = (4, 3)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _data_uri(raw: bytes, media: str = "image/png") -> str:
+    return f"data:{media};base64,{base64.b64encode(raw).decode()}"
+
+
+# -- statuses -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "terminal"),
+    [
+        ("pending", False),
+        ("submitted", False),
+        ("in_progress", False),
+        ("success", True),
+        ("failed", True),
+        ("submitting", False),
+        ("submit_unknown", True),
+        ("not_sent", True),
+        ("timed_out", True),
+        ("abandoned", True),
+        ("unavailable", True),
+        ("unrecognized", False),
+    ],
+)
+def test_terminal_states(status: str, terminal: bool) -> None:
+    """Exactly the final states (API and local) are terminal."""
+    assert TaskStatus(status).is_terminal is terminal
+
+
+@pytest.mark.parametrize("raw", ["queued", "", None, 123, {"a": 1}, ["success"], "SUCCESSFUL"])
+def test_unknown_status_is_unrecognized_and_not_finished(raw: object) -> None:
+    """A status string the client does not know never ends a task."""
+    status = TaskStatus.from_api(raw)
+    assert status is TaskStatus.UNRECOGNIZED
+    assert not status.is_terminal and status.is_active
+
+
+def test_api_status_matching_is_forgiving_about_case_and_dashes() -> None:
+    """`In-Progress` and `SUCCESS` are read as the documented statuses."""
+    assert TaskStatus.from_api("In-Progress") is TaskStatus.IN_PROGRESS
+    assert TaskStatus.from_api(" SUCCESS ") is TaskStatus.SUCCESS
+
+
+# -- snapshots ------------------------------------------------------------------------
+
+DOC_QUERY = {
+    "task_id": "ta123",
+    "status": "success",
+    "result": [{"image": "https://cdn.example/a.png"}, {"image": _data_uri(_png())}],
+    "consumed": "0.500000",
+    "status_reason": {"message": None},
+    "created_at": "2026-11-22T03:00:00Z",
+}
+
+
+def test_documented_query_answer_parses() -> None:
+    """The documented success answer gives status, images, cost and no reason."""
+    snap = TaskSnapshot.from_data(DOC_QUERY)
+    assert snap.task_id == "ta123"
+    assert snap.status is TaskStatus.SUCCESS
+    assert snap.images[0] == "https://cdn.example/a.png"
+    assert snap.images[1].startswith("data:image/png;base64,")
+    assert snap.consumed == Decimal("0.5")
+    assert snap.reason is None
+
+
+def test_callback_payload_parses_like_a_query() -> None:
+    """The webhook payload has the same fields at the top level and parses the same way."""
+    payload = {
+        "result": None,
+        "status": "failed",
+        "task_id": "ta9",
+        "consumed": 0,
+        "status_reason": {"message": "content policy"},
+    }
+    snap = TaskSnapshot.from_data(payload)
+    assert (snap.status, snap.reason, snap.results) == (TaskStatus.FAILED, "content policy", ())
+
+
+@pytest.mark.parametrize("consumed", ["0.5", 0.5, "0.500000", 1, " 2 "])
+def test_consumed_as_string_or_number(consumed: object) -> None:
+    """`consumed` arrives as a decimal string or a number and is read as a Decimal."""
+    snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "consumed": consumed})
+    assert snap.consumed is not None and snap.consumed > 0
+
+
+@pytest.mark.parametrize("consumed", ["abc", None, -1, "nan", "inf", True, [1]])
+def test_odd_consumed_is_none(consumed: object) -> None:
+    """An unreadable or impossible cost is recorded as unknown, not as an error."""
+    snap = TaskSnapshot.from_data({"task_id": "t", "status": "pending", "consumed": consumed})
+    assert snap.consumed is None
+
+
+def test_text_entries_and_odd_result_entries() -> None:
+    """Entries with text instead of an image are kept as text; junk entries are skipped."""
+    snap = TaskSnapshot.from_data(
+        {
+            "task_id": "t",
+            "status": "success",
+            "result": [{"text": "I cannot draw that"}, 42, None, {"other": 1}, "https://x/y.png"],
+            "unknown_field": {"nested": True},
+        }
+    )
+    assert snap.texts == ("I cannot draw that",)
+    assert snap.images == ("https://x/y.png",)
+
+
+def test_missing_task_id_falls_back_to_the_id_asked_for() -> None:
+    """A query answer without task_id still belongs to the task that was queried."""
+    assert TaskSnapshot.from_data({"status": "pending"}, task_id="ta1").task_id == "ta1"
+    with pytest.raises(ProtocolError):
+        TaskSnapshot.from_data({"status": "pending"})
+
+
+def test_reason_is_redacted_when_the_server_echoes_a_key(sentinel_key: str) -> None:
+    """A key echoed back in status_reason never reaches the snapshot."""
+    snap = TaskSnapshot.from_data(
+        {"task_id": "t", "status": "failed", "status_reason": {"message": f"bad key {sentinel_key}"}}
+    )
+    assert sentinel_key not in repr(snap)
+    assert "dk-***" in (snap.reason or "")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)
+field_names = st.sampled_from(
+    ["task_id", "status", "result", "consumed", "status_reason", "created_at", "id", "image"]
+)
+
+
+@given(st.dictionaries(field_names, json_values, max_size=8) | json_values)
+def test_any_json_gives_a_snapshot_or_a_protocol_error(data: object) -> None:
+    """Whatever JSON the server sends, parsing returns a snapshot or raises ProtocolError."""
+    try:
+        snap = TaskSnapshot.from_data(data)
+    except ProtocolError:
+        return
+    assert isinstance(snap.status, TaskStatus)
+    assert all(isinstance(i, str) for i in snap.images)
+    json.dumps(snap.raw_status)
+
+
+# -- data URIs ------------------------------------------------------------------------
+
+
+def test_png_data_uri_decodes() -> None:
+    """A valid PNG data URI gives the bytes and their type."""
+    raw = _png()
+    assert parse_data_uri(_data_uri(raw), max_bytes=10**6) == (raw, "image/png")
+
+
+def test_declared_type_yields_to_the_bytes() -> None:
+    """A JPEG labelled as PNG is reported as what it really is."""
+    buf = io.BytesIO()
+    Image.new("RGB", (3, 3)).save(buf, format="JPEG")
+    assert parse_data_uri(_data_uri(buf.getvalue()), max_bytes=10**6)[1] == "image/jpeg"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=", "raster"),
+        ("data:text/html;base64,PHNjcmlwdD4=", "not an image"),
+        ("data:image/png;base64,!!!notbase64", "base64"),
+        ("data:image/png,rawbytes", "base64"),
+        ("data:image/png;base64," + base64.b64encode(b"<html>").decode(), "not a PNG"),
+        ("https://example.com/x.png", "not a data URI"),
+    ],
+)
+def test_bad_data_uris_are_refused_with_a_reason(uri: str, message: str) -> None:
+    """SVG, HTML, bad base64 and non-image bytes are refused with a clear message."""
+    with pytest.raises(ValueError, match=message):
+        parse_data_uri(uri, max_bytes=10**6)
+
+
+def test_oversized_data_uri_is_refused_before_decoding() -> None:
+    """The size cap applies to the encoded length, before any decoding work."""
+    huge = "data:image/png;base64," + "A" * 4_000_000
+    with pytest.raises(ValueError, match="larger"):
+        parse_data_uri(huge, max_bytes=1_000_000)
+
+
+@given(st.text(max_size=200) | st.binary(max_size=200).map(lambda b: "data:image/png;base64," + base64.b64encode(b).decode()))
+def test_data_uri_parser_raises_only_value_error(uri: str) -> None:
+    """Fuzzed input either decodes to a raster image or raises ValueError."""
+    try:
+        raw, media = parse_data_uri(uri, max_bytes=10_000)
+    except ValueError:
+        return
+    assert sniff_image_type(raw) == media
+
+
+# -- requests -------------------------------------------------------------------------
+
+
+def test_valid_request_payload() -> None:
+    """A validated request sends only the fields that are set."""
+    req = GenerationRequest(prompt="a cat", aspect_ratio="16:9", image_size="2k").validated()
+    assert req.to_payload() == {
+        "model": "google/gempix2",
+        "prompt": "a cat",
+        "aspect_ratio": "16:9",
+        "image_size": "2K",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt": "  "}, "prompt is empty"),
+        ({"prompt": "x", "images": ("https://a/1",) * 5}, "at most 4"),
+        ({"prompt": "x", "images": ("ftp://a/1",)}, "neither an http"),
+        ({"prompt": "x", "images": ("/tmp/cat.png",)}, "neither an http"),
+        ({"prompt": "x", "aspect_ratio": "7:3"}, "aspect ratio"),
+        ({"prompt": "x", "image_size": "8K"}, "image size"),
+        ({"prompt": "x", "callback_url": "javascript:alert(1)"}, "callback URL"),
+        ({"prompt": "x", "model": ""}, "model is empty"),
+    ],
+)
+def test_invalid_requests_say_what_to_fix(kwargs: dict[str, object], message: str) -> None:
+    """Each mistake is refused before sending, with a message naming it."""
+    with pytest.raises(ValidationError, match=message):
+        GenerationRequest(**kwargs).validated()  # type: ignore[arg-type]
+
+
+def test_unknown_model_is_only_warned_about() -> None:
+    """A model id the client does not know is sent anyway, with a warning."""
+    with pytest.warns(UnknownModelWarning):
+        req = GenerationRequest(prompt="x", model="acme/new-model").validated()
+    assert req.model == "acme/new-model"
+
+
+def test_fingerprint_depends_on_what_changes_the_image() -> None:
+    """Same request, same fingerprint; prompt, model, refs or options change it; callback does not."""
+    base = GenerationRequest(prompt="a cat", images=("https://a/1.png",))
+    assert base.fingerprint() == GenerationRequest(prompt="a cat", images=("https://a/1.png",)).fingerprint()
+    assert base.fingerprint() == GenerationRequest(
+        prompt="a cat", images=("https://a/1.png",), callback_url="https://hook/x"
+    ).fingerprint()
+    for other in (
+        GenerationRequest(prompt="a dog", images=("https://a/1.png",)),
+        GenerationRequest(prompt="a cat", images=("https://a/2.png",)),
+        GenerationRequest(prompt="a cat", images=("https://a/1.png",), aspect_ratio="1:1"),
+        GenerationRequest(prompt="a cat", model="google/nano-banana", images=("https://a/1.png",)),
+    ):
+        assert other.fingerprint() != base.fingerprint()

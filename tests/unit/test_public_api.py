@@ -1,0 +1,55 @@
+"""The public surface is explicit: one sorted __all__, every name importable, lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nanobanana_jupyter
+
+
+def test_all_is_sorted_and_unique() -> None:
+    """__all__ lists each name once, in sorted order."""
+    names = nanobanana_jupyter.__all__
+    assert len(names) == len(set(names))
+    assert names == sorted(names, key=lambda n: (not n.isupper(), n.startswith("_"), n))
+
+
+def test_every_public_name_resolves() -> None:
+    """Every name in __all__ can be fetched, including the lazily imported ones."""
+    for name in nanobanana_jupyter.__all__:
+        assert getattr(nanobanana_jupyter, name) is not None, name
+
+
+def test_dir_lists_the_public_names() -> None:
+    """dir() shows lazily exported names too, so tab completion finds them."""
+    assert set(nanobanana_jupyter.__all__) <= set(dir(nanobanana_jupyter))
+
+
+def test_private_modules_are_not_exported() -> None:
+    """No underscore module is part of the public surface."""
+    assert not [n for n in nanobanana_jupyter.__all__ if n.startswith("_") and n != "__version__"]
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_bare_import_pulls_in_no_heavy_dependency() -> None:
+    """`import nanobanana_jupyter` imports neither httpx, Pillow, IPython, ipywidgets nor pandas."""
+    loaded = _modules_after("import nanobanana_jupyter")
+    for heavy in ("httpx", "PIL", "IPython", "ipywidgets", "pandas", "aiohttp"):
+        assert heavy not in loaded, heavy
+
+
+def test_client_layer_does_not_import_views() -> None:
+    """The transport layer never imports IPython, ipywidgets or pandas (layering of design.md)."""
+    loaded = _modules_after("import nanobanana_jupyter._client; nanobanana_jupyter.Client")
+    for view in ("IPython", "ipywidgets", "pandas", "aiohttp"):
+        assert view not in loaded, view

@@ -1,0 +1,115 @@
+"""Settings resolve in one order, and the key never shows itself."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import pickle
+from pathlib import Path
+
+import pytest
+
+from nanobanana_jupyter import ConfigurationError, MissingAPIKeyError, SecretKey, Settings
+
+
+def test_argument_beats_environment_beats_default(sentinel_key: str) -> None:
+    """An explicit argument wins over the environment, which wins over the default."""
+    env = {"NANOBANANA_API_KEY": "dk-fromenv", "NANOBANANA_BASE_URL": "http://127.0.0.1:9"}
+    s = Settings.resolve(api_key=sentinel_key, environ=env)
+    assert s.api_key == SecretKey(sentinel_key) and s.key_source == "argument"
+    assert s.base_url == "http://127.0.0.1:9"
+    s = Settings.resolve(environ=env)
+    assert s.api_key == SecretKey("dk-fromenv") and s.key_source == "NANOBANANA_API_KEY"
+    assert Settings.resolve(environ={}).base_url == "https://api.defapi.org"
+
+
+def test_defapi_key_variable_is_read_too() -> None:
+    """DEFAPI_API_KEY works when NANOBANANA_API_KEY is not set."""
+    s = Settings.resolve(environ={"DEFAPI_API_KEY": "dk-alt"})
+    assert s.api_key == SecretKey("dk-alt") and s.key_source == "DEFAPI_API_KEY"
+
+
+def test_dotenv_is_read_after_the_environment(tmp_path: Path) -> None:
+    """A .env file supplies the key when the environment does not."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text('# comment\nexport NANOBANANA_API_KEY="dk-dotenv"\nOTHER=1\n')
+    s = Settings.resolve(environ={}, dotenv=dotenv)
+    assert s.api_key == SecretKey("dk-dotenv") and s.key_source == ".env"
+    s = Settings.resolve(environ={"NANOBANANA_API_KEY": "dk-env"}, dotenv=dotenv)
+    assert s.key_source == "NANOBANANA_API_KEY"
+
+
+def test_colab_secret_is_the_last_source() -> None:
+    """In Colab, a secret named NANOBANANA_API_KEY is used when nothing else is set."""
+    s = Settings.resolve(environ={}, colab=lambda name: "dk-colab" if name == "NANOBANANA_API_KEY" else None)
+    assert s.api_key == SecretKey("dk-colab") and s.key_source == "colab"
+
+
+def test_missing_key_says_where_to_put_one() -> None:
+    """With no key anywhere, the error lists the places and the sandbox."""
+    s = Settings.resolve(environ={}, colab=lambda name: None)
+    with pytest.raises(MissingAPIKeyError) as info:
+        s.require_key()
+    text = str(info.value)
+    for hint in ("NANOBANANA_API_KEY", ".env", "Colab", "sandbox"):
+        assert hint in text
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://api.defapi.org", "unencrypted"),
+        ("ftp://x", "not an http"),
+        ("https://user:pw@api.defapi.org", "credentials"),
+    ],
+)
+def test_unsafe_base_urls_are_refused(url: str, message: str) -> None:
+    """A base URL that would leak the key, or is no URL, is refused with a reason."""
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.resolve(base_url=url, environ={})
+
+
+def test_loopback_base_url_may_be_http_and_allows_local_result_urls() -> None:
+    """The sandbox on 127.0.0.1 is reachable over http, and its CDN URLs are allowed."""
+    s = Settings.resolve(base_url="http://127.0.0.1:8000/", environ={})
+    assert s.base_url == "http://127.0.0.1:8000" and s.allow_local_urls
+    assert not Settings.resolve(environ={}).allow_local_urls
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "inf"])
+def test_bad_numbers_are_refused(value: str) -> None:
+    """A deadline that is not a positive finite number is a clear configuration error."""
+    with pytest.raises(ConfigurationError):
+        Settings.resolve(environ={"NANOBANANA_DEADLINE": value})
+
+
+def test_key_is_never_shown(sentinel_key: str, caplog: pytest.LogCaptureFixture) -> None:
+    """repr, str, format, logging, settings repr and describe() never contain the key."""
+    key = SecretKey(sentinel_key)
+    s = Settings.resolve(api_key=key, environ={})
+    logging.getLogger("nanobanana_jupyter").warning("key is %s / %r", key, s)
+    shown = [repr(key), str(key), f"{key}", f"{key!r}", repr(s), str(s.describe()), caplog.text]
+    for text in shown:
+        assert sentinel_key not in text
+        assert sentinel_key[10:] not in text
+    assert key.reveal() == sentinel_key
+
+
+def test_key_refuses_pickle_and_json(sentinel_key: str) -> None:
+    """The key cannot be pickled or JSON-dumped; copies are the same object."""
+    key = SecretKey(sentinel_key)
+    with pytest.raises(TypeError):
+        pickle.dumps(key)
+    with pytest.raises(TypeError):
+        pickle.dumps(Settings.resolve(api_key=key, environ={}))
+    with pytest.raises(TypeError):
+        json.dumps({"k": key})
+    assert copy.deepcopy(key) is key and copy.copy(key) is key
+
+
+@pytest.mark.parametrize("value", ["", "   ", "dk-a b", "dk-\x00"])
+def test_malformed_keys_are_refused(value: str) -> None:
+    """Empty keys or keys with spaces or control characters are refused."""
+    with pytest.raises(ConfigurationError):
+        SecretKey(value)
