@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -148,6 +149,7 @@ class _BaseClient:
         query_policy: RetryPolicy,
         download_policy: RetryPolicy,
         rand: Callable[[], float] | None,
+        on_retry: Callable[[APIError, float], None] | None = None,
     ) -> None:
         if settings is None:
             settings = Settings.resolve(api_key=api_key, base_url=base_url)
@@ -164,6 +166,7 @@ class _BaseClient:
             _Kind.DOWNLOAD: download_policy,
         }
         self._rand = rand if rand is not None else random.random
+        self._on_retry = on_retry
         self._closed = False
 
     def __repr__(self) -> str:
@@ -191,10 +194,10 @@ class _BaseClient:
         self, request: GenerationRequest, idempotency_key: str | None
     ) -> Callable[[], httpx.Request]:
         headers = self._api_headers()
-        if idempotency_key is not None:
-            # Not (yet) honoured by the service; costs nothing and lets a server or a
-            # test ledger recognise a repeated submission.
-            headers["Idempotency-Key"] = idempotency_key
+        # One key per logical submit, the same on each of its retries. The service does not
+        # (yet) honour it; it costs nothing and lets a server, a proxy or the sandbox's
+        # ledger recognise a repeated submission.
+        headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         body = json.dumps(request.to_payload(), ensure_ascii=False).encode()
         url = self.settings.base_url + SUBMIT_PATH
         headers["Content-Type"] = "application/json"
@@ -390,6 +393,8 @@ class _BaseClient:
         logger.info(
             "%s failed (%s); retry %d in %.2f s", kind.value, error.message, attempt + 1, delay
         )
+        if self._on_retry is not None:
+            self._on_retry(error, delay)
         return delay
 
     def _check_open(self) -> None:
@@ -426,6 +431,7 @@ class Client(_BaseClient):
         download_policy: RetryPolicy = DOWNLOAD_POLICY,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] | None = None,
+        on_retry: Callable[[APIError, float], None] | None = None,
     ) -> None:
         super().__init__(
             settings,
@@ -435,6 +441,7 @@ class Client(_BaseClient):
             query_policy=query_policy,
             download_policy=download_policy,
             rand=rand,
+            on_retry=on_retry,
         )
         self._sleep = sleep
         self._http = httpx.Client(transport=transport, limits=_limits(), follow_redirects=False)
@@ -586,6 +593,7 @@ class AsyncClient(_BaseClient):
         download_policy: RetryPolicy = DOWNLOAD_POLICY,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] | None = None,
+        on_retry: Callable[[APIError, float], None] | None = None,
         max_connections: int = 64,
     ) -> None:
         super().__init__(
@@ -596,6 +604,7 @@ class AsyncClient(_BaseClient):
             query_policy=query_policy,
             download_policy=download_policy,
             rand=rand,
+            on_retry=on_retry,
         )
         self._sleep = sleep
         limits = httpx.Limits(

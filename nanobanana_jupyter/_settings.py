@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from ._exceptions import ConfigurationError, MissingAPIKeyError
 
-__all__ = ["ENV", "SecretKey", "Settings", "is_loopback_host"]
+__all__ = ["ENV", "SecretKey", "Settings", "default_data_dir", "is_loopback_host"]
 
 DEFAULT_BASE_URL = "https://api.defapi.org"
 DEFAULT_MODEL = "google/gempix2"
@@ -98,6 +98,21 @@ def is_loopback_host(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The per-user directory for history and images, following each platform's custom."""
+    import sys
+
+    env = os.environ if environ is None else environ
+    home = Path(env.get("HOME") or Path.home())
+    if sys.platform == "win32":
+        base = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "nanobanana-jupyter"
 
 
 def _check_base_url(url: str) -> str:

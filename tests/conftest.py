@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,12 @@ SENTINEL_KEY = f"dk-SENTINEL{uuid.uuid4().hex}"
 
 
 @pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test starts with no NANOBANANA_*/DEFAPI_* variables and an empty working dir."""
     for name in list(os.environ):
         if name.startswith(("NANOBANANA_", "DEFAPI_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    yield
 
 
 @pytest.fixture

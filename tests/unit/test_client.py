@@ -25,7 +25,6 @@ from nanobanana_jupyter import (
     NotFoundError,
     ProtocolError,
     RateLimitError,
-    ServerError,
     SubmitOutcomeUnknownError,
     TaskStatus,
     ValidationError,
@@ -80,13 +79,20 @@ def test_submit_sends_the_documented_request(fake_sleep: FakeSleep, sentinel_key
     assert req.method == "POST" and str(req.url) == f"{API}/api/image/gen"
     assert req.headers["authorization"] == f"Bearer {sentinel_key}"
     assert req.headers["idempotency-key"] == "local-1"
-    assert json.loads(req.content) == {"model": "google/gempix2", "prompt": "a cat", "aspect_ratio": "1:1"}
+    assert json.loads(req.content) == {
+        "model": "google/gempix2",
+        "prompt": "a cat",
+        "aspect_ratio": "1:1",
+    }
 
 
 def test_submit_retries_connect_errors_then_gives_up(fake_sleep: FakeSleep) -> None:
     """S1/S2: a submit that never connected is retried twice with backoff, then fails clearly."""
     script = Script(httpx.ConnectError)
-    with make_client(script, fake_sleep) as client, pytest.raises(APIConnectionError, match="cannot connect"):
+    with (
+        make_client(script, fake_sleep) as client,
+        pytest.raises(APIConnectionError, match="cannot connect"),
+    ):
         client.submit("a cat")
     assert len(script.requests) == 3
     assert len(fake_sleep.calls) == 2 and 0 < fake_sleep.calls[0] < fake_sleep.calls[1] <= 8
@@ -118,7 +124,10 @@ def test_submit_connect_timeout_then_success(fake_sleep: FakeSleep) -> None:
 def test_submit_that_may_have_arrived_is_never_resent(failure: Any, fake_sleep: FakeSleep) -> None:
     """S3-S5, S10: a timeout, reset, 5xx or unreadable 200 gives 'outcome unknown' after one send."""
     script = Script(failure, ok({"task_id": "never"}))
-    with make_client(script, fake_sleep) as client, pytest.raises(SubmitOutcomeUnknownError) as info:
+    with (
+        make_client(script, fake_sleep) as client,
+        pytest.raises(SubmitOutcomeUnknownError) as info,
+    ):
         client.submit("a cat")
     assert len(script.requests) == 1
     assert fake_sleep.calls == []
@@ -129,14 +138,19 @@ def test_submit_that_may_have_arrived_is_never_resent(failure: Any, fake_sleep: 
 def test_submit_html_500_message_is_short(fake_sleep: FakeSleep) -> None:
     """An HTML error page becomes a short sentence, not a page of markup."""
     script = Script(httpx.Response(500, text="<html>" + "x" * 10_000 + "</html>"))
-    with make_client(script, fake_sleep) as client, pytest.raises(SubmitOutcomeUnknownError) as info:
+    with (
+        make_client(script, fake_sleep) as client,
+        pytest.raises(SubmitOutcomeUnknownError) as info,
+    ):
         client.submit("a cat")
     assert "HTML page" in str(info.value) and len(str(info.value)) < 400
 
 
 def test_submit_429_with_short_retry_after_is_retried_once(fake_sleep: FakeSleep) -> None:
     """S6: 429 with Retry-After 2 is retried after exactly 2 s, and succeeds."""
-    script = Script(httpx.Response(429, headers={"Retry-After": "2"}, json={"code": 1}), ok({"task_id": "ta3"}))
+    script = Script(
+        httpx.Response(429, headers={"Retry-After": "2"}, json={"code": 1}), ok({"task_id": "ta3"})
+    )
     with make_client(script, fake_sleep) as client:
         assert client.submit("a cat") == "ta3"
     assert fake_sleep.calls == [2.0]
@@ -144,7 +158,9 @@ def test_submit_429_with_short_retry_after_is_retried_once(fake_sleep: FakeSleep
 
 
 @pytest.mark.parametrize("header", ["3600", None, "abc"])
-def test_submit_429_long_or_missing_wait_is_not_retried(header: str | None, fake_sleep: FakeSleep) -> None:
+def test_submit_429_long_or_missing_wait_is_not_retried(
+    header: str | None, fake_sleep: FakeSleep
+) -> None:
     """S7: a 429 asking for a long wait, or none, fails at once and says how long to wait."""
     headers = {"Retry-After": header} if header else {}
     script = Script(httpx.Response(429, headers=headers, json={"code": 1, "message": "slow down"}))
@@ -165,10 +181,17 @@ def test_submit_400_carries_the_server_detail(fake_sleep: FakeSleep) -> None:
     assert len(script.requests) == 1
 
 
-def test_submit_401_is_not_retried_and_never_shows_the_key(fake_sleep: FakeSleep, sentinel_key: str) -> None:
+def test_submit_401_is_not_retried_and_never_shows_the_key(
+    fake_sleep: FakeSleep, sentinel_key: str
+) -> None:
     """S9/K4: a refused key fails at once; an echoed key is redacted from the error."""
-    script = Script(httpx.Response(401, json={"code": 1, "message": f"Invalid API key {sentinel_key}"}))
-    with make_client(script, fake_sleep, sentinel_key) as client, pytest.raises(AuthenticationError) as info:
+    script = Script(
+        httpx.Response(401, json={"code": 1, "message": f"Invalid API key {sentinel_key}"})
+    )
+    with (
+        make_client(script, fake_sleep, sentinel_key) as client,
+        pytest.raises(AuthenticationError) as info,
+    ):
         client.submit("a cat")
     assert len(script.requests) == 1
     for text in (str(info.value), repr(info.value), repr(info.value.detail), repr(client)):
@@ -230,7 +253,9 @@ def test_query_gives_up_after_the_retry_budget(fake_sleep: FakeSleep) -> None:
 @pytest.mark.parametrize(
     ("status", "error"), [(404, NotFoundError), (401, AuthenticationError), (400, BadRequestError)]
 )
-def test_query_client_errors_are_not_retried(status: int, error: type[Exception], fake_sleep: FakeSleep) -> None:
+def test_query_client_errors_are_not_retried(
+    status: int, error: type[Exception], fake_sleep: FakeSleep
+) -> None:
     """404/401/400 on a query are raised at once for the scheduler to handle."""
     script = Script(httpx.Response(status, json={"code": 1, "message": "task not found"}))
     with make_client(script, fake_sleep) as client, pytest.raises(error):
@@ -240,15 +265,22 @@ def test_query_client_errors_are_not_retried(status: int, error: type[Exception]
 
 def test_query_honours_retry_after(fake_sleep: FakeSleep) -> None:
     """A 429 on a query waits what the server asked before trying again."""
-    script = Script(httpx.Response(429, headers={"Retry-After": "3"}), ok({"task_id": "t", "status": "pending"}))
+    script = Script(
+        httpx.Response(429, headers={"Retry-After": "3"}), ok({"task_id": "t", "status": "pending"})
+    )
     with make_client(script, fake_sleep) as client:
         client.query("t")
     assert fake_sleep.calls == [3.0]
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(status=st.integers(100, 599), body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
-def test_any_answer_gives_a_snapshot_or_a_documented_error(status: int, body: bytes, fake_sleep: FakeSleep) -> None:
+@given(
+    status=st.integers(100, 599),
+    body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
+)
+def test_any_answer_gives_a_snapshot_or_a_documented_error(
+    status: int, body: bytes, fake_sleep: FakeSleep
+) -> None:
     """Whatever status and body come back, query returns or raises a NanoBananaError only."""
     script = Script(httpx.Response(status, content=body))
     with make_client(script, fake_sleep) as client:
@@ -270,7 +302,10 @@ def test_download_never_sends_the_key(fake_sleep: FakeSleep, sentinel_key: str) 
     )
     with make_client(script, fake_sleep, sentinel_key) as client:
         assert client.download("https://cdn.example/a.png") == (image, "image/png")
-    assert [str(r.url) for r in script.requests] == ["https://cdn.example/a.png", "https://cdn2.example/final.png"]
+    assert [str(r.url) for r in script.requests] == [
+        "https://cdn.example/a.png",
+        "https://cdn2.example/final.png",
+    ]
     assert all("authorization" not in r.headers for r in script.requests)
 
 
@@ -321,11 +356,16 @@ def test_truncated_download_is_retried(fake_sleep: FakeSleep) -> None:
     assert len(script.requests) == 2
 
 
-@pytest.mark.parametrize("body", [b"<html><script>alert(1)</script></html>", b"<svg onload=alert(1)/>", b""])
+@pytest.mark.parametrize(
+    "body", [b"<html><script>alert(1)</script></html>", b"<svg onload=alert(1)/>", b""]
+)
 def test_non_images_are_refused(body: bytes, fake_sleep: FakeSleep) -> None:
     """R6: HTML, SVG or empty bodies are never accepted as images."""
     script = Script(httpx.Response(200, content=body, headers={"Content-Type": "image/png"}))
-    with make_client(script, fake_sleep) as client, pytest.raises(ProtocolError, match="did not return"):
+    with (
+        make_client(script, fake_sleep) as client,
+        pytest.raises(ProtocolError, match="did not return"),
+    ):
         client.download("https://cdn.example/a.png")
 
 
@@ -371,12 +411,18 @@ def test_async_client_shares_the_policy(fake_sleep: FakeSleep) -> None:
     query = Script(httpx.Response(503), ok({"task_id": "ta1", "status": "success", "result": []}))
 
     async def run() -> None:
-        async with AsyncClient("dk-x", transport=httpx.MockTransport(script), sleep=fake_sleep.asleep) as c:
+        async with AsyncClient(
+            "dk-x", transport=httpx.MockTransport(script), sleep=fake_sleep.asleep
+        ) as c:
             assert await c.submit("a cat") == "ta1"
-        async with AsyncClient("dk-x", transport=httpx.MockTransport(unknown), sleep=fake_sleep.asleep) as c:
+        async with AsyncClient(
+            "dk-x", transport=httpx.MockTransport(unknown), sleep=fake_sleep.asleep
+        ) as c:
             with pytest.raises(SubmitOutcomeUnknownError):
                 await c.submit("a cat")
-        async with AsyncClient("dk-x", transport=httpx.MockTransport(query), sleep=fake_sleep.asleep) as c:
+        async with AsyncClient(
+            "dk-x", transport=httpx.MockTransport(query), sleep=fake_sleep.asleep
+        ) as c:
             assert (await c.query("ta1")).status is TaskStatus.SUCCESS
 
     asyncio.run(run())
@@ -389,6 +435,9 @@ def test_missing_key_is_reported_before_sending(fake_sleep: FakeSleep) -> None:
     from nanobanana_jupyter import MissingAPIKeyError
 
     script = Script(ok({"task_id": "x"}))
-    with Client(transport=httpx.MockTransport(script), sleep=fake_sleep) as client, pytest.raises(MissingAPIKeyError):
+    with (
+        Client(transport=httpx.MockTransport(script), sleep=fake_sleep) as client,
+        pytest.raises(MissingAPIKeyError),
+    ):
         client.submit("a cat")
     assert script.requests == []

@@ -146,7 +146,11 @@ def test_missing_task_id_falls_back_to_the_id_asked_for() -> None:
 def test_reason_is_redacted_when_the_server_echoes_a_key(sentinel_key: str) -> None:
     """A key echoed back in status_reason never reaches the snapshot."""
     snap = TaskSnapshot.from_data(
-        {"task_id": "t", "status": "failed", "status_reason": {"message": f"bad key {sentinel_key}"}}
+        {
+            "task_id": "t",
+            "status": "failed",
+            "status_reason": {"message": f"bad key {sentinel_key}"},
+        }
     )
     assert sentinel_key not in repr(snap)
     assert "dk-***" in (snap.reason or "")
@@ -154,8 +158,9 @@ def test_reason_is_redacted_when_the_server_echoes_a_key(sentinel_key: str) -> N
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
     max_leaves=20,
 )
 field_names = st.sampled_from(
@@ -215,7 +220,10 @@ def test_oversized_data_uri_is_refused_before_decoding() -> None:
         parse_data_uri(huge, max_bytes=1_000_000)
 
 
-@given(st.text(max_size=200) | st.binary(max_size=200).map(lambda b: "data:image/png;base64," + base64.b64encode(b).decode()))
+@given(
+    st.text(max_size=200)
+    | st.binary(max_size=200).map(lambda b: "data:image/png;base64," + base64.b64encode(b).decode())
+)
 def test_data_uri_parser_raises_only_value_error(uri: str) -> None:
     """Fuzzed input either decodes to a raster image or raises ValueError."""
     try:
@@ -268,10 +276,16 @@ def test_unknown_model_is_only_warned_about() -> None:
 def test_fingerprint_depends_on_what_changes_the_image() -> None:
     """Same request, same fingerprint; prompt, model, refs or options change it; callback does not."""
     base = GenerationRequest(prompt="a cat", images=("https://a/1.png",))
-    assert base.fingerprint() == GenerationRequest(prompt="a cat", images=("https://a/1.png",)).fingerprint()
-    assert base.fingerprint() == GenerationRequest(
-        prompt="a cat", images=("https://a/1.png",), callback_url="https://hook/x"
-    ).fingerprint()
+    assert (
+        base.fingerprint()
+        == GenerationRequest(prompt="a cat", images=("https://a/1.png",)).fingerprint()
+    )
+    assert (
+        base.fingerprint()
+        == GenerationRequest(
+            prompt="a cat", images=("https://a/1.png",), callback_url="https://hook/x"
+        ).fingerprint()
+    )
     for other in (
         GenerationRequest(prompt="a dog", images=("https://a/1.png",)),
         GenerationRequest(prompt="a cat", images=("https://a/2.png",)),

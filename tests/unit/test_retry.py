@@ -77,7 +77,8 @@ def test_retry_delay_is_bounded(attempt: int, hint: float | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_retries": -1}, {"jitter": 2}, {"base": 0}, {"cap": math.inf}, {"base": 9, "cap": 8}]
+    "kwargs",
+    [{"max_retries": -1}, {"jitter": 2}, {"base": 0}, {"cap": math.inf}, {"base": 9, "cap": 8}],
 )
 def test_insane_policies_are_refused(kwargs: dict[str, float]) -> None:
     """Policies that could sleep forever or never are refused at construction."""

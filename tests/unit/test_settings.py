@@ -42,7 +42,9 @@ def test_dotenv_is_read_after_the_environment(tmp_path: Path) -> None:
 
 def test_colab_secret_is_the_last_source() -> None:
     """In Colab, a secret named NANOBANANA_API_KEY is used when nothing else is set."""
-    s = Settings.resolve(environ={}, colab=lambda name: "dk-colab" if name == "NANOBANANA_API_KEY" else None)
+    s = Settings.resolve(
+        environ={}, colab=lambda name: "dk-colab" if name == "NANOBANANA_API_KEY" else None
+    )
     assert s.api_key == SecretKey("dk-colab") and s.key_source == "colab"
 
 

@@ -1,0 +1,135 @@
+"""The session history: a list-like, filterable view of the task store.
+
+It reads from SQLite page by page, so a history of 50,000 tasks is as quick to show as one
+of five. pandas is imported only by :meth:`History.to_pandas`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, overload
+
+from ._models import TaskStatus
+from ._record import RECORD_COLUMNS, TaskRecord
+
+if TYPE_CHECKING:
+    import pandas
+
+    from ._store import Store
+
+__all__ = ["History"]
+
+_PAGE = 500
+HTML_ROWS = 20
+
+
+def _epoch(value: float | dt.datetime | dt.date | None) -> float | None:
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    return dt.datetime.combine(value, dt.time()).timestamp()
+
+
+class History(Sequence[TaskRecord]):
+    """Task records, oldest first: ``len``, iteration, indexing, slicing and filters.
+
+    Every access reads the store afresh, so the history also shows tasks written by other
+    kernels sharing the data directory.
+    """
+
+    def __init__(self, store: Store, filters: dict[str, Any] | None = None) -> None:
+        self._store = store
+        self._filters: dict[str, Any] = dict(filters or {})
+
+    def filter(
+        self,
+        *,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        model: str | Iterable[str] | None = None,
+        since: float | dt.datetime | dt.date | None = None,
+        until: float | dt.datetime | dt.date | None = None,
+        text: str | None = None,
+    ) -> History:
+        """A narrower history: by status, model, creation time (epoch or datetime), prompt text."""
+        filters = dict(self._filters)
+        for name, value in (
+            ("status", status),
+            ("model", model),
+            ("since", _epoch(since)),
+            ("until", _epoch(until)),
+            ("text", text),
+        ):
+            if value is not None:
+                filters[name] = value
+        return History(self._store, filters)
+
+    def __len__(self) -> int:
+        return self._store.count(**self._filters)
+
+    @overload
+    def __getitem__(self, index: int) -> TaskRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[TaskRecord]: ...
+    def __getitem__(self, index: int | slice) -> TaskRecord | list[TaskRecord]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return self._store.page(start, max(0, stop - start), **self._filters)
+        n = len(self)
+        position = index + n if index < 0 else index
+        if not 0 <= position < n:
+            raise IndexError("history index out of range")
+        (record,) = self._store.page(position, 1, **self._filters)
+        return record
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        offset = 0
+        while True:
+            page = self._store.page(offset, _PAGE, **self._filters)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            offset += _PAGE
+
+    def latest(self, n: int = 10) -> list[TaskRecord]:
+        """The ``n`` newest records, newest first."""
+        return self._store.page(0, n, newest_first=True, **self._filters)
+
+    @property
+    def total_cost(self) -> Decimal:
+        """Credits charged for the tasks in this history (as the server reported them)."""
+        return self._store.total_cost(**self._filters)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Plain dicts (JSON-friendly values), oldest first."""
+        return [record.to_dict() for record in self]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """A DataFrame, one row a task, with datetime columns for the times.
+
+        Needs pandas: ``pip install 'nanobanana-jupyter[pandas]'``.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "History.to_pandas() needs pandas: pip install 'nanobanana-jupyter[pandas]'"
+            ) from None
+        frame = pd.DataFrame.from_records(self.to_records(), columns=list(RECORD_COLUMNS))
+        for column in ("created_at", "updated_at", "submitted_at", "finished_at"):
+            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame
+
+    def __repr__(self) -> str:
+        return f"<History: {len(self)} tasks, {self.total_cost} credits>"
+
+    def _repr_html_(self) -> str:
+        from ._render import history_html
+
+        total = len(self)
+        rows = self.latest(HTML_ROWS)
+        return history_html(rows, total=total, offset=0, total_cost=self.total_cost)

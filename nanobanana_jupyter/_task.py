@@ -1,0 +1,265 @@
+"""The :class:`Task` handle: what ``session.generate`` returns at once.
+
+A handle reads the latest record the session holds for its task; the engine thread moves
+the record on. Three ways to wait: ``task.wait()`` (blocking, in short slices so Ctrl-C and
+kernel interrupts land), ``await task`` (on any running loop, through a wrapped concurrent
+future), and ``task.add_done_callback(fn)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import (
+    SubmitOutcomeUnknownError,
+    TaskAbandonedError,
+    TaskError,
+    TaskFailedError,
+    TaskTimeoutError,
+    TaskUnavailableError,
+)
+from ._models import TaskStatus
+from ._record import ImageRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+    from ._session import Session
+
+__all__ = ["Task"]
+
+logger = logging.getLogger("nanobanana_jupyter")
+# How long a blocking wait sleeps at a time: short enough that an interrupt lands at once.
+_WAIT_SLICE = 0.1
+
+
+class Task:
+    """A generation, running or finished. Returned at once by ``Session.generate``.
+
+    Attributes read the newest state; nothing here blocks unless you call :meth:`wait`,
+    :meth:`result` or read :attr:`image` of an unfinished task.
+    """
+
+    def __init__(self, session: Session, record: TaskRecord) -> None:
+        self._session = session
+        self._record = record
+        self._lock = threading.Lock()
+        self._future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._callbacks: list[Callable[[Task], object]] = []
+        self._started = time.monotonic()
+        if record.is_terminal:
+            self._future.set_result(None)
+
+    # -- state --------------------------------------------------------------------
+
+    @property
+    def record(self) -> TaskRecord:
+        """The newest local record of this task."""
+        return self._record
+
+    @property
+    def session(self) -> Session:
+        return self._session
+
+    @property
+    def id(self) -> str:
+        """The server's task id once known, else the local id."""
+        return self._record.task_id or self._record.local_id
+
+    @property
+    def local_id(self) -> str:
+        return self._record.local_id
+
+    @property
+    def task_id(self) -> str | None:
+        return self._record.task_id
+
+    @property
+    def status(self) -> TaskStatus:
+        return self._record.status
+
+    @property
+    def prompt(self) -> str:
+        return self._record.prompt
+
+    @property
+    def model(self) -> str:
+        return self._record.model
+
+    @property
+    def error(self) -> str | None:
+        """Why the task ended badly, or ``None``."""
+        return self._record.error
+
+    @property
+    def cost(self) -> Decimal | None:
+        """Credits the server charged (``consumed``), when known."""
+        return self._record.consumed
+
+    @property
+    def images(self) -> list[ImageRecord]:
+        """The images on disk (empty until the task succeeded)."""
+        return list(self._record.images)
+
+    @property
+    def paths(self) -> list[str]:
+        return [image.path for image in self._record.images]
+
+    @property
+    def path(self) -> str | None:
+        """The first image's file, or ``None``."""
+        images = self._record.images
+        return images[0].path if images else None
+
+    @property
+    def image(self) -> PILImage.Image:
+        """The first image as a PIL image, waiting for the task if it is still running."""
+        images = self.result()
+        if not images:
+            raise TaskUnavailableError("the task succeeded but returned no image", task_id=self.id)
+        return images[0].to_pil()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the task was submitted (or until it finished)."""
+        rec = self._record
+        if rec.finished_at is not None:
+            return max(0.0, rec.finished_at - rec.created_at)
+        return max(0.0, time.time() - rec.created_at)
+
+    def done(self) -> bool:
+        """True when the task has ended (any terminal state)."""
+        return self._future.done()
+
+    # -- waiting ------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> Task:
+        """Block until the task ends, and return it (whatever the outcome).
+
+        Raises:
+            TimeoutError: only when ``timeout`` seconds pass first; the task goes on.
+            RuntimeError: when called on the engine thread (it would deadlock).
+        """
+        if self._session._engine.in_engine_thread() and not self.done():
+            raise RuntimeError("Task.wait() cannot be called from a done callback; use done()")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            future = self._future
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                if future.done():
+                    return self
+                raise TimeoutError(
+                    f"task {self.id} still {self.status.value} after {timeout:g} s; it goes on "
+                    "in the background"
+                )
+            slice_ = _WAIT_SLICE if remaining is None else min(_WAIT_SLICE, remaining)
+            try:
+                future.result(timeout=slice_)
+            except concurrent.futures.TimeoutError:
+                continue
+            if future is self._future:  # not re-armed by a resume meanwhile
+                return self
+
+    def result(self, timeout: float | None = None) -> list[ImageRecord]:
+        """Wait, then return the images, or raise the reason the task has none.
+
+        Raises:
+            TaskFailedError, TaskTimeoutError, TaskAbandonedError, TaskUnavailableError,
+            SubmitOutcomeUnknownError, or the error that stopped the submit.
+        """
+        self.wait(timeout)
+        error = self.exception()
+        if error is not None:
+            raise error
+        return list(self._record.images)
+
+    def exception(self) -> Exception | None:
+        """The error :meth:`result` would raise for a finished task, or ``None``."""
+        rec = self._record
+        message = rec.error or rec.status.value
+        status = rec.status
+        if status is TaskStatus.SUCCESS:
+            return None
+        if status is TaskStatus.FAILED:
+            return TaskFailedError(
+                f"task {self.id} failed: {message}", task_id=self.id, reason=rec.error
+            )
+        if status is TaskStatus.TIMED_OUT:
+            return TaskTimeoutError(f"task {self.id} timed out: {message}", task_id=self.id)
+        if status is TaskStatus.ABANDONED:
+            return TaskAbandonedError(f"task {self.id} was abandoned: {message}", task_id=self.id)
+        if status is TaskStatus.UNAVAILABLE:
+            return TaskUnavailableError(
+                f"task {self.id} succeeded but its images are unavailable: {message}",
+                task_id=self.id,
+            )
+        if status is TaskStatus.SUBMIT_UNKNOWN:
+            return SubmitOutcomeUnknownError(message)
+        if status is TaskStatus.NOT_SENT:
+            return TaskError(f"the task was not sent: {message}", task_id=self.id)
+        return None
+
+    def __await__(self) -> Generator[Any, None, Task]:
+        while True:
+            future = self._future
+            yield from asyncio.wrap_future(future).__await__()
+            if future is self._future:
+                return self
+
+    def add_done_callback(self, fn: Callable[[Task], object]) -> None:
+        """Call ``fn(task)`` when the task ends (at once if it already has).
+
+        The call happens on the engine thread: keep it short, and never block in it.
+        """
+        with self._lock:
+            if not self.done():
+                self._callbacks.append(fn)
+                return
+        _safe_call(fn, self)
+
+    def cancel(self) -> bool:
+        """Stop polling and mark the task abandoned. The API has no cancel: the server may
+        still finish and charge it; ``session.resume()`` picks it up again."""
+        return self._session._abandon(self)
+
+    # -- called by the session (engine thread) --------------------------------------
+
+    def _update(self, record: TaskRecord) -> None:
+        callbacks: list[Callable[[Task], object]] = []
+        with self._lock:
+            self._record = record
+            if record.is_terminal and not self._future.done():
+                self._future.set_result(None)
+                callbacks, self._callbacks = self._callbacks, []
+            elif not record.is_terminal and self._future.done():
+                # Resumed: waiting starts again.
+                self._future = concurrent.futures.Future()
+        for fn in callbacks:
+            _safe_call(fn, self)
+
+    # -- display ------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        from ._render import task_text
+
+        return task_text(self._record, elapsed=None if self.done() else self.elapsed)
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self._session._bundle(self)
+
+
+def _safe_call(fn: Callable[[Task], object], task: Task) -> None:
+    try:
+        fn(task)
+    except Exception:  # a user's callback failing must not break the engine
+        logger.exception("a done callback of task %s failed", task.id)

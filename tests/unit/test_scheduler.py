@@ -1,0 +1,249 @@
+"""The poll scheduler's decisions on a fake clock (reliability.md rows P1-P12)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+import pytest
+
+from nanobanana_jupyter import (
+    APIError,
+    AuthenticationError,
+    NotFoundError,
+    ServerError,
+    TaskSnapshot,
+)
+from nanobanana_jupyter._scheduler import (
+    Action,
+    DurationStats,
+    PollLoop,
+    PollPolicy,
+    PollScheduler,
+    RateLimiter,
+)
+
+
+def snap(status: str, task_id: str = "t1") -> TaskSnapshot:
+    return TaskSnapshot.from_data({"task_id": task_id, "status": status, "result": []})
+
+
+def run_until_done(
+    sched: PollScheduler, answers: object, *, start: float = 0.0, limit: int = 1000
+) -> tuple[list[float], Action]:
+    """Drive one task through the scheduler: answer each due poll; return poll times."""
+    now = start
+    times: list[float] = []
+    for _ in range(limit):
+        due = sched.next_due()
+        assert due is not None
+        now = max(now, due)
+        entry = sched.pop_due(now)
+        assert entry is not None
+        times.append(now)
+        answer = answers(now) if callable(answers) else answers
+        decision = sched.on_answer(entry, answer, now)
+        if decision.action is not Action.CONTINUE:
+            return times, decision.action
+    raise AssertionError("never finished")
+
+
+def test_p1_schedule_grows_with_age_within_bounds() -> None:
+    """P1: first poll after the initial delay, then intervals ~age fraction, within min/max."""
+    policy = PollPolicy(jitter=0.0)
+    sched = PollScheduler(policy, rng=random.Random(1))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    times, action = run_until_done(
+        sched, lambda now: snap("success" if now >= 120 else "in_progress")
+    )
+    assert action is Action.FINISHED
+    assert times[0] == pytest.approx(policy.initial_delay)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    for t, gap in zip(times, gaps):
+        assert policy.min_interval - 1e-9 <= gap <= policy.max_interval + 1e-9
+        assert gap == pytest.approx(
+            min(policy.max_interval, max(policy.min_interval, policy.age_fraction * t))
+        )
+    # Seen done at most one interval late, and with a bounded number of polls.
+    assert times[-1] - 120 <= policy.age_fraction * times[-1] + 1e-9
+    assert len(times) < 50
+
+
+def test_jitter_stays_within_bounds_and_spreads_tasks() -> None:
+    """Jittered intervals stay within +-jitter, and tasks started together drift apart."""
+    policy = PollPolicy(jitter=0.1)
+    sched = PollScheduler(policy, rng=random.Random(7))
+    for i in range(20):
+        sched.add(f"k{i}", f"t{i}", "m", now=0.0, deadline=600.0)
+    firsts = []
+    while (entry := sched.pop_due(10.0)) is not None:
+        firsts.append(entry.next_at)
+    assert len(firsts) == 20
+    assert all(1.8 - 1e-9 <= t <= 2.2 + 1e-9 for t in firsts)
+    assert len(set(firsts)) > 15
+
+
+def test_first_poll_learns_from_past_durations_of_the_model() -> None:
+    """After a few tasks of a model took 20-30 s, the first poll waits close to 20 s."""
+    stats = DurationStats()
+    for d in (20, 22, 25, 30, 28):
+        stats.add("slow-model", d)
+    sched = PollScheduler(PollPolicy(jitter=0.0), stats=stats)
+    assert 15 <= sched.first_delay("slow-model") <= 20
+    assert sched.first_delay("other-model") == pytest.approx(2.0)
+
+
+def test_finished_tasks_teach_the_stats() -> None:
+    """A task's observed duration is recorded for its model when it finishes."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    sched.add("k", "t1", "m", now=100.0, started=90.0, deadline=1000.0)
+    entry = sched.pop_due(200.0)
+    assert entry is not None
+    assert sched.on_answer(entry, snap("success"), 130.0).action is Action.FINISHED
+    assert sched.stats.quantile("m", 0.5) == pytest.approx(40.0)
+
+
+def test_p3_early_404_is_tolerated_late_404_is_terminal() -> None:
+    """P3: 404s within the grace period keep polling; after it the task is not found."""
+    policy = PollPolicy(jitter=0.0, not_found_grace=30.0)
+    sched = PollScheduler(policy)
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    not_found = NotFoundError("gone", status_code=404)
+    times, action = run_until_done(sched, not_found)
+    assert action is Action.NOT_FOUND
+    assert times[-1] >= 30.0 and all(t < 30.0 for t in times[:-1])
+
+    sched.add("k2", "t2", "m", now=0.0, deadline=600.0)
+    times, action = run_until_done(
+        sched, lambda now: not_found if now < 5 else snap("success", "t2")
+    )
+    assert action is Action.FINISHED
+
+
+def test_p4_auth_failure_stops_polling() -> None:
+    """P4: a 401 while polling stops at once (no further polls for that task)."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    times, action = run_until_done(sched, AuthenticationError("bad key", status_code=401))
+    assert action is Action.AUTH_FAILED and len(times) == 1
+    assert sched.next_due() is None
+
+
+def test_p5_never_finishing_task_times_out_with_a_last_poll_at_the_deadline() -> None:
+    """P5: a stuck task is polled a bounded number of times, the last exactly at the deadline."""
+    policy = PollPolicy(jitter=0.0)
+    sched = PollScheduler(policy)
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    times, action = run_until_done(sched, snap("in_progress"))
+    assert action is Action.TIMED_OUT
+    assert times[-1] == pytest.approx(600.0)
+    assert len(times) < 80
+
+
+@pytest.mark.parametrize("raw", ["queued", "", None, 123, {"nested": "object"}])
+def test_p6_unknown_status_keeps_polling_until_the_deadline(raw: object) -> None:
+    """P6: an unknown status is treated as not finished and the deadline still applies."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    sched.add("k", "t1", "m", now=0.0, deadline=100.0)
+    weird = TaskSnapshot.from_data({"task_id": "t1", "status": raw})
+    times, action = run_until_done(sched, weird)
+    assert action is Action.TIMED_OUT and times[-1] == pytest.approx(100.0)
+
+
+def test_server_errors_after_client_retries_keep_the_schedule() -> None:
+    """A poll that failed after its own retries is simply polled again later."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    flaky = [ServerError("boom", status_code=503), APIError("odd"), snap("success")]
+    times, action = run_until_done(sched, lambda now: flaky.pop(0))
+    assert action is Action.FINISHED and len(times) == 3
+
+
+def test_p12_terminal_answer_retires_the_task_for_good() -> None:
+    """P12: once finished, a late answer for the task changes nothing and nothing is polled."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    entry = sched.pop_due(10.0)
+    assert entry is not None
+    assert sched.on_answer(entry, snap("success"), 10.0).action is Action.FINISHED
+    late = sched.on_answer(entry, snap("in_progress"), 11.0)
+    assert late.action is Action.CONTINUE and "k" not in sched and sched.next_due() is None
+
+
+def test_poke_polls_at_once_and_remove_cancels() -> None:
+    """A webhook hint moves the next poll to now; a removed task is never popped."""
+    sched = PollScheduler(PollPolicy(jitter=0.0, initial_delay=50.0))
+    sched.add("a", "ta", "m", now=0.0, deadline=600.0)
+    sched.add("b", "tb", "m", now=0.0, deadline=600.0)
+    assert sched.poke("a", 1.0)
+    entry = sched.pop_due(1.0)
+    assert entry is not None and entry.key == "a"
+    sched.remove("b")
+    assert sched.pop_due(1000.0) is None
+
+
+def test_p11_rate_limiter_caps_requests_per_second() -> None:
+    """P11: the token bucket never lets more than rate*t + burst requests through."""
+    limiter = RateLimiter(rate=5.0, burst=2.0)
+    now, sent = 0.0, []
+    while now < 10.0:
+        ready = limiter.ready_at(now)
+        now = ready
+        limiter.take(now)
+        sent.append(now)
+    for i, t in enumerate(sent):
+        assert i + 1 <= 5.0 * t + 2.0 + 1e-9
+
+
+def test_429_halves_the_rate_and_honours_retry_after() -> None:
+    """A 429 pauses everything for Retry-After and halves the rate; successes recover it."""
+    limiter = RateLimiter(rate=10.0)
+    limiter.on_rate_limited(now=5.0, retry_after=3.0)
+    assert limiter.rate == 5.0
+    assert limiter.ready_at(5.0) >= 8.0
+    for _ in range(100):
+        limiter.on_success()
+    assert limiter.rate == 10.0
+
+
+def test_poll_loop_respects_the_in_flight_cap() -> None:
+    """The async driver never has more queries in flight than its cap, and finishes all."""
+    sched = PollScheduler(
+        PollPolicy(initial_delay=0.001, min_interval=0.001, max_interval=0.002, jitter=0.0)
+    )
+    in_flight = 0
+    peak = 0
+    calls: dict[str, int] = {}
+    done: list[str] = []
+
+    async def query(task_id: str) -> TaskSnapshot:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.002)
+        in_flight -= 1
+        calls[task_id] = calls.get(task_id, 0) + 1
+        return snap("success" if calls[task_id] >= 3 else "in_progress", task_id)
+
+    def on_decision(key: str, decision: object) -> None:
+        if getattr(decision, "action", None) is Action.FINISHED:
+            done.append(key)
+
+    async def main() -> None:
+        loop = PollLoop(sched, query, on_decision, max_per_second=10_000, max_in_flight=3)
+        now = asyncio.get_running_loop().time()
+        for i in range(20):
+            sched.add(f"k{i}", f"t{i}", "m", now=0.0, deadline=1e9)
+        loop._clock = lambda: asyncio.get_running_loop().time() - now
+        loop.wake()
+        for _ in range(500):
+            if len(done) == 20:
+                break
+            await asyncio.sleep(0.01)
+        await loop.aclose()
+
+    asyncio.run(main())
+    assert len(done) == 20
+    assert peak <= 3
+    assert all(n == 3 for n in calls.values())
