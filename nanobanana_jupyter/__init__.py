@@ -44,12 +44,17 @@ from ._models import (
     TaskStatus,
     UnknownModelWarning,
 )
+from ._record import ImageRecord, TaskRecord
 from ._retry import RetryPolicy
 from ._settings import SecretKey, Settings
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client
+    from ._history import History
+    from ._scheduler import PollPolicy
+    from ._session import Session, get_default_session, set_default_session
+    from ._task import Task
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -66,20 +71,26 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLostError",
     "GenerationRequest",
+    "History",
+    "ImageRecord",
     "MissingAPIKeyError",
     "NanoBananaError",
     "NotFoundError",
+    "PollPolicy",
     "ProtocolError",
     "RateLimitError",
     "ResultItem",
     "RetryPolicy",
     "SecretKey",
     "ServerError",
+    "Session",
     "Settings",
     "SubmitOutcomeUnknownError",
+    "Task",
     "TaskAbandonedError",
     "TaskError",
     "TaskFailedError",
+    "TaskRecord",
     "TaskSnapshot",
     "TaskStatus",
     "TaskTimeoutError",
@@ -87,12 +98,20 @@ __all__ = [
     "UnknownModelWarning",
     "ValidationError",
     "__version__",
+    "get_default_session",
+    "set_default_session",
 ]
 
 # Public name -> private module that defines it, imported on first access.
 _LAZY = {
     "AsyncClient": "._client",
     "Client": "._client",
+    "History": "._history",
+    "PollPolicy": "._scheduler",
+    "Session": "._session",
+    "Task": "._task",
+    "get_default_session": "._session",
+    "set_default_session": "._session",
 }
 
 

@@ -44,7 +44,8 @@ class ImageRecord:
 
         with Image.open(self.path) as img:
             img.load()
-            return img.copy()
+            copy: PILImage.Image = img.copy()
+            return copy
 
     def read_bytes(self) -> bytes:
         """The full-size file's bytes."""

@@ -386,6 +386,7 @@ class PollLoop:
         self._runner: asyncio.Task[None] | None = None
         self._polls: set[asyncio.Task[None]] = set()
         self.requests = 0
+        self.requests_by_task: dict[str, int] = defaultdict(int)
 
     def wake(self) -> None:
         """Re-plan now (a task was added or poked). Engine thread only."""
@@ -420,6 +421,7 @@ class PollLoop:
                 self.limiter.take(now)
                 self._in_flight += 1
                 self.requests += 1
+                self.requests_by_task[entry.task_id] += 1
                 poll = asyncio.get_running_loop().create_task(self._poll(entry))
                 self._polls.add(poll)
                 poll.add_done_callback(self._polls.discard)

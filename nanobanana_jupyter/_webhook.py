@@ -85,9 +85,9 @@ class WebhookReceiver:
 
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", PATH_PREFIX + "{token}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         server = site._server  # aiohttp exposes the bound port only through the server
         sockets = getattr(server, "sockets", None) or []

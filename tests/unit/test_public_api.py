@@ -12,7 +12,7 @@ def test_all_is_sorted_and_unique() -> None:
     """__all__ lists each name once, in sorted order."""
     names = nanobanana_jupyter.__all__
     assert len(names) == len(set(names))
-    assert names == sorted(names, key=lambda n: (not n.isupper(), n.startswith("_"), n))
+    assert names == sorted(names, key=lambda n: (not n.isupper(), n[0].islower(), n))
 
 
 def test_every_public_name_resolves() -> None:

@@ -1,0 +1,345 @@
+"""The image store: result images kept on disk under their content hash, with previews.
+
+Result URLs expire, so every image is saved the moment a task succeeds (design.md section
+4). A file's name is the SHA-256 of its bytes, which makes saving idempotent (the same image
+twice is one file) and lets a history row point at a file that can never change under it.
+
+Writes are atomic and durable (research/reliability.md section 5): the bytes go to a
+temporary file in the target directory, which is flushed and fsynced, renamed over the final
+name with :func:`os.replace`, and then the directory is fsynced. A crash leaves either the
+complete file or none, plus at worst a ``.tmp-`` file that :meth:`ImageStore.cleanup_temp`
+removes at the next start.
+
+Only raster images are accepted (PNG, JPEG, WebP, GIF by their magic bytes, never by a
+declared type), and only after Pillow decoded them fully within a pixel budget, so an SVG with
+script, an HTML page, a truncated download or a decompression bomb never reaches the disk or
+the notebook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import IO
+
+from PIL import Image, ImageOps
+
+from ._models import sniff_image_type
+from ._record import ImageRecord
+
+__all__ = ["ImageStore", "make_preview"]
+
+TEMP_PREFIX = ".tmp-"
+"""Every temporary file starts with this, so orphans from a crash can be found."""
+
+ORPHAN_AGE = 600.0
+"""Seconds before a temporary file counts as orphaned.
+
+Another kernel may be writing into the same store right now; its temporary file is seconds
+old at most, so anything this old was left by a process that died between write and rename.
+"""
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+_PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
+_PREVIEW_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_WHITE = (255, 255, 255)
+
+
+class ImageStore:
+    """Content-addressed image files under ``root``, each with a JPEG thumbnail.
+
+    Layout: ``root/<sha[:2]>/<sha>.<ext>`` for the full file and
+    ``root/thumbs/<sha[:2]>/<sha>-<side>.jpg`` for its thumbnail. Safe for several threads
+    and processes at once: every write is an atomic rename of a complete file.
+
+    Args:
+        root: the directory; created if missing.
+        thumb_side: the thumbnail's longest side in pixels.
+        max_bytes: larger inputs are refused before anything is decoded.
+        max_pixels: images whose header declares more pixels are refused before decoding
+            (a small file can declare a huge image: a decompression bomb).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        thumb_side: int = 512,
+        max_bytes: int = 50 * 1024 * 1024,
+        max_pixels: int = 64_000_000,
+    ) -> None:
+        if thumb_side < 1 or max_bytes < 1 or max_pixels < 1:
+            raise ValueError("thumb_side, max_bytes and max_pixels must be positive")
+        self.root = Path(root).expanduser().absolute()
+        self.thumb_side = thumb_side
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cleanup_temp()
+
+    def put(self, data: bytes, *, url: str | None = None) -> ImageRecord:
+        """Check, store and thumbnail one image; return its record.
+
+        Storing the same bytes again reuses the existing files and rewrites nothing.
+
+        Raises:
+            ValueError: the bytes are too large, not a PNG/JPEG/WebP/GIF, declare too many
+                pixels, or cannot be decoded (truncated, damaged). The message says which.
+            OSError: the files could not be written (disk full, permissions). Nothing
+                partial is left behind.
+        """
+        if len(data) > self.max_bytes:
+            raise ValueError(
+                f"image is {len(data)} bytes, more than the {self.max_bytes} byte limit"
+            )
+        media_type = sniff_image_type(data)
+        if media_type is None:
+            raise ValueError(
+                "the data is not a PNG, JPEG, WebP or GIF image (checked by its first bytes); "
+                "other types such as SVG or HTML are never stored"
+            )
+        image = _decode(data, media_type, self.max_pixels)
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.root / digest[:2] / f"{digest}.{_EXTENSIONS[media_type]}"
+        # Same name means same bytes; the size check guards against a file damaged by hand.
+        if not _is_file_of_size(path, len(data)):
+            _atomic_write(path, data)
+        thumb = self.root / "thumbs" / digest[:2] / f"{digest}-{self.thumb_side}.jpg"
+        if not _is_file_of_size(thumb, None):
+            _atomic_write(thumb, _encode_preview(image, self.thumb_side, "JPEG", 85))
+        return ImageRecord(
+            sha256=digest,
+            path=str(path),
+            media_type=media_type,
+            width=image.width,
+            height=image.height,
+            size=len(data),
+            thumb_path=str(thumb),
+            url=url,
+        )
+
+    def get(self, sha256: str) -> ImageRecord | None:
+        """The record of a stored image by its hash, or ``None`` when it is not stored."""
+        digest = sha256.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            return None
+        for media_type, ext in _EXTENSIONS.items():
+            path = self.root / digest[:2] / f"{digest}.{ext}"
+            if not path.is_file():
+                continue
+            with Image.open(path) as img:
+                width, height = img.size
+            thumb = self.root / "thumbs" / digest[:2] / f"{digest}-{self.thumb_side}.jpg"
+            return ImageRecord(
+                sha256=digest,
+                path=str(path),
+                media_type=media_type,
+                width=width,
+                height=height,
+                size=path.stat().st_size,
+                thumb_path=str(thumb) if thumb.is_file() else None,
+            )
+        return None
+
+    def cleanup_temp(self, *, min_age: float = ORPHAN_AGE) -> int:
+        """Remove temporary files older than ``min_age`` seconds left by a crash; count them.
+
+        Younger ones may belong to a write in progress in another kernel and are kept.
+        """
+        removed = 0
+        cutoff = time.time() - min_age
+        for directory, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    if os.stat(path).st_mtime <= cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # another process cleaned it up first
+        return removed
+
+    def __repr__(self) -> str:
+        return f"<ImageStore {str(self.root)!r}>"
+
+
+def make_preview(
+    source: bytes | str | Path,
+    *,
+    side: int = 512,
+    fmt: str = "JPEG",
+    quality: int = 85,
+    max_pixels: int = 64_000_000,
+) -> tuple[bytes, str]:
+    """A downscaled copy of an image for notebooks: ``(bytes, media type)``.
+
+    The longest side becomes at most ``side`` (never upscaled). ``fmt`` is ``"JPEG"``
+    (transparency flattened on white), ``"PNG"`` or ``"WEBP"``. A JPEG source is decoded at
+    reduced scale directly (``Image.draft``), which makes previews of large photos cheap.
+
+    Raises:
+        ValueError: an unknown ``fmt``, or a source that is no decodable raster image
+            within ``max_pixels``.
+        OSError: a path that cannot be read.
+    """
+    fmt = fmt.upper()
+    if fmt == "JPG":
+        fmt = "JPEG"
+    if fmt not in _PREVIEW_TYPES:
+        raise ValueError(f"preview format must be JPEG, PNG or WEBP, not {fmt!r}")
+    if side < 1:
+        raise ValueError("side must be positive")
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    media_type = sniff_image_type(data)
+    if media_type is None:
+        raise ValueError("the source is not a PNG, JPEG, WebP or GIF image")
+    image = _decode(data, media_type, max_pixels, draft=side)
+    return _encode_preview(image, side, fmt, quality), _PREVIEW_TYPES[fmt]
+
+
+# -- decoding and encoding ---------------------------------------------------------------
+
+
+def _decode(
+    data: bytes, media_type: str, max_pixels: int, *, draft: int | None = None
+) -> Image.Image:
+    """Fully decode ``data`` (frame 0), refusing bombs and broken files with ValueError."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (rather than fails) for large images; here that is a refusal.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[media_type]])
+            # Image.open reads the header only: the size is known before any decoding.
+            width, height = img.size
+            if width * height > max_pixels:
+                raise _Refused(
+                    f"image declares {width}x{height} pixels, more than the {max_pixels} "
+                    "pixel limit (refused before decoding)"
+                )
+            if draft is not None and img.format == "JPEG" and max(width, height) > draft:
+                # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding: far less
+                # work. Twice the final size keeps room for a clean resampling step, as
+                # Image.thumbnail's own reducing_gap does.
+                scale = 2 * draft / max(width, height)
+                img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            # load() decodes every byte of frame 0: a truncated file fails here.
+            img.load()
+    except _Refused:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"image declares too many pixels (refused): {exc}") from exc
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        IndexError,
+        TypeError,
+        MemoryError,
+    ) as exc:
+        # Pillow reports damaged data with any of these, depending on the codec.
+        raise ValueError(f"the {media_type} image is truncated or damaged: {exc}") from exc
+    return img
+
+
+class _Refused(ValueError):
+    """An image refused on purpose (not a decoding failure)."""
+
+
+def _encode_preview(image: Image.Image, side: int, fmt: str, quality: int) -> bytes:
+    """Scale to fit ``side`` x ``side`` and encode; JPEG gets transparency on white."""
+    keeps_alpha = fmt != "JPEG" and _has_alpha(image)
+    # Resample in a true-colour mode: palette and 1-bit images would be resized by nearest
+    # neighbour, which looks ragged; and with alpha, Pillow resizes premultiplied.
+    work = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    # Photos (uploaded references) carry their orientation in EXIF; previews honour it.
+    work = ImageOps.exif_transpose(work) if image.getexif() else work
+    work.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if work.mode == "RGBA" and not keeps_alpha:
+        flat = Image.new("RGB", work.size, _WHITE)
+        flat.paste(work, mask=work.getchannel("A"))
+        work = flat
+    out = io.BytesIO()
+    if fmt == "JPEG":
+        work.save(out, format="JPEG", quality=quality, optimize=True)
+    elif fmt == "WEBP":
+        work.save(out, format="WEBP", quality=quality)
+    else:
+        work.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+# -- durable files -----------------------------------------------------------------------
+
+
+def _is_file_of_size(path: Path, size: int | None) -> bool:
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    return stat.st_size > 0 if size is None else stat.st_size == size
+
+
+def _write_and_sync(file: IO[bytes], data: bytes) -> None:
+    """Write all of ``data`` and force it to the disk (a test seam for disk-full errors)."""
+    file.write(data)
+    file.flush()
+    os.fsync(file.fileno())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Make ``path`` hold ``data`` completely or not at all, durably.
+
+    Raises:
+        OSError: the write, sync or rename failed; the temporary file is removed and
+            ``path`` is untouched.
+    """
+    directory = path.parent
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    if created:
+        # A new directory entry is only durable once its parent is synced too.
+        _fsync_dir(directory.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+    try:
+        file = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
+        with file:
+            _write_and_sync(file, data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a directory's entries (the rename); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # Windows cannot open directories; its rename is durable enough there.
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the data itself is synced
+    finally:
+        os.close(fd)

@@ -1,0 +1,788 @@
+"""The :class:`Session`: generate, poll, store and show tasks, from scripts and notebooks.
+
+A session owns one history store and image store (in its data directory), one HTTP client
+and one poll scheduler, all driven on the engine thread. Its public calls return at once:
+the work happens in the background and each call hands back a :class:`~._task.Task`.
+
+A task's life (design.md section 4): the intent is written to the store *before* the submit
+is sent; the task id is written in one update when it returns; an ambiguous submit becomes
+``submit_unknown`` and is never re-sent; every image is fetched into the image store as soon
+as the task succeeds (result URLs expire). A lease in the store keeps two kernels from
+polling the same task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ._client import AsyncClient
+from ._engine import Engine, get_engine
+from ._exceptions import (
+    APIError,
+    NanoBananaError,
+    RateLimitError,
+    SubmitOutcomeUnknownError,
+)
+from ._history import History
+from ._images import ImageStore
+from ._models import GenerationRequest, TaskStatus
+from ._record import ImageRecord, TaskRecord
+from ._refs import to_references
+from ._scheduler import Action, Decision, PollLoop, PollPolicy, PollScheduler
+from ._settings import SecretKey, Settings, default_data_dir
+from ._store import Store
+from ._task import Task
+from ._webhook import WebhookReceiver
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
+
+__all__ = ["Session", "get_default_session", "set_default_session"]
+
+logger = logging.getLogger("nanobanana_jupyter")
+
+# With callbacks, polling is only the safety net for a callback that never comes.
+WEBHOOK_BACKUP_POLICY = PollPolicy(
+    initial_delay=30.0, age_fraction=0.5, min_interval=10.0, max_interval=60.0, min_samples=10**9
+)
+
+SUBMIT_UNKNOWN_HELP = (
+    "the submit may have reached the server, so the task may exist and may have been "
+    "charged; it was not sent again. Check your defapi.org task list; to send it anyway, "
+    "call generate(..., force=True)"
+)
+
+
+def _message(error: BaseException) -> str:
+    return error.message if isinstance(error, NanoBananaError) else str(error)
+
+
+def _describe_reference(ref: str) -> str:
+    """What the store keeps of a reference: URLs as given, inline images by their hash."""
+    if ref.startswith("data:"):
+        return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+    return ref
+
+
+class Session:
+    """Generate images and keep their history. Calls return at once; work runs behind.
+
+    Args:
+        api_key: the key; default from ``NANOBANANA_API_KEY``/``DEFAPI_API_KEY``, ``.env``
+            or Colab secrets.
+        base_url: the API origin; default ``https://api.defapi.org``.
+        data_dir: where the history (SQLite) and images are kept; default per user.
+        model: the model used when ``generate`` names none.
+        settings: resolved settings, instead of the arguments above.
+        poll_policy: the polling schedule (see :class:`PollPolicy`).
+        max_requests_per_second: cap on the session's queries.
+        max_in_flight: cap on the session's queries in flight.
+        max_concurrent_submits: cap on submits in flight.
+        transport: an httpx async transport (tests and benchmarks).
+        webhook: receive task callbacks on 127.0.0.1 and query a task as soon as its
+            callback arrives; polling then only backs callbacks up. The service must be able
+            to reach the receiver (a tunnel: give its public URL as ``webhook_url``), or,
+            for the sandbox, loopback.
+        webhook_url: the public URL a tunnel exposes for the receiver.
+    """
+
+    def __init__(
+        self,
+        api_key: str | SecretKey | None = None,
+        base_url: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        settings: Settings | None = None,
+        poll_policy: PollPolicy | None = None,
+        max_requests_per_second: float = 20.0,
+        max_in_flight: int = 16,
+        max_concurrent_submits: int = 4,
+        lease_ttl: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        engine: Engine | None = None,
+        webhook: bool = False,
+        webhook_url: str | None = None,
+    ) -> None:
+        if settings is None:
+            settings = Settings.resolve(
+                api_key=api_key, base_url=base_url, data_dir=data_dir, model=model
+            )
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir or default_data_dir()).expanduser()
+        self._store = Store(self.data_dir / "history.sqlite3")
+        self._images = ImageStore(self.data_dir / "images")
+        self._engine = engine or get_engine()
+        self._transport = transport
+        self._owner = uuid.uuid4().hex
+        self._lease_ttl = lease_ttl
+        self._caps = (max_requests_per_second, max_in_flight, max_concurrent_submits)
+        if poll_policy is None and webhook:
+            poll_policy = WEBHOOK_BACKUP_POLICY
+        self._scheduler = PollScheduler(poll_policy)
+        self._handles: dict[str, Task] = {}
+        self._handles_lock = threading.RLock()
+        self._listeners: list[Callable[[Task], object]] = []
+        self._watched: set[str] = set()
+        self._history = History(self._store)
+        self._closed = False
+        self._sandbox: Sandbox | None = None
+        # Created on the engine loop on first use: loop-bound objects never cross loops.
+        self._client: AsyncClient | None = None
+        self._poll_loop: PollLoop | None = None
+        self._submit_slots: asyncio.Semaphore | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._early_hints: dict[str, str | None] = {}
+        self._receiver: WebhookReceiver | None = None
+        if webhook or webhook_url:
+            self._receiver = WebhookReceiver(self._on_hint, public_url=webhook_url)
+            self._engine.run(self._receiver.start(), timeout=10)
+        self._engine.add_closer(self._aclose)
+        if self._store.recovered:
+            logger.warning(
+                "%d task(s) were being submitted when a previous session stopped; they are "
+                "marked submit_unknown (maybe charged, never re-sent)",
+                self._store.recovered,
+            )
+
+    # -- public API ---------------------------------------------------------------
+
+    @property
+    def history(self) -> History:
+        """Every task in this data directory, oldest first (see :class:`History`)."""
+        return self._history
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The task handles this session has handed out, oldest first."""
+        with self._handles_lock:
+            return list(self._handles.values())
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        images: object = (),
+        aspect_ratio: str | None = None,
+        image_size: str | None = None,
+        callback_url: str | None = None,
+        force: bool = False,
+    ) -> Task:
+        """Start a generation and return its task at once; the work runs in the background.
+
+        An identical earlier request (same model, prompt, reference image bytes and
+        options) that succeeded, or is still running, is reused instead of paid again,
+        unless ``force=True``.
+
+        Args:
+            images: up to 4 references: URLs, data URIs, file paths, PIL images, bytes or
+                earlier tasks.
+
+        Raises:
+            ValidationError: the request is wrong; nothing was sent or written.
+            MissingAPIKeyError: no key is configured; says where to put one.
+        """
+        request = self._build_request(prompt, model, images, aspect_ratio, image_size, callback_url)
+        return self._start(request, force=force)
+
+    def map(
+        self,
+        prompts: Iterable[str],
+        *,
+        concurrency: int = 4,
+        force: bool = False,
+        **options: Any,
+    ) -> list[Task]:
+        """Start one task per prompt (same options), at most ``concurrency`` submits at once.
+
+        Every prompt is validated before anything is sent, so one bad prompt costs nothing.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        unknown = set(options) - {"model", "images", "aspect_ratio", "image_size", "callback_url"}
+        if unknown:
+            raise TypeError(f"unknown option(s) for map(): {', '.join(sorted(unknown))}")
+        requests = [
+            self._build_request(
+                prompt,
+                options.get("model"),
+                options.get("images", ()),
+                options.get("aspect_ratio"),
+                options.get("image_size"),
+                options.get("callback_url"),
+            )
+            for prompt in prompts
+        ]
+        slots = asyncio.Semaphore(concurrency)
+        return [self._start(request, force=force, slots=slots) for request in requests]
+
+    def resume(self) -> list[Task]:
+        """Pick up every unfinished task of the store (after a restart, a timeout, a crash).
+
+        Tasks another live kernel is polling are watched, not polled, and taken over if that
+        kernel goes away. Returns their handles at once.
+        """
+        self._check_open()
+        self.settings.require_key()
+        handles = [self._handle_for(record) for record in self._store.unfinished()]
+        if handles:
+            self._engine.submit(self._resume([h.local_id for h in handles]))
+        return handles
+
+    def get(self, task_id: str) -> Task:
+        """The task with this server id or local id (from this store)."""
+        record = self._store.get_by_task_id(task_id) or self._store.get(task_id)
+        if record is None:
+            raise KeyError(f"no task {task_id!r} in {self.data_dir}")
+        return self._handle_for(record)
+
+    def last(self, *, succeeded: bool = True) -> Task | None:
+        """The newest task of the store (by default the newest that succeeded)."""
+        history = self._history.filter(status=TaskStatus.SUCCESS) if succeeded else self._history
+        latest = history.latest(1)
+        return self._handle_for(latest[0]) if latest else None
+
+    def wait_all(self, timeout: float | None = None) -> list[Task]:
+        """Block until every task this session handed out has ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for task in self.tasks:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            task.wait(remaining)
+        return self.tasks
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for diagnostics and benchmarks: queries sent, tasks being polled."""
+        loop = self._poll_loop
+        return {
+            "queries": loop.requests if loop is not None else 0,
+            "queries_by_task": dict(loop.requests_by_task) if loop is not None else {},
+            "polling": len(self._scheduler),
+            "watching": len(self._watched),
+            "request_rate": loop.limiter.rate if loop is not None else None,
+        }
+
+    def subscribe(self, listener: Callable[[Task], object]) -> Callable[[], None]:
+        """Call ``listener(task)`` on every change of any task (on the engine thread).
+
+        Returns a function that unsubscribes. Views use this to update their output slots.
+        """
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def close(self) -> None:
+        """Stop polling (unfinished tasks stay resumable), close connections and the store."""
+        if self._closed:
+            return
+        self._closed = True
+        self._engine.remove_closer(self._aclose)
+        if self._engine.running and not self._engine.in_engine_thread():
+            try:
+                self._engine.run(self._aclose(), timeout=5)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                logger.debug("session close did not finish in time")
+        self._store.close()
+        if self._sandbox is not None:
+            self._sandbox.stop()
+            self._sandbox = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        key = "none" if self.settings.api_key is None else self.settings.api_key.fingerprint
+        return f"<Session {self.settings.base_url} key={key} data_dir={str(self.data_dir)!r}>"
+
+    @classmethod
+    def sandbox(
+        cls,
+        *,
+        time_scale: float = 0.2,
+        data_dir: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> Session:
+        """A session talking to a local sandbox server started for it (no key, no network).
+
+        The sandbox draws images offline; its history is kept apart from real tasks
+        (in ``<data dir>/sandbox`` unless ``data_dir`` is given). Closing the session
+        stops the server.
+        """
+        from .sandbox import Sandbox
+
+        server = Sandbox(time_scale=time_scale, accept_any_key=True)
+        server.start()
+        try:
+            directory = data_dir if data_dir is not None else default_data_dir() / "sandbox"
+            kwargs.setdefault("poll_policy", PollPolicy().scaled(time_scale))
+            session = cls(api_key=server.api_key, base_url=server.url, data_dir=directory, **kwargs)
+        except BaseException:
+            server.stop()
+            raise
+        session._sandbox = server
+        return session
+
+    # -- starting tasks ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Session is closed")
+
+    def _build_request(
+        self,
+        prompt: str,
+        model: str | None,
+        images: object,
+        aspect_ratio: str | None,
+        image_size: str | None,
+        callback_url: str | None,
+    ) -> GenerationRequest:
+        self._check_open()
+        request = GenerationRequest(
+            prompt=prompt,
+            model=model or self.settings.model,
+            images=to_references(images),
+            aspect_ratio=aspect_ratio,
+            image_size=image_size,
+            callback_url=callback_url,
+        ).validated()
+        self.settings.require_key()
+        return request
+
+    def _start(
+        self, request: GenerationRequest, *, force: bool, slots: asyncio.Semaphore | None = None
+    ) -> Task:
+        fingerprint = request.fingerprint()
+        local_id = uuid.uuid4().hex
+        if self._receiver is not None and request.callback_url is None:
+            request = dataclasses.replace(request, callback_url=self._receiver.url_for(local_id))
+        with self._handles_lock:
+            if not force:
+                existing = self._store.find_reusable(fingerprint)
+                if existing is not None:
+                    logger.info(
+                        "reusing task %s for an identical request (force=True sends it again)",
+                        existing.task_id or existing.local_id,
+                    )
+                    return self._handle_for(existing)
+            now = time.time()
+            record = TaskRecord(
+                local_id=local_id,
+                status=TaskStatus.SUBMITTING,
+                prompt=request.prompt,
+                model=request.model,
+                fingerprint=fingerprint,
+                created_at=now,
+                updated_at=now,
+                aspect_ratio=request.aspect_ratio,
+                image_size=request.image_size,
+                callback_url=None if self._receiver is not None else request.callback_url,
+                references=tuple(_describe_reference(r) for r in request.images),
+            )
+            # The intent is durable before anything is sent.
+            self._store.insert(record)
+            handle = self._register(record)
+        self._engine.submit(self._submit(record.local_id, request, slots))
+        self._notify(handle)
+        return handle
+
+    def _register(self, record: TaskRecord) -> Task:
+        with self._handles_lock:
+            handle = self._handles.get(record.local_id)
+            if handle is None:
+                handle = Task(self, record)
+                self._handles[record.local_id] = handle
+            return handle
+
+    def _handle_for(self, record: TaskRecord) -> Task:
+        """A handle for a stored record; an active one not polled anywhere gets polled."""
+        with self._handles_lock:
+            known = record.local_id in self._handles
+            handle = self._register(record)
+        if not known and record.status.is_active and not self._closed:
+            self._engine.submit(self._resume([record.local_id]))
+        return handle
+
+    # -- engine side ----------------------------------------------------------------
+
+    def _ensure_engine_objects(self) -> tuple[AsyncClient, PollLoop]:
+        if self._client is None:
+            self._client = AsyncClient(
+                settings=self.settings,
+                transport=self._transport,
+                max_connections=max(8, self._caps[1] + self._caps[2] + 4),
+                on_retry=self._on_client_retry,
+            )
+        if self._poll_loop is None:
+            rate, in_flight, submits = self._caps
+            self._poll_loop = PollLoop(
+                self._scheduler,
+                self._client.query,
+                self._on_decision,
+                max_per_second=rate,
+                max_in_flight=in_flight,
+            )
+            self._submit_slots = asyncio.Semaphore(submits)
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+        return self._client, self._poll_loop
+
+    def _on_client_retry(self, error: APIError, delay: float) -> None:
+        if isinstance(error, RateLimitError) and self._poll_loop is not None:
+            self._poll_loop.on_rate_limited(error.retry_after)
+
+    def _set(self, local_id: str, **changes: Any) -> TaskRecord:
+        """Write a change to the store (never downgrading) and tell the handle and views."""
+        handle = self._handles.get(local_id)
+        current = handle.record if handle is not None else self._store.get(local_id)
+        if current is None:
+            raise KeyError(local_id)
+        stored = self._store.update(current.replace(updated_at=time.time(), **changes))
+        if handle is not None:
+            handle._update(stored)
+            self._notify(handle)
+        return stored
+
+    def _notify(self, handle: Task) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(handle)
+            except Exception:  # a view's failure must not stop the engine
+                logger.exception("a session listener failed")
+
+    async def _submit(
+        self, local_id: str, request: GenerationRequest, slots: asyncio.Semaphore | None
+    ) -> None:
+        client, _ = self._ensure_engine_objects()
+        assert self._submit_slots is not None
+        try:
+            if slots is not None:
+                async with slots, self._submit_slots:
+                    task_id = await client.submit(request, idempotency_key=local_id)
+            else:
+                async with self._submit_slots:
+                    task_id = await client.submit(request, idempotency_key=local_id)
+        except SubmitOutcomeUnknownError as exc:
+            self._set(
+                local_id,
+                status=TaskStatus.SUBMIT_UNKNOWN,
+                error=f"{_message(exc.cause) if exc.cause else exc.message}: {SUBMIT_UNKNOWN_HELP}",
+                finished_at=time.time(),
+            )
+            return
+        except NanoBananaError as exc:
+            self._set(
+                local_id, status=TaskStatus.NOT_SENT, error=exc.message, finished_at=time.time()
+            )
+            return
+        except Exception as exc:  # our own bug after sending: be safe, never re-send
+            logger.exception("unexpected error while submitting")
+            self._set(
+                local_id,
+                status=TaskStatus.SUBMIT_UNKNOWN,
+                error=f"unexpected {type(exc).__name__}: {SUBMIT_UNKNOWN_HELP}",
+                finished_at=time.time(),
+            )
+            return
+        record = self._set(
+            local_id, task_id=task_id, status=TaskStatus.PENDING, submitted_at=time.time()
+        )
+        if record.status.is_active:
+            self._track(record, poll_now=local_id in self._early_hints)
+            self._early_hints.pop(local_id, None)
+
+    def _track(
+        self, record: TaskRecord, *, poll_now: bool = False, fresh_deadline: bool = False
+    ) -> None:
+        """Start polling a submitted task, if this session can hold its lease."""
+        assert record.task_id is not None
+        _, poll_loop = self._ensure_engine_objects()
+        if not self._store.acquire_lease(record.local_id, self._owner, self._lease_ttl):
+            self._watched.add(record.local_id)
+            return
+        self._watched.discard(record.local_id)
+        now = time.monotonic()
+        age = max(0.0, time.time() - (record.submitted_at or record.created_at))
+        started = now - age
+        deadline = (now if fresh_deadline else started) + self.settings.deadline
+        self._scheduler.add(
+            record.local_id,
+            record.task_id,
+            record.model,
+            now=now,
+            started=started,
+            deadline=max(deadline, now),
+            poll_now=poll_now,
+        )
+        poll_loop.wake()
+
+    async def _resume(self, local_ids: Sequence[str]) -> None:
+        self._ensure_engine_objects()
+        for local_id in local_ids:
+            if local_id in self._scheduler:
+                continue
+            record = self._store.get(local_id)
+            if record is None or record.task_id is None:
+                continue
+            if record.status.is_terminal:
+                if not record.status.is_resumable:
+                    continue
+                record = self._set(
+                    local_id, status=TaskStatus.PENDING, error=None, finished_at=None
+                )
+            self._track(record, poll_now=True, fresh_deadline=True)
+
+    async def _on_decision(self, local_id: str, decision: Decision) -> None:
+        snapshot = decision.snapshot
+        now = time.time()
+        action = decision.action
+        if action is Action.CONTINUE:
+            handle = self._handles.get(local_id)
+            if snapshot is not None and handle is not None:
+                rec = handle.record
+                if snapshot.status is not rec.status or snapshot.consumed != rec.consumed:
+                    self._set(
+                        local_id,
+                        status=snapshot.status,
+                        consumed=snapshot.consumed,
+                        polls=decision.polls,
+                    )
+            return
+        if action is Action.FINISHED and snapshot is not None:
+            if snapshot.status is TaskStatus.SUCCESS:
+                await self._collect(local_id, snapshot, decision.polls)
+            else:
+                self._set(
+                    local_id,
+                    status=TaskStatus.FAILED,
+                    error=snapshot.reason or "the server reports the task failed (no reason given)",
+                    consumed=snapshot.consumed,
+                    polls=decision.polls,
+                    finished_at=now,
+                )
+        elif action is Action.TIMED_OUT:
+            self._set(
+                local_id,
+                status=TaskStatus.TIMED_OUT,
+                error=(
+                    f"not finished after {self.settings.deadline:g} s; the server may still "
+                    "finish it: session.resume() (or %nanobanana resume) picks it up"
+                ),
+                polls=decision.polls,
+                finished_at=now,
+            )
+        elif action is Action.NOT_FOUND:
+            self._set(
+                local_id,
+                status=TaskStatus.FAILED,
+                error=decision.error,
+                polls=decision.polls,
+                finished_at=now,
+            )
+        elif action is Action.AUTH_FAILED:
+            self._stop_all_polling(
+                f"polling stopped: {decision.error}. Fix the key, then session.resume()",
+                first=local_id,
+            )
+        self._store.release_lease(local_id, self._owner)
+        if self._receiver is not None:
+            self._receiver.finished(local_id)
+
+    def _on_hint(self, local_id: str, task_id: str | None) -> None:
+        """A callback arrived: confirm by querying now (engine loop). The body is not trusted."""
+        if local_id in self._scheduler:
+            entry_task = self._handles[local_id].task_id if local_id in self._handles else None
+            if task_id is not None and entry_task is not None and task_id != entry_task:
+                logger.warning("ignoring a callback whose task_id does not match its URL")
+                return
+            if self._scheduler.poke(local_id, time.monotonic()) and self._poll_loop:
+                self._poll_loop.wake()
+            return
+        record = self._store.get(local_id)
+        if record is None:
+            return
+        if record.status is TaskStatus.SUBMITTING:
+            self._early_hints[local_id] = task_id
+        elif record.status is TaskStatus.SUBMIT_UNKNOWN and task_id is not None:
+            # The submit's answer was lost, but the callback names the task: reconcile by
+            # querying it (the authenticated answer decides).
+            self._register(record)
+            recovered = self._set(local_id, task_id=task_id, status=TaskStatus.PENDING, error=None)
+            if recovered.status.is_active:
+                self._track(recovered, poll_now=True, fresh_deadline=True)
+
+    def _stop_all_polling(self, message: str, *, first: str) -> None:
+        """The key was refused: stop every poll (each would fail the same way)."""
+        keys = [first, *[k for k in list(self._scheduler.keys()) if k != first]]
+        for key in keys:
+            self._scheduler.remove(key)
+            self._set(key, status=TaskStatus.TIMED_OUT, error=message, finished_at=time.time())
+            self._store.release_lease(key, self._owner)
+
+    async def _collect(self, local_id: str, snapshot: Any, polls: int) -> None:
+        """Fetch every image of a successful task into the image store, at once."""
+        client, _ = self._ensure_engine_objects()
+        loop = asyncio.get_running_loop()
+
+        async def fetch(ref: str) -> ImageRecord:
+            data, _ = await client.download(ref)
+            url = None if ref.startswith("data:") else ref
+            return await loop.run_in_executor(None, lambda: self._images.put(data, url=url))
+
+        refs = list(dict.fromkeys(snapshot.images))  # duplicates fetched once
+        results = await asyncio.gather(*(fetch(r) for r in refs), return_exceptions=True)
+        images = tuple(r for r in results if isinstance(r, ImageRecord))
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, (NanoBananaError, ValueError, OSError)):
+                logger.error("task %s: fetching an image failed", local_id, exc_info=failure)
+        status = TaskStatus.SUCCESS
+        error = None
+        if failures:
+            status = TaskStatus.UNAVAILABLE
+            message = _message(failures[0])
+            error = f"{len(failures)} of {len(refs)} image(s) could not be fetched: {message}"
+        elif not images and not snapshot.texts:
+            error = "the server reported success but returned no images"
+        self._set(
+            local_id,
+            status=status,
+            images=images,
+            result_urls=tuple(r for r in refs if not r.startswith("data:")),
+            texts=snapshot.texts,
+            consumed=snapshot.consumed,
+            error=error,
+            polls=polls,
+            finished_at=time.time(),
+        )
+
+    async def _maintain(self) -> None:
+        """Renew leases of polled tasks; watch tasks another kernel polls; take them over."""
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            try:
+                polled = self._scheduler.keys()
+                if polled:
+                    held = self._store.renew_leases(self._owner, polled, self._lease_ttl)
+                    for lost in set(polled) - held:
+                        self._scheduler.remove(lost)
+                        self._watched.add(lost)
+                for local_id in list(self._watched):
+                    record = self._store.get(local_id)
+                    if record is None:
+                        self._watched.discard(local_id)
+                        continue
+                    handle = self._handles.get(local_id)
+                    if handle is not None and record != handle.record:
+                        handle._update(record)
+                        self._notify(handle)
+                    if record.status.is_terminal:
+                        self._watched.discard(local_id)
+                    elif record.task_id is not None:
+                        self._track(record, poll_now=True)
+            except Exception:  # the next round tries again
+                logger.exception("lease maintenance failed")
+
+    def _abandon(self, task: Task) -> bool:
+        if task.done() or task.status is TaskStatus.SUBMITTING:
+            return False
+
+        async def abandon() -> bool:
+            self._scheduler.remove(task.local_id)
+            self._watched.discard(task.local_id)
+            self._set(
+                task.local_id,
+                status=TaskStatus.ABANDONED,
+                error=(
+                    "cancelled locally; the API has no cancel, so the server may still "
+                    "finish and charge it; session.resume() picks it up again"
+                ),
+                finished_at=time.time(),
+            )
+            self._store.release_lease(task.local_id, self._owner)
+            return True
+
+        if self._engine.in_engine_thread():
+            asyncio.get_running_loop().create_task(abandon())
+            return True
+        return self._engine.run(abandon(), timeout=10)
+
+    async def _aclose(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+        if self._poll_loop is not None:
+            await self._poll_loop.aclose()
+        for key in list(self._scheduler.keys()):
+            self._scheduler.remove(key)
+            try:
+                self._store.release_lease(key, self._owner)
+            except Exception:  # the store may already be closed at interpreter exit
+                logger.debug("could not release lease of %s", key)
+        if self._client is not None:
+            await self._client.aclose()
+        if self._receiver is not None:
+            await self._receiver.aclose()
+
+    # -- display --------------------------------------------------------------------
+
+    def _bundle(self, task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
+        from ._render import Preview, task_bundle
+
+        previews = []
+        for image in task.record.images:
+            if image.thumb_path is None:
+                continue
+            try:
+                data = Path(image.thumb_path).read_bytes()
+            except OSError:
+                continue
+            previews.append(Preview(data, "image/jpeg"))
+        return task_bundle(
+            task.record, previews=previews, elapsed=None if task.done() else task.elapsed
+        )
+
+
+_default: Session | None = None
+_default_lock = threading.Lock()
+
+
+def get_default_session() -> Session:
+    """The session the magic and the panel use, built on first use (never at import)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = Session()
+        return _default
+
+
+def set_default_session(session: Session | None) -> Session | None:
+    """Replace the default session (e.g. with ``Session.sandbox()``); returns the old one."""
+    global _default
+    with _default_lock:
+        old, _default = _default, session
+        return old

@@ -1,0 +1,311 @@
+"""Session, Task and History against a real sandbox: the core's promises end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from nanobanana_jupyter import (
+    PollPolicy,
+    Session,
+    Settings,
+    SubmitOutcomeUnknownError,
+    TaskFailedError,
+    TaskStatus,
+    TaskTimeoutError,
+    TaskUnavailableError,
+    ValidationError,
+)
+from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SCALE = 0.01
+
+
+def make_session(sb: Sandbox, data_dir: Path, **kwargs: object) -> Session:
+    settings = Settings.resolve(
+        api_key=sb.api_key,
+        base_url=sb.url,
+        data_dir=data_dir,
+        environ={},
+        **kwargs.pop("settings", {}),  # type: ignore[arg-type]
+    )
+    kwargs.setdefault("poll_policy", PollPolicy().scaled(SCALE))
+    return Session(settings=settings, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def session(sandbox: Sandbox, tmp_path: Path) -> Iterator[Session]:
+    with make_session(sandbox, tmp_path / "data") as s:
+        yield s
+
+
+def test_generate_returns_at_once_and_wait_gives_images_on_disk(
+    session: Session, sandbox: Sandbox
+) -> None:
+    """generate() returns before the task is done; wait() ends with the image stored locally."""
+    task = session.generate("a cat in a banana costume", aspect_ratio="1:1")
+    assert not task.done()
+    assert task.status in (TaskStatus.SUBMITTING, TaskStatus.PENDING)
+    task.wait(timeout=20)
+    assert task.status is TaskStatus.SUCCESS, task.error
+    assert task.cost == Decimal("0.5")
+    (image,) = task.result()
+    assert Path(image.path).is_file() and Path(image.thumb_path or "").is_file()
+    assert image.url is not None and image.media_type == "image/png"
+    assert task.image.size == (image.width, image.height)
+    assert sandbox.ledger.charges == {task.task_id: pytest.approx(0.5)}
+
+
+def test_history_as_records_and_dataframe(session: Session) -> None:
+    """The history lists every task; to_pandas gives one row per task with costs."""
+    tasks = session.map(["one", "two", "three"], aspect_ratio="4:3")
+    for t in tasks:
+        t.wait(timeout=20)
+    history = session.history
+    assert len(history) == 3
+    assert [r.prompt for r in history] == ["one", "two", "three"]
+    assert history[-1].prompt == "three"
+    assert history.total_cost == Decimal("1.5")
+    frame = history.to_pandas()
+    assert list(frame["status"]) == ["success"] * 3
+    assert frame["consumed"].sum() == pytest.approx(1.5)
+    assert len(history.filter(status="success", text="tw")) == 1
+    html = history._repr_html_()
+    assert "3 tasks" in html and "<script" not in html
+
+
+def test_identical_request_reuses_the_finished_task(session: Session, sandbox: Sandbox) -> None:
+    """Re-running an identical request pays nothing; force=True sends it again."""
+    first = session.generate("same prompt", aspect_ratio="1:1").wait(timeout=20)
+    again = session.generate("same prompt", aspect_ratio="1:1")
+    assert again.local_id == first.local_id and again.done()
+    assert len(sandbox.ledger.charges) == 1
+    forced = session.generate("same prompt", aspect_ratio="1:1", force=True).wait(timeout=20)
+    assert forced.local_id != first.local_id
+    assert len(sandbox.ledger.charges) == 2
+
+
+def test_double_click_while_running_submits_once(session: Session, sandbox: Sandbox) -> None:
+    """S11: the same request twice while the first is still running is one submit."""
+    a = session.generate("double click")
+    b = session.generate("double click")
+    assert a is b
+    a.wait(timeout=20)
+    assert sandbox.ledger.submits_received == 1
+
+
+def test_failed_task_carries_the_reason(session: Session, sandbox: Sandbox) -> None:
+    """A task the server fails ends failed, with the server's reason in the error."""
+    sandbox.plan(TaskPlan(outcome="failed", reason="no bananas <b>today</b>"))
+    task = session.generate("will fail").wait(timeout=20)
+    assert task.status is TaskStatus.FAILED
+    with pytest.raises(TaskFailedError, match="no bananas"):
+        task.result()
+
+
+def test_submit_unknown_is_recorded_and_never_resent(sandbox: Sandbox, tmp_path: Path) -> None:
+    """S3 through the session: a hung submit becomes submit_unknown; one charge, no resend."""
+    sandbox.faults.add("submit", Fault.HANG_AFTER_ACCEPT)
+    with make_session(sandbox, tmp_path, settings={"submit_timeout": 0.3}) as session:
+        task = session.generate("hangs").wait(timeout=20)
+        assert task.status is TaskStatus.SUBMIT_UNKNOWN
+        assert "may have been charged" in (task.error or "")
+        with pytest.raises(SubmitOutcomeUnknownError):
+            task.result()
+        # A re-run of the same request must not silently pay again either.
+        assert session.generate("hangs").local_id == task.local_id
+    assert sandbox.ledger.submits_received == 1
+    assert len(sandbox.ledger.charges) == 1
+
+
+def test_not_sent_on_validation_by_server(sandbox: Sandbox, session: Session) -> None:
+    """A 401 at submit: the task ends not_sent, nothing charged, the reason says the key."""
+    sandbox.faults.add("submit", Fault.UNAUTHORIZED)
+    task = session.generate("refused").wait(timeout=20)
+    assert task.status is TaskStatus.NOT_SENT
+    assert "key" in (task.error or "")
+    assert sandbox.ledger.charges == {}
+
+
+def test_bad_input_raises_at_once_and_writes_nothing(session: Session) -> None:
+    """Bad input is refused in the caller's thread; the history stays empty."""
+    with pytest.raises(ValidationError):
+        session.generate("")
+    with pytest.raises(ValidationError):
+        session.generate("x", images=["/no/such/file.png"])
+    with pytest.raises(ValidationError):
+        session.map(["good", ""])
+    assert len(session.history) == 0
+
+
+def test_stuck_task_times_out_and_resumes(sandbox: Sandbox, tmp_path: Path) -> None:
+    """P5: a stuck task times out locally (resumable); resume() after it finishes completes it."""
+    sandbox.plan(TaskPlan(stuck=True))
+    with make_session(sandbox, tmp_path, settings={"deadline": 0.5}) as session:
+        task = session.generate("stuck").wait(timeout=20)
+        assert task.status is TaskStatus.TIMED_OUT
+        with pytest.raises(TaskTimeoutError, match="resume"):
+            task.result()
+    assert len(sandbox.ledger.charges) == 1
+
+
+def test_invisible_task_is_tolerated(session: Session, sandbox: Sandbox) -> None:
+    """P3: a task the server does not show for its first moments still completes."""
+    sandbox.plan(TaskPlan(invisible_for=3.0))
+    task = session.generate("eventually consistent").wait(timeout=20)
+    assert task.status is TaskStatus.SUCCESS
+
+
+def test_expired_image_leaves_the_task_unavailable(session: Session, sandbox: Sandbox) -> None:
+    """R1: success whose image URL expired: unavailable with the reason; no new charge."""
+    sandbox.faults.add("cdn", Fault.EXPIRED, count=5)
+    task = session.generate("gone too soon").wait(timeout=20)
+    assert task.status is TaskStatus.UNAVAILABLE
+    with pytest.raises(TaskUnavailableError, match="expired"):
+        task.result()
+    assert len(sandbox.ledger.charges) == 1
+
+
+def test_several_images_and_data_uris(session: Session, sandbox: Sandbox) -> None:
+    """R8: several images, mixed URLs and data URIs, are all stored."""
+    sandbox.plan(TaskPlan(images=3, result_mode="mixed"))
+    task = session.generate("three of them").wait(timeout=20)
+    assert task.status is TaskStatus.SUCCESS
+    assert len(task.images) == 3
+    assert len({i.sha256 for i in task.images}) == 3
+
+
+def test_reference_images_from_files_and_results(session: Session, tmp_path: Path) -> None:
+    """A local file and an earlier task can be references; they become inline images."""
+    first = session.generate("base image").wait(timeout=20)
+    local = tmp_path / "ref.png"
+    first.image.save(local)
+    second = session.generate("edit it", images=[local, first]).wait(timeout=20)
+    assert second.status is TaskStatus.SUCCESS
+    assert len(second.record.references) == 2
+    assert all(r.startswith("sha256:") for r in second.record.references)
+
+
+def test_await_and_done_callbacks(session: Session) -> None:
+    """`await task` works on any loop, and done callbacks fire once with the task."""
+    seen: list[str] = []
+    fired = threading.Event()
+
+    def on_done(task: object) -> None:
+        seen.append(task.status.value)
+        fired.set()
+
+    async def main() -> str:
+        task = session.generate("awaited")
+        task.add_done_callback(on_done)
+        done = await task
+        return done.status.value
+
+    assert asyncio.run(main()) == "success"
+    assert fired.wait(5)
+    assert seen == ["success"]
+
+
+def test_cancel_abandons_locally(sandbox: Sandbox, session: Session) -> None:
+    """P8: cancel stops polling and marks the task abandoned (the server may still charge)."""
+    sandbox.plan(TaskPlan(duration=500))
+    task = session.generate("cancel me")
+    for _ in range(200):
+        if task.task_id:
+            break
+        threading.Event().wait(0.01)
+    assert task.cancel()
+    assert task.status is TaskStatus.ABANDONED and task.done()
+    assert "may still" in (task.error or "")
+
+
+def test_webhook_callbacks_trigger_a_confirming_query(sandbox: Sandbox, tmp_path: Path) -> None:
+    """W1: with the receiver on, each task is seen done through its callback, with few queries."""
+    with make_session(sandbox, tmp_path, webhook=True, poll_policy=None) as session:
+        tasks = session.map([f"hooked {i}" for i in range(5)])
+        for t in tasks:
+            t.wait(timeout=30)
+        assert all(t.status is TaskStatus.SUCCESS for t in tasks)
+        assert session.stats()["queries"] <= 2 * len(tasks)
+    assert all(cb.ok for cb in sandbox.ledger.callbacks)
+
+
+def _worker(args: list[str], sb: Sandbox, data_dir: Path) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "NANOBANANA_BASE_URL": sb.url,
+        "NANOBANANA_API_KEY": sb.api_key,
+        "NANOBANANA_DATA_DIR": str(data_dir),
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.session_worker", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_killed_kernel_resumes_without_loss_or_double_charge(tmp_path: Path) -> None:
+    """A process submitting 50 tasks is SIGKILLed mid-flight; another resumes: 50 done, 50 charges."""
+    with Sandbox(time_scale=0.05, duration=40.0, max_side=64) as sb:
+        first = _worker(["submit", "50"], sb, tmp_path)
+        assert first.stdout is not None
+        line = first.stdout.readline()
+        assert line.strip() == "ALL_SUBMITTED", first.stderr.read() if first.stderr else ""
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+        assert len(sb.ledger.charges) == 50
+        unfinished = 50 - len(sb.ledger.completed_at)
+        assert unfinished > 0, "the kill should land while tasks are still running"
+
+        second = _worker(["resume", "0.05"], sb, tmp_path)
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report["statuses"] == ["success"]
+        assert report["resumed"] >= unfinished
+        assert len(sb.ledger.charges) == 50
+        assert sb.ledger.submits_received == 50
+        assert sb.ledger.duplicate_submits() == []
+
+
+@pytest.mark.slow
+def test_two_resuming_processes_never_poll_the_same_task(tmp_path: Path) -> None:
+    """D3: two kernels resuming one store each poll a task only if they hold its lease."""
+    with Sandbox(time_scale=0.05, duration=60.0, max_side=64) as sb:
+        first = _worker(["submit", "12"], sb, tmp_path)
+        assert first.stdout is not None and first.stdout.readline().strip() == "ALL_SUBMITTED"
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+        # Leases of the killed process expire after lease_ttl (3 s); both newcomers race.
+        threading.Event().wait(3.5)
+        a = _worker(["resume", "0.05"], sb, tmp_path)
+        b = _worker(["resume", "0.05"], sb, tmp_path)
+        out_a, err_a = a.communicate(timeout=120)
+        out_b, err_b = b.communicate(timeout=120)
+        assert a.returncode == 0, err_a
+        assert b.returncode == 0, err_b
+        ra = json.loads(out_a.strip().splitlines()[-1])
+        rb = json.loads(out_b.strip().splitlines()[-1])
+        assert ra["statuses"] == ["success"] and rb["statuses"] == ["success"]
+        assert not set(ra["polled"]) & set(rb["polled"])
+        assert set(ra["polled"]) | set(rb["polled"]) == set(sb.ledger.tasks) - {
+            t for t in sb.ledger.tasks if sb.ledger.queries.get(t, 0) == 0
+        }
+        assert len(sb.ledger.charges) == 12
