@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test lint fmt clean
+.PHONY: help venv demo test lint fmt lab clean
 
 help:
 	@echo "make demo   - start the sandbox, generate, and print where the results are"
 	@echo "make test   - run the whole test suite"
 	@echo "make lint   - ruff and mypy"
+	@echo "make lab    - JupyterLab on 127.0.0.1 with a local sandbox (no key needed)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,19 +23,22 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m nanobanana_jupyter.demo
+	$(PY) scripts/run_demo.py
+
+lab: $(STAMP)
+	$(PY) scripts/run_lab.py
 
 test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check nanobanana_jupyter tests
-	$(PY) -m ruff format --check nanobanana_jupyter tests
+	$(PY) -m ruff check nanobanana_jupyter tests scripts examples
+	$(PY) -m ruff format --check nanobanana_jupyter tests scripts examples
 	$(PY) -m mypy
 
 fmt: $(STAMP)
-	$(PY) -m ruff format nanobanana_jupyter tests
-	$(PY) -m ruff check --fix nanobanana_jupyter tests
+	$(PY) -m ruff format nanobanana_jupyter tests scripts examples
+	$(PY) -m ruff check --fix nanobanana_jupyter tests scripts examples
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

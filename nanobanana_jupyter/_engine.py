@@ -73,7 +73,8 @@ class Engine:
 
         thread = threading.Thread(target=run, name=self._name, daemon=True)
         thread.start()
-        ready.wait()
+        if not ready.wait(timeout=30):
+            raise RuntimeError("the nanobanana engine thread did not start within 30 s")
         self._loop, self._thread = loop, thread
 
     def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:

@@ -125,7 +125,9 @@ class History(Sequence[TaskRecord]):
         return frame
 
     def __repr__(self) -> str:
-        return f"<History: {len(self)} tasks, {self.total_cost} credits>"
+        from ._render import format_cost
+
+        return f"<History: {len(self)} tasks, {format_cost(self.total_cost)}>"
 
     def _repr_html_(self) -> str:
         from ._render import history_html

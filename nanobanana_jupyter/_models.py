@@ -282,19 +282,22 @@ class GenerationRequest:
             body["callback_url"] = self.callback_url
         return body
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, variant: int = 0) -> str:
         """A hash of what determines the result: model, prompt, reference images, options.
 
         Identical requests share a fingerprint, so a re-run cell can reuse a finished result
         instead of paying again. The callback URL does not change the image and is left out.
+        ``variant`` tells apart deliberate repeats of one request (``-n 4``: four samples).
         """
-        canonical = {
+        canonical: dict[str, object] = {
             "model": self.model,
             "prompt": self.prompt,
             "images": [hashlib.sha256(i.encode()).hexdigest() for i in self.images],
             "aspect_ratio": self.aspect_ratio,
             "image_size": self.image_size,
         }
+        if variant:
+            canonical["variant"] = variant
         text = json.dumps(canonical, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -323,7 +326,12 @@ def _parse_consumed(value: object) -> Decimal | None:
             number = Decimal(str(value).strip())
         except (InvalidOperation, ValueError):
             return None
-        return number if number.is_finite() and number >= 0 else None
+        if not number.is_finite() or number < 0:
+            return None
+        # "0.500000" -> 0.5, "2.000000" -> 2 (never 2E+0 or 1E+2).
+        normal = number.normalize()
+        exponent = normal.as_tuple().exponent
+        return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
     return None
 
 

@@ -182,6 +182,7 @@ class Session:
         image_size: str | None = None,
         callback_url: str | None = None,
         force: bool = False,
+        variant: int = 0,
     ) -> Task:
         """Start a generation and return its task at once; the work runs in the background.
 
@@ -192,13 +193,15 @@ class Session:
         Args:
             images: up to 4 references: URLs, data URIs, file paths, PIL images, bytes or
                 earlier tasks.
+            variant: tells apart deliberate repeats of one request (several samples of a
+                prompt); repeats with the same variant are reused on a re-run.
 
         Raises:
             ValidationError: the request is wrong; nothing was sent or written.
             MissingAPIKeyError: no key is configured; says where to put one.
         """
         request = self._build_request(prompt, model, images, aspect_ratio, image_size, callback_url)
-        return self._start(request, force=force)
+        return self._start(request, force=force, variant=variant)
 
     def map(
         self,
@@ -331,7 +334,8 @@ class Session:
         """A session talking to a local sandbox server started for it (no key, no network).
 
         The sandbox draws images offline; its history is kept apart from real tasks
-        (in ``<data dir>/sandbox`` unless ``data_dir`` is given). Closing the session
+        (in ``<data dir>/sandbox``, where the data dir is ``NANOBANANA_DATA_DIR`` or the
+        per-user default, unless ``data_dir`` is given). Closing the session
         stops the server.
         """
         from .sandbox import Sandbox
@@ -339,7 +343,10 @@ class Session:
         server = Sandbox(time_scale=time_scale, accept_any_key=True)
         server.start()
         try:
-            directory = data_dir if data_dir is not None else default_data_dir() / "sandbox"
+            if data_dir is None:
+                base = Settings.resolve(colab=lambda name: None).data_dir or default_data_dir()
+                data_dir = Path(base) / "sandbox"
+            directory = data_dir
             kwargs.setdefault("poll_policy", PollPolicy().scaled(time_scale))
             session = cls(api_key=server.api_key, base_url=server.url, data_dir=directory, **kwargs)
         except BaseException:
@@ -376,9 +383,14 @@ class Session:
         return request
 
     def _start(
-        self, request: GenerationRequest, *, force: bool, slots: asyncio.Semaphore | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        force: bool,
+        slots: asyncio.Semaphore | None = None,
+        variant: int = 0,
     ) -> Task:
-        fingerprint = request.fingerprint()
+        fingerprint = request.fingerprint(variant)
         local_id = uuid.uuid4().hex
         if self._receiver is not None and request.callback_url is None:
             request = dataclasses.replace(request, callback_url=self._receiver.url_for(local_id))

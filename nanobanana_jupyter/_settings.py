@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from ._exceptions import ConfigurationError, MissingAPIKeyError
 
-__all__ = ["ENV", "SecretKey", "Settings", "default_data_dir", "is_loopback_host"]
+__all__ = ["ENV", "SecretKey", "Settings", "default_data_dir", "env_flag", "is_loopback_host"]
 
 DEFAULT_BASE_URL = "https://api.defapi.org"
 DEFAULT_MODEL = "google/gempix2"
@@ -34,6 +34,14 @@ class ENV:
     DATA_DIR = "NANOBANANA_DATA_DIR"
     DEADLINE = "NANOBANANA_DEADLINE"
     TIMEOUT = "NANOBANANA_TIMEOUT"
+    WAIT = "NANOBANANA_WAIT"
+    """Truthy: the magic blocks until done by default (Run All, nbclient, papermill)."""
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """True when the environment variable says 1/true/yes/on."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 class SecretKey:

@@ -54,6 +54,9 @@ class Task:
         self._future: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._callbacks: list[Callable[[Task], object]] = []
         self._started = time.monotonic()
+        # Set by the line magic, whose live output already shows the card: the Out[] repr
+        # right after is then one line instead of a second copy.
+        self._compact_repr_once = False
         if record.is_terminal:
             self._future.set_result(None)
 
@@ -254,7 +257,10 @@ class Task:
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[dict[str, Any], dict[str, Any]] | dict[str, Any]:
+        if self._compact_repr_once:
+            self._compact_repr_once = False
+            return {"text/plain": repr(self)}
         return self._session._bundle(self)
 
 

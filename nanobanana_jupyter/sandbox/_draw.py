@@ -64,6 +64,8 @@ class DrawSpec:
     aspect_ratio: str
     long_side: int
     refs: tuple[Reference, ...] = ()
+    repeat: int = 0
+    """Earlier tasks with the same request: each repeat is a different sample."""
 
 
 def long_side_for(image_size: str, *, max_side: int, image_side: int | None) -> int:
@@ -240,7 +242,10 @@ def _tiles(
 
 def render_png(spec: DrawSpec) -> bytes:
     """Draw the picture for ``spec`` and encode it as PNG."""
-    seed = hashlib.sha256(f"{spec.model}\n{spec.prompt}\n{spec.index}".encode()).digest()
+    text = f"{spec.model}\n{spec.prompt}\n{spec.index}"
+    if spec.repeat:
+        text += f"\nrepeat {spec.repeat}"
+    seed = hashlib.sha256(text.encode()).digest()
     rng = random.Random(seed)
     opened = [_open(ref) for ref in spec.refs]
     width, height = _dimensions(spec.aspect_ratio, spec.long_side, opened[0] if opened else None)

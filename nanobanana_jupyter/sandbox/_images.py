@@ -98,6 +98,7 @@ class Renderer:
             prompt=request.prompt,
             model=request.model,
             index=index,
+            repeat=task.repeat,
             aspect_ratio=request.aspect_ratio,
             long_side=long_side_for(
                 request.image_size, max_side=self._max_side, image_side=self._image_side

@@ -107,6 +107,8 @@ class Task:
     #: One CDN token per image, assigned when the task succeeds.
     tokens: tuple[str, ...] = ()
     urls_expire_at: float = math.inf
+    #: Earlier tasks with the same request in this sandbox (0 for the first).
+    repeat: int = 0
 
     def status(self, now: float) -> Status:
         """The status at ``now``; call ``TaskStore.settle`` first.
@@ -189,6 +191,9 @@ class TaskStore:
         # End times of the tasks occupying each capacity slot (a min-heap).
         self._slots: list[float] = []
         self._seq = 0
+        # How many tasks each request has had: a repeated request (several samples of one
+        # prompt) draws a different picture each time, still deterministically.
+        self._repeats: dict[tuple[object, ...], int] = {}
 
     def plan(self, plan: TaskPlan, count: int = 1) -> None:
         """Apply ``plan`` to the next ``count`` created tasks (FIFO after earlier plans)."""
@@ -244,9 +249,14 @@ class TaskStore:
             ends_at = started_at + run
             heapq.heappush(self._slots, ends_at)
         self._seq += 1
+        key = (request.model, request.prompt, request.aspect_ratio, request.image_size,
+               tuple(request.images))  # fmt: skip
+        repeat = self._repeats.get(key, 0)
+        self._repeats[key] = repeat + 1
         task = Task(
             task_id=new_task_id(),
             seq=self._seq,
+            repeat=repeat,
             request=request,
             plan=plan,
             credits=self.credits,

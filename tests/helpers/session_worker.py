@@ -9,6 +9,7 @@ history in NANOBANANA_DATA_DIR. Its last stdout line is a JSON report.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import sys
 import time
@@ -17,6 +18,8 @@ from nanobanana_jupyter import PollPolicy, Session
 
 
 def main(argv: list[str]) -> int:
+    # If anything hangs, the test sees where: every thread's stack goes to stderr.
+    faulthandler.dump_traceback_later(45, exit=True)
     scale = float(argv[2]) if len(argv) > 2 and argv[1] == "resume" else 0.05
     session = Session(poll_policy=PollPolicy().scaled(scale), lease_ttl=3.0)
     if argv[1] == "submit":
@@ -26,6 +29,7 @@ def main(argv: list[str]) -> int:
         while any(t.task_id is None for t in tasks) and time.monotonic() < deadline:
             time.sleep(0.01)
         print("ALL_SUBMITTED", flush=True)
+        faulthandler.cancel_dump_traceback_later()
         time.sleep(600)  # wait to be killed mid-flight
         return 1
     if argv[1] == "resume":

@@ -242,6 +242,20 @@ def test_webhook_callbacks_trigger_a_confirming_query(sandbox: Sandbox, tmp_path
     assert all(cb.ok for cb in sandbox.ledger.callbacks)
 
 
+def _first_line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The worker's first stdout line, or a failure showing its stderr (stack dumps)."""
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            pytest.fail(f"worker printed nothing in {timeout} s; its stderr:\n{err}")
+    return proc.stdout.readline().strip()
+
+
 def _worker(args: list[str], sb: Sandbox, data_dir: Path) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -265,9 +279,7 @@ def test_killed_kernel_resumes_without_loss_or_double_charge(tmp_path: Path) -> 
     """A process submitting 50 tasks is SIGKILLed mid-flight; another resumes: 50 done, 50 charges."""
     with Sandbox(time_scale=0.05, duration=40.0, max_side=64) as sb:
         first = _worker(["submit", "50"], sb, tmp_path)
-        assert first.stdout is not None
-        line = first.stdout.readline()
-        assert line.strip() == "ALL_SUBMITTED", first.stderr.read() if first.stderr else ""
+        assert _first_line(first) == "ALL_SUBMITTED"
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
         assert len(sb.ledger.charges) == 50
@@ -290,7 +302,7 @@ def test_two_resuming_processes_never_poll_the_same_task(tmp_path: Path) -> None
     """D3: two kernels resuming one store each poll a task only if they hold its lease."""
     with Sandbox(time_scale=0.05, duration=60.0, max_side=64) as sb:
         first = _worker(["submit", "12"], sb, tmp_path)
-        assert first.stdout is not None and first.stdout.readline().strip() == "ALL_SUBMITTED"
+        assert _first_line(first) == "ALL_SUBMITTED"
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
         # Leases of the killed process expire after lease_ttl (3 s); both newcomers race.

@@ -160,13 +160,15 @@ def test_image_dimensions_follow_ratio_size_and_caps(
 
 
 def test_same_prompt_same_bytes_other_prompt_other_bytes(sb: Sandbox) -> None:
-    """Drawing is deterministic in prompt and model, and depends on both."""
+    """Drawing depends on prompt and model; a repeat of one request is another sample.
+
+    (That a fresh sandbox draws the same first picture again is checked below.)
+    """
     first = fetch(run_task(sb, prompt="a red fox")["result"][0]["image"])
-    again = fetch(run_task(sb, prompt="a red fox")["result"][0]["image"])
+    repeat = fetch(run_task(sb, prompt="a red fox")["result"][0]["image"])
     other = fetch(run_task(sb, prompt="a blue fox")["result"][0]["image"])
     other_model = fetch(run_task(sb, prompt="a red fox", model="x/y")["result"][0]["image"])
-    assert first == again
-    assert len({first, other, other_model}) == 3
+    assert len({first, repeat, other, other_model}) == 4
 
 
 def test_images_of_one_task_differ(sb: Sandbox) -> None:
@@ -227,3 +229,34 @@ def test_unreadable_data_uri_reference_is_tolerated(sb: Sandbox) -> None:
     data = run_task(sb, images=["data:image/png;base64,bm90IGFuIGltYWdl"])
     assert data["status"] == "success"
     png(fetch(data["result"][0]["image"]))
+
+
+def test_repeated_request_draws_a_different_sample_each_time() -> None:
+    """Several tasks with one prompt (samples) get different pictures; the first is unchanged."""
+
+    def run(count: int) -> list[bytes]:
+        out = []
+        with Sandbox(time_scale=0.001, max_side=64, result_mode="data_uri") as sb:
+            headers = {"Authorization": f"Bearer {sb.api_key}"}
+            ids = [
+                httpx.post(
+                    f"{sb.url}/api/image/gen",
+                    json={"model": "m/x", "prompt": "same"},
+                    headers=headers,
+                ).json()["data"]["task_id"]
+                for _ in range(count)
+            ]
+            for task_id in ids:
+                for _ in range(200):
+                    data = httpx.get(
+                        f"{sb.url}/api/task/query", params={"task_id": task_id}, headers=headers
+                    ).json()["data"]
+                    if data["status"] == "success":
+                        out.append(data["result"][0]["image"].encode())
+                        break
+                    time.sleep(0.01)
+        return out
+
+    first_run, second_run = run(3), run(1)
+    assert len(set(first_run)) == 3
+    assert first_run[0] == second_run[0]

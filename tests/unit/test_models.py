@@ -293,3 +293,21 @@ def test_fingerprint_depends_on_what_changes_the_image() -> None:
         GenerationRequest(prompt="a cat", model="google/nano-banana", images=("https://a/1.png",)),
     ):
         assert other.fingerprint() != base.fingerprint()
+
+
+def test_variants_of_one_request_have_distinct_stable_fingerprints() -> None:
+    """Samples 0..3 of one prompt differ from each other but are the same on every re-run."""
+    req = GenerationRequest(prompt="a cat")
+    prints = [req.fingerprint(i) for i in range(4)]
+    assert len(set(prints)) == 4
+    assert prints == [req.fingerprint(i) for i in range(4)]
+    assert prints[0] == req.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"), [("0.500000", "0.5"), ("2.000000", "2"), ("100", "100"), (1.25, "1.25")]
+)
+def test_consumed_is_normalised(raw: object, shown: str) -> None:
+    """Costs read as the server sends them are kept without trailing zeros or exponents."""
+    snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "consumed": raw})
+    assert str(snap.consumed) == shown

@@ -1,0 +1,518 @@
+"""The ``%nanobanana`` / ``%%nanobanana`` magic: the only module that imports IPython magics.
+
+The magic parses its line, asks the session for tasks, and creates one output slot (a
+display id) per task while the cell runs, on the main thread. It returns at once. The engine
+then updates those slots in place (status, elapsed time, finally the preview image) from its
+own thread, through the display id, so updates land in the right cell even while other
+cells run (research/jupyter-async.md section 3). Background code never prints and never
+calls ``display()``. The last update is a static mimebundle, so a saved notebook, nbconvert
+HTML and GitHub show the image without any widget JavaScript.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import re
+import string
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import StdinNotImplementedError, UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display, update_display
+from traitlets import Bool, Enum, Float, Int, Unicode, default
+
+from ._exceptions import NanoBananaError
+from ._models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
+from ._render import Preview, task_bundle
+from ._session import Session, get_default_session, set_default_session
+from ._settings import ENV, MISSING_KEY_HELP, SecretKey, env_flag
+from ._task import Task
+
+__all__ = ["NanoBananaMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+logger = logging.getLogger("nanobanana_jupyter")
+
+SUBCOMMANDS: dict[str, tuple[int, str]] = {
+    "panel": (0, "open the interactive panel"),
+    "history": (0, "show the history of tasks (also session.history.to_pandas())"),
+    "status": (1, "show one task: %nanobanana status <task id>"),
+    "resume": (0, "pick up unfinished tasks after a restart"),
+    "wait": (0, "block until every open task has ended"),
+    "sandbox": (0, "use a local sandbox server: offline, no key, no credits"),
+    "models": (0, "list the known model ids"),
+    "config": (0, "show the settings (the key only as a fingerprint)"),
+    "help": (0, "this help"),
+}
+_KEY_ON_LINE = re.compile(r"(?:^|\s)--?(?:api[-_]?)?key\b|\bdk-[A-Za-z0-9_-]{6,}", re.IGNORECASE)
+# How often live cards refresh while tasks run (their elapsed time).
+TICK_SECONDS = 1.0
+MIN_UPDATE_INTERVAL = 0.25
+
+
+class _StrictFormatter(string.Formatter):
+    """``str.format`` over the user namespace: names, attributes and indexing only.
+
+    An unknown name is an error (not a silent passthrough), private attributes are refused,
+    and ``{{``/``}}`` stay literal braces.
+    """
+
+    def __init__(self, namespace: Mapping[str, Any]) -> None:
+        self._namespace = namespace
+
+    def get_value(self, key: int | str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        if isinstance(key, int):
+            raise UsageError("--expand: positional fields like {} or {0} are not allowed")
+        if key not in self._namespace:
+            raise UsageError(f"--expand: the name {key!r} is not defined in the notebook")
+        return self._namespace[key]
+
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        if re.search(r"\.\s*_", field_name):
+            raise UsageError(f"--expand: private attributes are not allowed in {{{field_name}}}")
+        try:
+            return super().get_field(field_name, args, kwargs)
+        except UsageError:
+            raise
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise UsageError(f"--expand: cannot resolve {{{field_name}}}: {exc}") from None
+
+
+def expand_prompt(template: str, namespace: Mapping[str, Any]) -> str:
+    """Fill ``{name}``, ``{obj.attr}`` and ``{seq[0]}`` from the namespace (see --expand)."""
+    try:
+        return _StrictFormatter(namespace).vformat(template, (), {})
+    except ValueError as exc:
+        raise UsageError(f"--expand: {exc} (write {{{{ and }}}} for literal braces)") from None
+
+
+class LiveOutputs:
+    """The output slots of one session's tasks, updated in place from the engine thread.
+
+    All updates go through one lock and are throttled; a finished task gets one last,
+    static bundle.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+        self._slots: dict[str, list[tuple[str, str, int]]] = {}  # local_id -> (id, embed, side)
+        self._last: dict[str, tuple[float, str]] = {}  # display id -> (time, status)
+        self._ticking = False
+        self._unsubscribe = session.subscribe(self._on_change)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def open(self, task: Task, *, embed: str, side: int) -> str:
+        """Create a slot for ``task`` in the current cell (main thread) and return its id."""
+        display_id = f"nanobanana-{uuid.uuid4().hex}"
+        data, metadata = self.bundle(task, embed=embed, side=side)
+        display(data, raw=True, metadata=metadata, display_id=display_id)
+        with self._lock:
+            self._slots.setdefault(task.local_id, []).append((display_id, embed, side))
+            self._last[display_id] = (time.monotonic(), task.status.value)
+        if not task.done():
+            self._start_ticker()
+        return display_id
+
+    def bundle(self, task: Task, *, embed: str, side: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The mimebundle for a task: previews of the chosen size, or none."""
+        previews: list[Preview] = []
+        if embed != "none":
+            for image in task.images:
+                preview = _preview_for(image.path, image.thumb_path, embed=embed, side=side)
+                if preview is not None:
+                    previews.append(preview)
+        return task_bundle(
+            task.record, previews=previews, elapsed=None if task.done() else task.elapsed
+        )
+
+    def _on_change(self, task: Task) -> None:
+        with self._lock:
+            slots = list(self._slots.get(task.local_id, ()))
+        for display_id, embed, side in slots:
+            self._update(task, display_id, embed, side, force=task.done())
+        if task.done():
+            with self._lock:
+                self._slots.pop(task.local_id, None)
+
+    def _update(self, task: Task, display_id: str, embed: str, side: int, *, force: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last_time, last_status = self._last.get(display_id, (0.0, ""))
+            changed = task.status.value != last_status
+            if not (force or changed) and now - last_time < MIN_UPDATE_INTERVAL:
+                return
+            self._last[display_id] = (now, task.status.value)
+            data, metadata = self.bundle(task, embed=embed, side=side)
+            try:
+                update_display(data, raw=True, metadata=metadata, display_id=display_id)
+            except Exception:  # a closed kernel channel must not break the engine
+                logger.debug("could not update display %s", display_id, exc_info=True)
+
+    def _start_ticker(self) -> None:
+        with self._lock:
+            if self._ticking:
+                return
+            self._ticking = True
+        self._session._engine.submit(self._tick())
+
+    async def _tick(self) -> None:
+        import asyncio
+
+        try:
+            while True:
+                await asyncio.sleep(TICK_SECONDS)
+                with self._lock:
+                    open_slots = {k: list(v) for k, v in self._slots.items()}
+                if not open_slots:
+                    return
+                for local_id, slots in open_slots.items():
+                    task = self._session._handles.get(local_id)
+                    if task is None or task.done():
+                        continue
+                    for display_id, embed, side in slots:
+                        self._update(task, display_id, embed, side, force=False)
+        finally:
+            with self._lock:
+                self._ticking = False
+
+
+_preview_cache: dict[tuple[str, int, str], Preview | None] = {}
+
+
+def _preview_for(path: str, thumb: str | None, *, embed: str, side: int) -> Preview | None:
+    """The preview bytes for one image: the stored thumbnail, or one made at ``side``."""
+    key = (path, side, embed)
+    if key in _preview_cache:
+        return _preview_cache[key]
+    preview: Preview | None = None
+    try:
+        if embed == "full":
+            from ._models import sniff_image_type
+
+            data = Path(path).read_bytes()
+            media = sniff_image_type(data) or "image/png"
+            preview = Preview(data, media)
+        elif thumb is not None and side == 512 and Path(thumb).is_file():
+            preview = Preview(Path(thumb).read_bytes(), "image/jpeg")
+        else:
+            from ._images import make_preview
+
+            data, media = make_preview(path, side=side, quality=80)
+            preview = Preview(data, media)
+        if preview is not None and preview.width is None:
+            preview = _with_size(preview)
+    except (OSError, ValueError):
+        preview = None
+    if len(_preview_cache) > 512:
+        _preview_cache.clear()
+    _preview_cache[key] = preview
+    return preview
+
+
+def _with_size(preview: Preview) -> Preview:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(preview.data)) as img:
+        return Preview(preview.data, preview.media_type, img.width, img.height)
+
+
+@magics_class
+class NanoBananaMagics(Magics):
+    """``%nanobanana`` and ``%%nanobanana``: generate images from a notebook cell.
+
+    Settings (``%config NanoBananaMagics.<name> = value``) are the traitlets below.
+    """
+
+    default_model = Unicode(
+        None, allow_none=True, help="Model used when --model is not given (else the session's)."
+    ).tag(config=True)
+    embed = Enum(
+        ["thumb", "full", "none"],
+        "thumb",
+        help="What the output embeds: a small preview (thumb), the full image, or none.",
+    ).tag(config=True)
+    preview_size = Int(512, help="Long side, in pixels, of embedded previews.").tag(config=True)
+    wait = Bool(
+        help="Block until done (for Run All, nbclient, papermill). Same as --wait. "
+        "Default: the NANOBANANA_WAIT environment variable."
+    ).tag(config=True)
+    timeout = Float(
+        600.0, help="Seconds --wait waits at most before returning (the task goes on)."
+    ).tag(config=True)
+
+    @default("wait")
+    def _default_wait(self) -> bool:
+        return env_flag(ENV.WAIT)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self._live: LiveOutputs | None = None
+        self._live_session: Session | None = None
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        if self.shell is None:
+            raise UsageError("the magic needs an IPython shell")
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
+    def _session(self) -> Session:
+        try:
+            return get_default_session()
+        except NanoBananaError as exc:
+            raise UsageError(exc.message) from None
+
+    def _session_with_key(self) -> Session:
+        """The default session; when no key is configured anywhere, ask for one (hidden)."""
+        session = self._session()
+        if session.settings.api_key is not None:
+            return session
+        try:
+            key = getpass.getpass("NanoBanana API key (hidden, not saved): ")
+        except (StdinNotImplementedError, EOFError, OSError):
+            key = ""
+        if not key.strip():
+            raise UsageError(MISSING_KEY_HELP)
+        try:
+            keyed = Session(settings=session.settings.replace(api_key=SecretKey(key)))
+        except NanoBananaError as exc:
+            raise UsageError(exc.message) from None
+        set_default_session(keyed)
+        session.close()
+        return keyed
+
+    def _live_for(self, session: Session) -> LiveOutputs:
+        if self._live is None or self._live_session is not session:
+            if self._live is not None:
+                self._live.close()
+            self._live = LiveOutputs(session)
+            self._live_session = session
+        return self._live
+
+    # -- the magic --------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("words", nargs="*", help="the prompt (line form), or a subcommand")
+    @argument("--model", "-m", help="model id, e.g. google/gempix2")
+    @argument(
+        "--ref",
+        "-r",
+        action="append",
+        default=[],
+        help="reference image (up to 4): URL, file path, a variable holding a PIL image or "
+        "task, @last, or @<task id>",
+    )
+    @argument("--aspect-ratio", "-a", help=f"one of {', '.join(ASPECT_RATIOS)}")
+    @argument("--size", "-s", help=f"image size: {', '.join(IMAGE_SIZES)} (Pro models)")
+    @argument("-n", type=int, default=1, help="how many tasks (samples) to start")
+    @argument("--callback-url", help="URL the service POSTs the final state to")
+    @argument("-o", "--out", help="store the task (or list of tasks) in this variable")
+    @argument("--wait", "-w", action="store_true", help="block until done")
+    @argument("--timeout", type=float, help="seconds --wait waits at most")
+    @argument("--force", "-f", action="store_true", help="generate again even if cached")
+    @argument("--embed", choices=["thumb", "full", "none"], help="what the output embeds")
+    @argument("--expand", "-e", action="store_true", help="fill {name} from the notebook")
+    @line_cell_magic
+    def nanobanana(self, line: str, cell: str | None = None) -> Any:
+        """Generate images with Nano Banana (defapi.org) without blocking the notebook.
+
+        Cell form (options on the first line, the prompt in the body)::
+
+            %%nanobanana --aspect-ratio 16:9 --ref photo.png -o cat
+            A cat in a banana costume, studio light
+
+        Line form (returns the task): ``task = %nanobanana a cat in a hat``.
+        Subcommands: %nanobanana panel | history | status ID | resume | wait | sandbox |
+        models | config | help.
+        """
+        if _KEY_ON_LINE.search(line):
+            raise UsageError(
+                "an API key never goes on the magic's line (it would be saved in the "
+                "notebook): set NANOBANANA_API_KEY in the environment or a .env file"
+            )
+        args = parse_argstring(self.nanobanana, line)
+        words: list[str] = list(args.words)
+        if cell is None and words and words[0] in SUBCOMMANDS:
+            arity = SUBCOMMANDS[words[0]][0]
+            if len(words) == 1 + arity:
+                return self._subcommand(words[0], words[1:])
+        prompt = cell if cell is not None else " ".join(words)
+        if cell is not None and words:
+            raise UsageError(
+                f"unexpected words on the %%nanobanana line: {' '.join(words)!r}; "
+                "the prompt goes in the cell body"
+            )
+        if args.expand:
+            prompt = expand_prompt(prompt, self._user_ns)
+        prompt = prompt.strip()
+        if not prompt:
+            raise UsageError(
+                "the prompt is empty: write it in the cell body (or after %nanobanana)"
+            )
+        if args.n < 1 or args.n > 16:
+            raise UsageError("-n must be between 1 and 16")
+        session = self._session_with_key()
+        refs = [self._resolve_ref(ref, session) for ref in args.ref]
+        model = args.model or self.default_model or None
+        try:
+            tasks = [
+                session.generate(
+                    prompt,
+                    model=model,
+                    images=refs,
+                    aspect_ratio=args.aspect_ratio,
+                    image_size=args.size,
+                    callback_url=args.callback_url,
+                    force=args.force,
+                    variant=i,
+                )
+                for i in range(args.n)
+            ]
+        except NanoBananaError as exc:
+            raise UsageError(exc.message) from None
+        live = self._live_for(session)
+        embed = args.embed or self.embed
+        for task in tasks:
+            live.open(task, embed=embed, side=self.preview_size)
+        result: Task | list[Task] = tasks[0] if len(tasks) == 1 else tasks
+        self._user_ns["_nanobanana"] = result
+        if args.out:
+            if not args.out.isidentifier():
+                raise UsageError(f"-o {args.out!r} is not a valid variable name")
+            self._user_ns[args.out] = result
+        if args.wait or self.wait:
+            self._wait(tasks, args.timeout if args.timeout is not None else self.timeout)
+            for task in tasks:
+                live._on_change(task)  # the final bundle, before the cell ends
+        if cell is None:
+            for task in tasks:
+                task._compact_repr_once = True
+            return result
+        return None
+
+    def _wait(self, tasks: Sequence[Task], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for task in tasks:
+            try:
+                task.wait(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                print(
+                    f"still running after {timeout:g} s: {task.id} (it goes on in the background)"
+                )
+                return
+
+    def _resolve_ref(self, ref: str, session: Session) -> object:
+        """``@last``, ``@<task id>``, a variable of the notebook, or the text as given."""
+        if ref == "@last":
+            last = session.last()
+            if last is None:
+                raise UsageError("--ref @last: no successful task yet")
+            return last
+        if ref.startswith("@"):
+            try:
+                return session.get(ref[1:])
+            except KeyError:
+                raise UsageError(f"--ref {ref}: no such task in the history") from None
+        if ref.isidentifier() and ref in self._user_ns and not Path(ref).exists():
+            return self._user_ns[ref]
+        return ref
+
+    # -- subcommands --------------------------------------------------------------------
+
+    def _subcommand(self, name: str, params: list[str]) -> Any:
+        if name == "help":
+            lines = [f"  %nanobanana {k:<8} {v[1]}" for k, v in SUBCOMMANDS.items()]
+            print("%%nanobanana [options] + a prompt in the cell body generates images.")
+            print("Options: %nanobanana? lists them. Subcommands:")
+            print("\n".join(lines))
+            return None
+        if name == "models":
+            session_model = None
+            with contextlib.suppress(NanoBananaError):
+                session_model = get_default_session().settings.model
+            for model in KNOWN_MODELS:
+                mark = "  (default)" if model == (self.default_model or session_model) else ""
+                print(f"{model}{mark}")
+            print("Other ids are sent as given, with a warning.")
+            return None
+        if name == "sandbox":
+            from . import _session
+
+            old = _session._default
+            sandbox = Session.sandbox()
+            set_default_session(sandbox)
+            if old is not None:
+                old.close()
+            print(
+                "*** SANDBOX MODE *** images are drawn offline by a local fake server at "
+                f"{sandbox.settings.base_url}; nothing goes to defapi.org and no credits are "
+                f"used. History: {sandbox.data_dir}. Restart the kernel to leave sandbox mode."
+            )
+            return None
+        if name == "panel":
+            try:
+                from ._panel import Panel  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                print("The panel is not available in this version yet; use %%nanobanana.")
+                return None
+            return Panel(session=self._session())
+        session = self._session()
+        if name == "config":
+            for key, value in session.settings.describe().items():
+                print(f"{key:>18}: {value}")
+            for trait in ("default_model", "embed", "preview_size", "wait", "timeout"):
+                print(f"{'magic.' + trait:>18}: {getattr(self, trait)!r}")
+            return None
+        if name == "history":
+            display(session.history)
+            return None
+        if name == "status":
+            try:
+                task = session.get(params[0])
+            except KeyError as exc:
+                raise UsageError(str(exc.args[0])) from None
+            self._live_for(session).open(task, embed=self.embed, side=self.preview_size)
+            return None
+        if name == "resume":
+            try:
+                tasks = session.resume()
+            except NanoBananaError as exc:
+                raise UsageError(exc.message) from None
+            if not tasks:
+                print("nothing to resume")
+            live = self._live_for(session)
+            for task in tasks:
+                live.open(task, embed=self.embed, side=self.preview_size)
+            return None
+        if name == "wait":
+            open_tasks = [t for t in session.tasks if not t.done()]
+            self._wait(open_tasks, self.timeout)
+            ended = sum(t.status is TaskStatus.SUCCESS for t in open_tasks)
+            print(f"{len(open_tasks)} task(s) ended, {ended} with images")
+            return None
+        raise UsageError(f"unknown subcommand {name!r}")  # pragma: no cover
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magic (``%load_ext nanobanana_jupyter``)."""
+    # Nothing else happens here: settings are read when the first task starts, so the
+    # environment can still change after %load_ext.
+    ipython.register_magics(NanoBananaMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Nothing to undo: the default session and its engine stop at exit."""

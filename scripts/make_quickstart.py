@@ -1,0 +1,117 @@
+"""Write notebooks/quickstart.ipynb from the cells below (kept here so diffs stay readable).
+
+python scripts/make_quickstart.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+CELLS: list[tuple[str, str]] = [
+    (
+        "md",
+        """# nanobanana-jupyter: quickstart
+
+Generate images with **Nano Banana** (defapi.org) from a notebook, without blocking it.
+Each `%%nanobanana` cell returns at once; its output updates in place as the image arrives,
+while you keep running other cells. Images are saved on disk, the history survives kernel
+restarts, and re-running a cell reuses the finished image instead of paying again.""",
+    ),
+    ("code", "%load_ext nanobanana_jupyter"),
+    (
+        "md",
+        """**API key.** Put `NANOBANANA_API_KEY=dk-...` in the environment or in a `.env` file
+next to this notebook (never in a cell: it would be saved with the notebook).
+No key? Run `%nanobanana sandbox` to try everything offline against a local fake server.""",
+    ),
+    (
+        "code",
+        "# %nanobanana sandbox   # uncomment to work offline, without a key\n%nanobanana config",
+    ),
+    (
+        "md",
+        """## One image
+
+Options go on the first line, the prompt in the cell body. `-o cat` keeps the task in a
+variable.""",
+    ),
+    (
+        "code",
+        "%%nanobanana --aspect-ratio 16:9 -o cat\nA cat in a banana costume, studio light, 35mm photo",
+    ),
+    (
+        "md",
+        """The cell above returned at once. `cat` is a task handle: `cat.wait()` blocks until it is
+done (interruptible), `await cat` works too, and `cat.image` is a PIL image.""",
+    ),
+    ("code", "cat.wait()\nprint(cat.status, cat.cost, 'credits')\nprint(cat.path)"),
+    ("md", "## Several samples, and a result as the reference of the next one"),
+    (
+        "code",
+        "%%nanobanana -n 2 --aspect-ratio 1:1 -o fruit\nA still life of bananas and lemons, watercolor",
+    ),
+    (
+        "code",
+        "%%nanobanana --ref @last --aspect-ratio 1:1 -o night\nThe same still life at night, neon light",
+    ),
+    (
+        "md",
+        """`--ref` takes URLs, file paths, PIL images or tasks held in variables, `@last`, or
+`@<task id>`; up to four. `--expand` fills `{name}` in the prompt from your variables.""",
+    ),
+    ("code", "subject = 'a banana-shaped spaceship'"),
+    (
+        "code",
+        "%%nanobanana --expand --aspect-ratio 21:9\n{subject} over a desert at dawn, cinematic",
+    ),
+    ("md", "## The same from Python"),
+    (
+        "code",
+        """from nanobanana_jupyter import get_default_session
+
+session = get_default_session()
+tasks = session.map(['a red apple', 'a green pear', 'a yellow lemon'], aspect_ratio='1:1')
+for task in tasks:
+    task.wait()
+tasks[0]""",
+    ),
+    ("md", "## History and cost\n\nEvery task is kept, with its cost, across kernel restarts."),
+    (
+        "code",
+        """frame = session.history.to_pandas()
+frame[['task_id', 'status', 'prompt', 'consumed', 'duration']]""",
+    ),
+    ("code", "%nanobanana history"),
+    (
+        "md",
+        """After a kernel restart, `%nanobanana resume` picks up tasks that were still running.
+`%nanobanana wait` blocks until every open task has ended (handy at the end of a notebook
+run headless).""",
+    ),
+    ("code", "%nanobanana wait"),
+]
+
+
+def build() -> nbformat.NotebookNode:
+    cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def main() -> None:
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+    nbformat.write(build(), path)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
