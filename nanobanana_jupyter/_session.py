@@ -242,9 +242,12 @@ class Session:
         """
         self._check_open()
         self.settings.require_key()
-        handles = [self._handle_for(record) for record in self._store.unfinished()]
+        with self._handles_lock:
+            handles = [self._register(record) for record in self._store.unfinished()]
         if handles:
-            self._engine.submit(self._resume([h.local_id for h in handles]))
+            # Wait for the engine to take them over, so the handles returned are current
+            # (a resumed timed-out task is running again, not still "timed out").
+            self._engine.run(self._resume([h.local_id for h in handles]), timeout=60)
         return handles
 
     def get(self, task_id: str) -> Task:
@@ -553,13 +556,23 @@ class Session:
         )
         poll_loop.wake()
 
+    def _refresh(self, record: TaskRecord) -> None:
+        """Show a handle what the store now says (another kernel may have moved it on)."""
+        handle = self._handles.get(record.local_id)
+        if handle is not None and handle.record != record:
+            handle._update(record)
+            self._notify(handle)
+
     async def _resume(self, local_ids: Sequence[str]) -> None:
         self._ensure_engine_objects()
         for local_id in local_ids:
             if local_id in self._scheduler:
                 continue
             record = self._store.get(local_id)
-            if record is None or record.task_id is None:
+            if record is None:
+                continue
+            self._refresh(record)
+            if record.task_id is None:
                 continue
             if record.status.is_terminal:
                 if not record.status.is_resumable:
@@ -709,10 +722,7 @@ class Session:
                     if record is None:
                         self._watched.discard(local_id)
                         continue
-                    handle = self._handles.get(local_id)
-                    if handle is not None and record != handle.record:
-                        handle._update(record)
-                        self._notify(handle)
+                    self._refresh(record)
                     if record.status.is_terminal:
                         self._watched.discard(local_id)
                     elif record.task_id is not None:

@@ -321,3 +321,16 @@ def test_two_resuming_processes_never_poll_the_same_task(tmp_path: Path) -> None
             t for t in sb.ledger.tasks if sb.ledger.queries.get(t, 0) == 0
         }
         assert len(sb.ledger.charges) == 12
+
+
+def test_resume_shows_what_another_kernel_finished_meanwhile(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A task finished by another kernel after resume() read the store still ends in this one."""
+    with make_session(sandbox, tmp_path / "d") as first:
+        task = first.generate("finished elsewhere").wait(timeout=20)
+        assert task.status is TaskStatus.SUCCESS
+        with make_session(sandbox, tmp_path / "d") as second:
+            # Simulate the race: the second kernel holds a stale, unfinished view of the task.
+            stale = task.record.replace(status=TaskStatus.IN_PROGRESS, images=(), finished_at=None)
+            handle = second._register(stale)
+            second._engine.run(second._resume([stale.local_id]), timeout=10)
+            assert handle.wait(timeout=5).status is TaskStatus.SUCCESS
