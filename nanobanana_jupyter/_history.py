@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, overload
 
-from ._models import TaskStatus
+from ._models import TaskStatus, normalize_credits
 from ._record import RECORD_COLUMNS, TaskRecord
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class History(Sequence[TaskRecord]):
     @property
     def total_cost(self) -> Decimal:
         """Credits charged for the tasks in this history (as the server reported them)."""
-        return self._store.total_cost(**self._filters)
+        return normalize_credits(self._store.total_cost(**self._filters))
 
     def to_records(self) -> list[dict[str, Any]]:
         """Plain dicts (JSON-friendly values), oldest first."""

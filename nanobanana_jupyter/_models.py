@@ -318,6 +318,13 @@ class ResultItem:
         return self.image is not None and self.image.startswith("data:")
 
 
+def normalize_credits(number: Decimal) -> Decimal:
+    """``0.500000`` -> ``0.5``, ``2.000000`` -> ``2`` (never ``2E+0`` or ``1E+2``)."""
+    normal = number.normalize()
+    exponent = normal.as_tuple().exponent
+    return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
+
+
 def _parse_consumed(value: object) -> Decimal | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -328,10 +335,7 @@ def _parse_consumed(value: object) -> Decimal | None:
             return None
         if not number.is_finite() or number < 0:
             return None
-        # "0.500000" -> 0.5, "2.000000" -> 2 (never 2E+0 or 1E+2).
-        normal = number.normalize()
-        exponent = normal.as_tuple().exponent
-        return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
+        return normalize_credits(number)
     return None
 
 

@@ -81,7 +81,10 @@ def main() -> int:
     )
     print(f"notebook: {executed}")
     print(f"html:     {html_path}")
-    print(f"images:   {data_dir / 'images'}")
+    full_images = sorted((data_dir / "images").glob("??/*.png"))
+    print(f"images:   {data_dir / 'images'} ({len(full_images)} full-size files)")
+    if full_images:
+        print(f"first:    {full_images[0]}")
     if images == 0:
         print("error: the executed notebook shows no image", file=sys.stderr)
         return 1

@@ -323,7 +323,9 @@ def test_two_resuming_processes_never_poll_the_same_task(tmp_path: Path) -> None
         assert len(sb.ledger.charges) == 12
 
 
-def test_resume_shows_what_another_kernel_finished_meanwhile(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_resume_shows_what_another_kernel_finished_meanwhile(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     """A task finished by another kernel after resume() read the store still ends in this one."""
     with make_session(sandbox, tmp_path / "d") as first:
         task = first.generate("finished elsewhere").wait(timeout=20)
@@ -334,3 +336,19 @@ def test_resume_shows_what_another_kernel_finished_meanwhile(sandbox: Sandbox, t
             handle = second._register(stale)
             second._engine.run(second._resume([stale.local_id]), timeout=10)
             assert handle.wait(timeout=5).status is TaskStatus.SUCCESS
+
+
+def test_success_with_no_images_says_so(session: Session, sandbox: Sandbox) -> None:
+    """R8: a success with an empty result list ends success, saying no images were returned."""
+    sandbox.plan(TaskPlan(images=0))
+    task = session.generate("nothing to show").wait(timeout=20)
+    assert task.status is TaskStatus.SUCCESS
+    assert task.images == [] and "no images" in (task.error or "")
+
+
+def test_text_only_answer_is_kept(session: Session, sandbox: Sandbox) -> None:
+    """A model that answers in words: the text is kept on the record."""
+    sandbox.plan(TaskPlan(text_only=True))
+    task = session.generate("describe instead").wait(timeout=20)
+    assert task.status is TaskStatus.SUCCESS
+    assert task.record.texts and task.images == []
