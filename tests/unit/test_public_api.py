@@ -53,3 +53,40 @@ def test_client_layer_does_not_import_views() -> None:
     loaded = _modules_after("import nanobanana_jupyter._client; nanobanana_jupyter.Client")
     for view in ("IPython", "ipywidgets", "pandas", "aiohttp"):
         assert view not in loaded, view
+
+
+def test_core_layer_does_not_import_views() -> None:
+    """The session, its store and scheduler never import IPython, ipywidgets or pandas."""
+    loaded = _modules_after("from nanobanana_jupyter import Session, History, Task")
+    for view in ("IPython", "ipywidgets", "pandas"):
+        assert view not in loaded, view
+
+
+def test_sandbox_shares_no_code_with_the_client() -> None:
+    """No sandbox module imports the rest of the package (its parsing must be independent)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(nanobanana_jupyter.__file__).parent / "sandbox"
+    offenders = []
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                outside_relative = node.level >= 2
+                outside_absolute = (
+                    node.level == 0
+                    and module.startswith("nanobanana_jupyter")
+                    and not module.startswith("nanobanana_jupyter.sandbox")
+                )
+                if outside_relative or outside_absolute:
+                    offenders.append(f"{path.name}: from {'.' * node.level}{module}")
+            elif isinstance(node, ast.Import):
+                offenders += [
+                    f"{path.name}: import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("nanobanana_jupyter")
+                    and not a.name.startswith("nanobanana_jupyter.sandbox")
+                ]
+    assert list(root.glob("*.py")), "sandbox sources not found"
+    assert offenders == []
