@@ -136,6 +136,38 @@ def _safe_url(url: httpx.URL | str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+class _Body:
+    """Collects a streamed response body, refusing more than ``limit`` bytes.
+
+    The declared length is checked before reading anything, and the running total while
+    reading, so a huge or endless body costs at most ``limit`` bytes of memory.
+    """
+
+    def __init__(self, response: httpx.Response, limit: int, url: str) -> None:
+        self._limit = limit
+        self._url = url
+        self._chunks: list[bytes] = []
+        self._size = 0
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large()
+
+    def _too_large(self) -> ProtocolError:
+        return ProtocolError(f"the answer is larger than {self._limit} bytes", url=self._url)
+
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise self._too_large()
+        self._chunks.append(chunk)
+
+    def value(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
 class _BaseClient:
     """Everything the two clients share: requests, answers, errors and retry decisions."""
 
@@ -327,6 +359,12 @@ class _BaseClient:
         data = self._read_envelope(status, body, headers, url, what="query")
         return TaskSnapshot.from_data(data, task_id=task_id)
 
+    @staticmethod
+    def _redirect_target(url: str, status: int, headers: httpx.Headers) -> str | None:
+        """Where a download redirect points (checked again before following), or None."""
+        location = headers.get("location")
+        return urljoin(url, location) if status in _REDIRECTS and location else None
+
     def _parse_download(
         self, status: int, body: bytes, headers: httpx.Headers, url: str
     ) -> tuple[bytes, str]:
@@ -471,30 +509,20 @@ class Client(_BaseClient):
         request: httpx.Request,
         limit: int,
     ) -> tuple[int, bytes, httpx.Headers, httpx.URL]:
+        url = _safe_url(request.url)
         try:
             response = http.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise self._map_transport_error(exc, _safe_url(request.url)) from exc
+            raise self._map_transport_error(exc, url) from exc
         try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise ProtocolError(
-                    f"the answer is larger than {limit} bytes", url=_safe_url(request.url)
-                )
-            chunks: list[bytes] = []
-            size = 0
+            body = _Body(response, limit, url)
             for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ProtocolError(
-                        f"the answer is larger than {limit} bytes", url=_safe_url(request.url)
-                    )
-                chunks.append(chunk)
+                body.add(chunk)
         except httpx.TransportError as exc:
-            raise self._map_transport_error(exc, _safe_url(request.url)) from exc
+            raise self._map_transport_error(exc, url) from exc
         finally:
             response.close()
-        return response.status_code, b"".join(chunks), response.headers, response.url
+        return response.status_code, body.value(), response.headers, response.url
 
     def _with_retries(self, kind: _Kind, attempt_once: Callable[[], _T]) -> _T:
         attempt = 0
@@ -564,11 +592,10 @@ class Client(_BaseClient):
             for _ in range(MAX_REDIRECTS + 1):
                 req = self._build_download(url)
                 status, body, headers, _ = self._send(self._cdn, req, limit)
-                location = headers.get("location")
-                if status in (301, 302, 303, 307, 308) and location:
-                    url = urljoin(url, location)
-                    continue
-                return self._parse_download(status, body, headers, _safe_url(url))
+                target = self._redirect_target(url, status, headers)
+                if target is None:
+                    return self._parse_download(status, body, headers, _safe_url(url))
+                url = target
             raise ProtocolError("too many redirects for a result URL", url=_safe_url(url))
 
         return self._with_retries(_Kind.DOWNLOAD, once)
@@ -638,30 +665,20 @@ class AsyncClient(_BaseClient):
         request: httpx.Request,
         limit: int,
     ) -> tuple[int, bytes, httpx.Headers, httpx.URL]:
+        url = _safe_url(request.url)
         try:
             response = await http.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise self._map_transport_error(exc, _safe_url(request.url)) from exc
+            raise self._map_transport_error(exc, url) from exc
         try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise ProtocolError(
-                    f"the answer is larger than {limit} bytes", url=_safe_url(request.url)
-                )
-            chunks: list[bytes] = []
-            size = 0
+            body = _Body(response, limit, url)
             async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ProtocolError(
-                        f"the answer is larger than {limit} bytes", url=_safe_url(request.url)
-                    )
-                chunks.append(chunk)
+                body.add(chunk)
         except httpx.TransportError as exc:
-            raise self._map_transport_error(exc, _safe_url(request.url)) from exc
+            raise self._map_transport_error(exc, url) from exc
         finally:
             await response.aclose()
-        return response.status_code, b"".join(chunks), response.headers, response.url
+        return response.status_code, body.value(), response.headers, response.url
 
     async def _with_retries(self, kind: _Kind, attempt_once: Callable[[], Awaitable[_T]]) -> _T:
         attempt = 0
@@ -718,11 +735,10 @@ class AsyncClient(_BaseClient):
             for _ in range(MAX_REDIRECTS + 1):
                 req = self._build_download(url)
                 status, body, headers, _ = await self._send(self._cdn, req, limit)
-                location = headers.get("location")
-                if status in (301, 302, 303, 307, 308) and location:
-                    url = urljoin(url, location)
-                    continue
-                return self._parse_download(status, body, headers, _safe_url(url))
+                target = self._redirect_target(url, status, headers)
+                if target is None:
+                    return self._parse_download(status, body, headers, _safe_url(url))
+                url = target
             raise ProtocolError("too many redirects for a result URL", url=_safe_url(url))
 
         return await self._with_retries(_Kind.DOWNLOAD, once)

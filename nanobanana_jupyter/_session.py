@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -496,12 +497,9 @@ class Session:
         client, _ = self._ensure_engine_objects()
         assert self._submit_slots is not None
         try:
-            if slots is not None:
-                async with slots, self._submit_slots:
-                    task_id = await client.submit(request, idempotency_key=local_id)
-            else:
-                async with self._submit_slots:
-                    task_id = await client.submit(request, idempotency_key=local_id)
+            # A map() call's own bound (if any), then the session's.
+            async with slots or contextlib.nullcontext(), self._submit_slots:
+                task_id = await client.submit(request, idempotency_key=local_id)
         except SubmitOutcomeUnknownError as exc:
             self._set(
                 local_id,
