@@ -4,15 +4,19 @@ The decisions (when to poll each task, what an answer means, how fast the sessio
 send) are pure and take the time as an argument, so they are tested on a fake clock. The
 :class:`PollLoop` at the bottom is the thin async driver that runs them on the engine.
 
-How the next poll is chosen (design.md section 5):
+How the next poll is chosen (design.md section 5). A poll only pays off when the task may
+have finished since the last one, so polls go where completions are likely:
 
 * the first poll waits ``initial_delay``, or, once tasks of the same model have finished,
-  a fraction of the shortest typical duration seen for that model, since polling before a
-  task can possibly be done only costs requests;
-* after that the interval is a fixed fraction of the task's age, so that a task that takes
-  T seconds is seen done at most about ``age_fraction * T`` late, bounded by
-  ``min_interval`` and ``max_interval``, with jitter so that tasks submitted together do
-  not poll in lockstep;
+  until just before the shortest typical duration seen for that model: polling earlier
+  only costs requests;
+* after that the interval is a fraction of the task's age, so a task that takes T seconds
+  is seen done at most about ``age_fraction * T`` late; while the task's age is within the
+  range where that model's tasks usually finish, the interval is also capped at a small
+  fraction of their median duration, which keeps the absolute delay low where most tasks
+  end; past that range (the rare slow tail) intervals grow faster;
+* ``min_interval`` and ``max_interval`` bound every interval; jitter only ever shortens an
+  interval, so tasks submitted together drift apart without breaking the bounds above;
 * a deadline ends polling with one last poll exactly at it;
 * requests are capped per second and in flight for the whole session, and a 429 slows the
   whole session down (multiplicative decrease, slow recovery).
@@ -57,17 +61,24 @@ class PollPolicy:
 
     initial_delay: float = 2.0
     """Wait before the first poll while nothing is known about the model."""
-    age_fraction: float = 0.08
+    age_fraction: float = 0.09
     """Interval as a fraction of the task's age: bounds the detection delay relative to T."""
-    min_interval: float = 1.0
+    min_interval: float = 0.5
     max_interval: float = 15.0
     jitter: float = 0.1
-    """Intervals are spread by +-jitter (fraction)."""
-    learn_quantile: float = 0.1
-    """The first poll aims just before this quantile of the model's past durations."""
-    learn_margin: float = 0.85
-    min_samples: int = 3
-    """Past durations needed before they shape the first poll."""
+    """Intervals are shortened by up to this fraction, at random."""
+    learn_quantile: float = 0.01
+    """The first poll aims just before this quantile of the model's past durations..."""
+    learn_margin: float = 0.9
+    """...times this margin."""
+    bulk_fraction: float = 0.05
+    """Within the usual range, intervals are capped at this fraction of the median duration."""
+    tail_quantile: float = 0.99
+    """Past this quantile of past durations a task is in the slow tail..."""
+    tail_fraction: float = 0.25
+    """...and its interval is this fraction of its age."""
+    min_samples: int = 5
+    """Past durations needed before they shape the schedule."""
     not_found_grace: float = 30.0
     """A 404 this soon after submit means "not visible yet", not "gone"."""
     time_scale: float = 1.0
@@ -76,8 +87,12 @@ class PollPolicy:
         values = (self.initial_delay, self.min_interval, self.max_interval, self.time_scale)
         if not all(v > 0 and math.isfinite(v) for v in values):
             raise ValueError("poll policy times must be positive and finite")
-        if self.min_interval > self.max_interval or not 0 < self.age_fraction < 1:
-            raise ValueError("need min_interval <= max_interval and 0 < age_fraction < 1")
+        if self.min_interval > self.max_interval:
+            raise ValueError("need min_interval <= max_interval")
+        fractions = (self.age_fraction, self.bulk_fraction, self.tail_fraction)
+        quantiles = (self.learn_quantile, self.tail_quantile)
+        if not all(0 < f < 1 for f in fractions) or not all(0 <= q <= 1 for q in quantiles):
+            raise ValueError("fractions must lie in (0, 1) and quantiles in [0, 1]")
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be within [0, 1)")
 
@@ -224,23 +239,34 @@ class PollScheduler:
 
     def _jitter(self, seconds: float) -> float:
         j = self.policy.jitter
-        return seconds * (1 + self._rng.uniform(-j, j)) if j else seconds
+        return seconds * (1 - self._rng.uniform(0, j)) if j else seconds
+
+    def _learned(self, model: str) -> bool:
+        return self.stats.count(model) >= self.policy.min_samples
 
     def first_delay(self, model: str) -> float:
         """How long after submit the first poll should come."""
         p = self.policy
-        if self.stats.count(model) >= p.min_samples:
+        if self._learned(model):
             typical = self.stats.quantile(model, p.learn_quantile)
             if typical is not None:
                 return max(self._scale(p.min_interval), typical * p.learn_margin)
         return self._scale(p.initial_delay)
 
-    def interval(self, age: float) -> float:
+    def interval(self, age: float, model: str | None = None) -> float:
         """The interval between polls for a task of this age (before jitter)."""
         p = self.policy
-        return min(
-            self._scale(p.max_interval), max(self._scale(p.min_interval), p.age_fraction * age)
-        )
+        lower, upper = self._scale(p.min_interval), self._scale(p.max_interval)
+        interval = p.age_fraction * age
+        if model is not None and self._learned(model):
+            tail = self.stats.quantile(model, p.tail_quantile)
+            median = self.stats.quantile(model, 0.5)
+            if tail is not None and median is not None:
+                if age < tail:
+                    interval = min(interval, p.bulk_fraction * median)
+                else:
+                    interval = p.tail_fraction * age
+        return min(upper, max(lower, interval))
 
     def add(
         self,
@@ -344,7 +370,7 @@ class PollScheduler:
             self.remove(entry.key)
             return Decision(Action.TIMED_OUT, snapshot=snapshot)
         age = now - entry.started
-        when = now + self._jitter(self.interval(age))
+        when = now + self._jitter(self.interval(age, entry.model))
         # Smithy's rule: if the deadline would fall between polls, poll once exactly at it.
         self._push(entry, min(when, entry.deadline))
         return Decision(Action.CONTINUE, snapshot=snapshot)

@@ -247,3 +247,47 @@ def test_poll_loop_respects_the_in_flight_cap() -> None:
     assert len(done) == 20
     assert peak <= 3
     assert all(n == 3 for n in calls.values())
+
+
+def _learned(durations: list[float], **policy: float) -> PollScheduler:
+    stats = DurationStats()
+    for d in durations:
+        stats.add("m", d)
+    return PollScheduler(PollPolicy(jitter=0.0, **policy), stats=stats)  # type: ignore[arg-type]
+
+
+def test_learned_schedule_is_dense_where_tasks_usually_end() -> None:
+    """Within the usual range the interval is capped at a fraction of the median duration."""
+    sched = _learned([10, 12, 15, 18, 20, 25, 30, 45])
+    median = sched.stats.quantile("m", 0.5)
+    assert median is not None
+    assert sched.interval(30.0, "m") == pytest.approx(0.05 * median)
+    assert sched.interval(30.0) == pytest.approx(0.09 * 30.0)  # unknown model: age only
+
+
+def test_learned_schedule_backs_off_in_the_slow_tail() -> None:
+    """Past the slowest durations seen, intervals grow with age (up to max_interval)."""
+    sched = _learned([10, 12, 15, 18, 20])
+    assert sched.interval(40.0, "m") == pytest.approx(0.25 * 40.0)
+    assert sched.interval(400.0, "m") == pytest.approx(15.0)
+
+
+def test_jitter_only_ever_shortens_an_interval() -> None:
+    """Jittered delays lie within [1 - jitter, 1] of the planned one."""
+    sched = PollScheduler(PollPolicy(jitter=0.1), rng=random.Random(3))
+    for _ in range(200):
+        value = sched._jitter(10.0)
+        assert 9.0 <= value <= 10.0
+
+
+@pytest.mark.parametrize("duration", [5.0, 6.3, 9.9, 14.2, 22.0, 37.5])
+def test_learned_model_sees_tasks_done_within_ten_percent(duration: float) -> None:
+    """Once durations are learned, a task in the usual range is seen done within 10% of T."""
+    sched = _learned([5, 6, 8, 10, 12, 15, 18, 22, 30, 40, 45, 50])
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    times, action = run_until_done(
+        sched, lambda now: snap("success" if now >= duration else "in_progress")
+    )
+    assert action is Action.FINISHED
+    assert times[-1] - duration <= 0.1 * duration + 1e-9
+    assert times[0] >= 4.5  # nothing is polled before the shortest task could be done
