@@ -52,6 +52,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client
     from ._history import History
+    from ._panel import Panel
     from ._scheduler import PollPolicy
     from ._session import Session, get_default_session, set_default_session
     from ._task import Task
@@ -76,6 +77,7 @@ __all__ = [
     "MissingAPIKeyError",
     "NanoBananaError",
     "NotFoundError",
+    "Panel",
     "PollPolicy",
     "ProtocolError",
     "RateLimitError",
@@ -107,6 +109,7 @@ _LAZY = {
     "AsyncClient": "._client",
     "Client": "._client",
     "History": "._history",
+    "Panel": "._panel",
     "PollPolicy": "._scheduler",
     "Session": "._session",
     "Task": "._task",

@@ -31,7 +31,7 @@ from traitlets import Bool, Enum, Float, Int, Unicode, default
 
 from ._exceptions import NanoBananaError
 from ._models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
-from ._render import Preview, task_bundle
+from ._render import Preview, batch_bundle, task_bundle
 from ._session import Session, get_default_session, set_default_session
 from ._settings import ENV, MISSING_KEY_HELP, SecretKey, env_flag
 from ._task import Task
@@ -106,6 +106,7 @@ class LiveOutputs:
         self._slots: dict[str, list[tuple[str, str, int]]] = {}  # local_id -> (id, embed, side)
         self._last: dict[str, tuple[float, str]] = {}  # display id -> (time, status)
         self._ticking = False
+        self._batches: dict[str, list[Task]] = {}  # display id -> the batch's tasks
         self._unsubscribe = session.subscribe(self._on_change)
 
     def close(self) -> None:
@@ -135,14 +136,35 @@ class LiveOutputs:
             task.record, previews=previews, elapsed=None if task.done() else task.elapsed
         )
 
+    def open_batch(self, tasks: Sequence[Task]) -> str:
+        """One progress line for several tasks (``-n``), above their cards (main thread)."""
+        display_id = f"nanobanana-batch-{uuid.uuid4().hex}"
+        display(batch_bundle(tasks), raw=True, display_id=display_id)
+        with self._lock:
+            self._batches[display_id] = list(tasks)
+        return display_id
+
     def _on_change(self, task: Task) -> None:
         with self._lock:
             slots = list(self._slots.get(task.local_id, ()))
+            batches = [(d, ts) for d, ts in self._batches.items() if task in ts]
         for display_id, embed, side in slots:
             self._update(task, display_id, embed, side, force=task.done())
         if task.done():
             with self._lock:
                 self._slots.pop(task.local_id, None)
+        for display_id, tasks in batches:
+            self._update_batch(display_id, tasks)
+
+    def _update_batch(self, display_id: str, tasks: list[Task]) -> None:
+        finished = all(t.done() for t in tasks)
+        with self._lock:
+            try:
+                update_display(batch_bundle(tasks), raw=True, display_id=display_id)
+            except Exception:  # a closed kernel channel must not break the engine
+                logger.debug("could not update display %s", display_id, exc_info=True)
+            if finished:
+                self._batches.pop(display_id, None)
 
     def _update(self, task: Task, display_id: str, embed: str, side: int, *, force: bool) -> None:
         now = time.monotonic()
@@ -386,6 +408,8 @@ class NanoBananaMagics(Magics):
             raise UsageError(exc.message) from None
         live = self._live_for(session)
         embed = args.embed or self.embed
+        if len(tasks) > 1:
+            live.open_batch(tasks)
         for task in tasks:
             live.open(task, embed=embed, side=self.preview_size)
         result: Task | list[Task] = tasks[0] if len(tasks) == 1 else tasks
@@ -464,11 +488,8 @@ class NanoBananaMagics(Magics):
             )
             return None
         if name == "panel":
-            try:
-                from ._panel import Panel  # type: ignore[import-not-found,unused-ignore]
-            except ImportError:
-                print("The panel is not available in this version yet; use %%nanobanana.")
-                return None
+            from ._panel import Panel
+
             return Panel(session=self._session())
         session = self._session()
         if name == "config":

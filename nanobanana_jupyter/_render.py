@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import urlsplit
 
 from ._exceptions import redact
@@ -769,3 +769,38 @@ def error_text(message: str, *, hint: str | None = None) -> str:
     if hint:
         line += f" ({_shorten(_one_line(hint), 1000)})"
     return line
+
+
+def batch_bundle(tasks: Sequence[Any]) -> dict[str, object]:
+    """A one-line progress bar for a batch of tasks, as text and escaped HTML.
+
+    ``tasks`` are objects with ``status`` (a :class:`TaskStatus`) and ``done()``.
+    """
+    total = len(tasks)
+    done = sum(1 for t in tasks if t.done())
+    ok = sum(1 for t in tasks if t.status is TaskStatus.SUCCESS)
+    counts: dict[str, int] = {}
+    for t in tasks:
+        if not t.done():
+            label = status_label(t.status)
+            counts[label] = counts.get(label, 0) + 1
+    running = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
+    failed = done - ok
+    parts = [f"{done}/{total} done"]
+    if failed:
+        parts.append(f"{failed} without images")
+    if running:
+        parts.append(running)
+    summary = " · ".join(parts)
+    width = 20
+    filled = round(width * done / total) if total else width
+    text = f"[{'#' * filled}{'.' * (width - filled)}] {summary}"
+    percent = round(100 * done / total) if total else 100
+    html_text = (
+        '<div class="tex2jax_ignore mathjax_ignore" style="font-size:0.9em;margin:2px 0">'
+        '<div style="display:inline-block;vertical-align:middle;width:12em;height:0.6em;'
+        'background:rgba(128,128,128,0.2);border-radius:3px;overflow:hidden">'
+        f'<div style="width:{percent}%;height:100%;background:#1a64c8"></div></div> '
+        f"<span>{escape(summary)}</span></div>"
+    )
+    return {"text/plain": text, "text/html": html_text}

@@ -56,6 +56,9 @@ __all__ = ["Session", "get_default_session", "set_default_session"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
+# Seconds close() lets submits in flight finish before cancelling them.
+SUBMIT_GRACE_ON_CLOSE = 3.0
+
 # With callbacks, polling is only the safety net for a callback that never comes.
 WEBHOOK_BACKUP_POLICY = PollPolicy(
     initial_delay=30.0, age_fraction=0.5, min_interval=10.0, max_interval=60.0, min_samples=10**9
@@ -147,6 +150,7 @@ class Session:
         self._poll_loop: PollLoop | None = None
         self._submit_slots: asyncio.Semaphore | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._submitting: set[asyncio.Task[Any]] = set()
         self._early_hints: dict[str, str | None] = {}
         self._receiver: WebhookReceiver | None = None
         if webhook or webhook_url:
@@ -250,6 +254,24 @@ class Session:
             # (a resumed timed-out task is running again, not still "timed out").
             self._engine.run(self._resume([h.local_id for h in handles]), timeout=60)
         return handles
+
+    @property
+    def is_sandbox(self) -> bool:
+        """True when this session talks to a sandbox it started (``Session.sandbox()``)."""
+        return self._sandbox is not None
+
+    def _resume_one(self, task: Task) -> bool:
+        """Poll one ended-but-resumable task again (timed out, abandoned, unavailable)."""
+        self._check_open()
+        record = task.record
+        if record.task_id is None or not (record.status.is_resumable or record.status.is_active):
+            return False
+        self.settings.require_key()
+        if self._engine.in_engine_thread():
+            asyncio.get_running_loop().create_task(self._resume([task.local_id]))
+        else:
+            self._engine.run(self._resume([task.local_id]), timeout=60)
+        return True
 
     def get(self, task_id: str) -> Task:
         """The task with this server id or local id (from this store)."""
@@ -496,10 +518,23 @@ class Session:
     ) -> None:
         client, _ = self._ensure_engine_objects()
         assert self._submit_slots is not None
+        current = asyncio.current_task()
+        if current is not None:
+            self._submitting.add(current)
+            current.add_done_callback(self._submitting.discard)
         try:
             # A map() call's own bound (if any), then the session's.
             async with slots or contextlib.nullcontext(), self._submit_slots:
                 task_id = await client.submit(request, idempotency_key=local_id)
+        except asyncio.CancelledError:
+            # The session closed with this submit in flight: its outcome is unknown.
+            self._set(
+                local_id,
+                status=TaskStatus.SUBMIT_UNKNOWN,
+                error=f"the session closed while the submit was in flight: {SUBMIT_UNKNOWN_HELP}",
+                finished_at=time.time(),
+            )
+            raise
         except SubmitOutcomeUnknownError as exc:
             self._set(
                 local_id,
@@ -740,7 +775,7 @@ class Session:
                 status=TaskStatus.ABANDONED,
                 error=(
                     "cancelled locally; the API has no cancel, so the server may still "
-                    "finish and charge it; session.resume() picks it up again"
+                    "finish and charge it; task.resume() picks it up again"
                 ),
                 finished_at=time.time(),
             )
@@ -755,6 +790,13 @@ class Session:
     async def _aclose(self) -> None:
         if self._maintenance is not None:
             self._maintenance.cancel()
+        if self._submitting:
+            # Let submits in flight get their answer (a task id is worth keeping), briefly;
+            # the rest are cancelled and recorded as submit_unknown.
+            _, pending = await asyncio.wait(set(self._submitting), timeout=SUBMIT_GRACE_ON_CLOSE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._poll_loop is not None:
             await self._poll_loop.aclose()
         for key in list(self._scheduler.keys()):

@@ -228,6 +228,14 @@ class Task:
                 return
         _safe_call(fn, self)
 
+    def resume(self) -> bool:
+        """Poll this task again: after a timeout, a cancel, or images that could not be fetched.
+
+        Returns False when there is nothing to resume (never sent, or finished for good).
+        Nothing is submitted again.
+        """
+        return self._session._resume_one(self)
+
     def cancel(self) -> bool:
         """Stop polling and mark the task abandoned. The API has no cancel: the server may
         still finish and charge it; ``session.resume()`` picks it up again."""

@@ -352,3 +352,42 @@ def test_text_only_answer_is_kept(session: Session, sandbox: Sandbox) -> None:
     task = session.generate("describe instead").wait(timeout=20)
     assert task.status is TaskStatus.SUCCESS
     assert task.record.texts and task.images == []
+
+
+def test_abandoned_task_resumes_and_completes(session: Session, sandbox: Sandbox) -> None:
+    """A cancelled task can be picked up again with task.resume(); it completes, unpaid twice."""
+    sandbox.plan(TaskPlan(duration=50))
+    task = session.generate("change of mind")
+    for _ in range(200):
+        if task.task_id:
+            break
+        threading.Event().wait(0.01)
+    assert task.cancel()
+    assert task.status is TaskStatus.ABANDONED
+    assert task.resume()
+    assert not task.done()
+    assert task.wait(timeout=20).status is TaskStatus.SUCCESS
+    assert len(sandbox.ledger.charges) == 1
+
+
+def test_close_with_a_submit_in_flight_records_it_as_unknown(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Closing a session mid-submit leaks nothing, and the row says the outcome is unknown."""
+    sandbox.faults.add("submit", Fault.HANG_AFTER_ACCEPT)
+    import nanobanana_jupyter._session as session_module
+
+    session = make_session(sandbox, tmp_path)
+    old = session_module.SUBMIT_GRACE_ON_CLOSE
+    session_module.SUBMIT_GRACE_ON_CLOSE = 0.2
+    try:
+        task = session.generate("closing too soon")
+        threading.Event().wait(0.3)
+        session.close()
+    finally:
+        session_module.SUBMIT_GRACE_ON_CLOSE = old
+    import gc
+
+    gc.collect()  # an unclosed socket would raise ResourceWarning here (warnings are errors)
+    assert task.status is TaskStatus.SUBMIT_UNKNOWN
+    assert "closed while the submit was in flight" in (task.error or "")

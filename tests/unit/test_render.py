@@ -836,3 +836,26 @@ def test_status_labels_are_distinct_words() -> None:
     assert all(labels.values())
     assert labels[TaskStatus.PENDING] == labels[TaskStatus.SUBMITTED] == "queued"
     assert len(set(labels.values())) == len(TaskStatus) - 1
+
+
+def test_batch_bundle_counts_and_escapes() -> None:
+    """The batch line counts finished tasks and those without images, and is plain HTML."""
+    from nanobanana_jupyter._render import batch_bundle
+
+    class FakeTask:
+        def __init__(self, status: TaskStatus) -> None:
+            self.status = status
+
+        def done(self) -> bool:
+            return self.status.is_terminal
+
+    tasks = [
+        FakeTask(TaskStatus.SUCCESS),
+        FakeTask(TaskStatus.FAILED),
+        FakeTask(TaskStatus.IN_PROGRESS),
+    ]
+    bundle = batch_bundle(tasks)
+    assert "2/3 done" in str(bundle["text/plain"])
+    assert "1 without images" in str(bundle["text/plain"])
+    html = str(bundle["text/html"])
+    assert "<script" not in html and "width:67%" in html

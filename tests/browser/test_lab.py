@@ -1,0 +1,208 @@
+"""The panel and the magic in a real JupyterLab 4 and Notebook 7, driven in headless Chromium.
+
+Each test opens a fresh notebook whose first cell loads the extension and starts an in-kernel
+sandbox, runs it with JupyterLab's own command, and then acts as a person would: types,
+clicks, presses Ctrl+Enter, and waits (bounded) for what the page shows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from tests.browser.conftest import ARTIFACTS, NOTEBOOK, SCREENSHOTS, JupyterServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+STEP = 30_000  # ms: generous per step, never unbounded
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def open_and_run_all(page: Any, url: str) -> Any:
+    """Open a notebook, wait for an idle kernel, run every cell; return the notebook locator."""
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function(
+        """() => {
+            const app = window.jupyterapp;
+            const widget = app && app.shell && app.shell.currentWidget;
+            const session = widget && widget.sessionContext && widget.sessionContext.session;
+            return !!(session && session.kernel && session.kernel.status === 'idle');
+        }""",
+        timeout=60_000,
+    )
+    notebook = page.locator(NOTEBOOK)
+    expect(notebook).to_have_count(1)
+    # Not awaited: later cells may block on purpose while the test watches earlier ones.
+    page.evaluate(
+        "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }"
+    )
+    return notebook
+
+
+def wait_loaded(page: Any, image: Any) -> None:
+    """Wait until an <img> has really decoded (not just been inserted)."""
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=STEP
+    )
+
+
+def saved_outputs(path: Path, *, cell: int, having: str) -> list[dict[str, Any]]:
+    """The outputs of one cell in the saved file, once one of them carries ``having``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            outputs = nbformat.reads(path.read_text(), as_version=4).cells[cell].outputs
+        except (OSError, ValueError, KeyError, IndexError, AttributeError):
+            outputs = []
+        if any(having in output.get("data", {}) for output in outputs):
+            return list(outputs)
+        time.sleep(0.2)
+    pytest.fail(f"{path.name} was not saved with {having} in cell {cell}")
+
+
+def save_screenshot(target: Any, name: str) -> Path:
+    """Save a screenshot once layout has settled (two animation frames)."""
+    target.evaluate(
+        "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    target.screenshot(path=str(path))
+    return path
+
+
+def drive_the_panel(page: Any, notebook: Any) -> Any:
+    """Generate, use the result as a reference, generate again with Ctrl+Enter; return the panel."""
+    panel = notebook.locator(".jp-OutputArea .nanobanana-panel").first
+    expect(panel).to_be_visible(timeout=STEP)
+    prompt = panel.locator(".nanobanana-prompt textarea")
+    expect(prompt).to_be_visible(timeout=STEP)
+    prompt.fill("A ripe banana on a blue plate, studio light")
+    panel.locator("button.nanobanana-generate").click()
+
+    items = panel.locator(".nanobanana-gallery .nanobanana-gallery-item")
+    expect(items).to_have_count(1, timeout=STEP)
+    wait_loaded(page, items.first.locator("img"))
+    cards = panel.locator(".nanobanana-card")
+    expect(cards.first.locator(".nanobanana-card-status")).to_have_text("success", timeout=STEP)
+
+    items.first.locator("button.nanobanana-use-ref").click()
+    expect(panel.locator(".nanobanana-refs .nanobanana-ref")).to_have_count(1, timeout=STEP)
+
+    prompt.fill("The same banana, now wearing a tiny space helmet")
+    prompt.press("Control+Enter")  # the prompt box's own shortcut, not the cell's
+    expect(cards).to_have_count(2, timeout=STEP)
+    expect(items).to_have_count(2, timeout=STEP)
+    expect(panel.locator(".nanobanana-card-status").filter(has_text="success")).to_have_count(
+        2, timeout=STEP
+    )
+    wait_loaded(page, items.first.locator("img"))
+    expect(panel.locator(".nanobanana-panel-status")).to_contain_text(
+        "Started 1 task", timeout=STEP
+    )
+    # Only two tasks ran: one click and one Ctrl+Enter, and the cell was not re-run.
+    expect(cards).to_have_count(2)
+
+    # The plain output below the panel (what a saved notebook keeps) has both images too.
+    results = notebook.locator(".jp-OutputArea .nanobanana-panel-results img")
+    expect(results).to_have_count(2, timeout=STEP)
+    return panel
+
+
+def test_lab_panel_generate_use_as_reference_and_generate_again(
+    jupyter_server: JupyterServer, page: Any
+) -> None:
+    """In JupyterLab the panel generates, shows the image, uses it as a reference, and iterates."""
+    name = jupyter_server.write_notebook("panel_lab.ipynb", ["%nanobanana panel"])
+    notebook = open_and_run_all(page, jupyter_server.lab(name))
+    panel = drive_the_panel(page, notebook)
+    # Both tasks are in the store, newest first, on the history tab.
+    tabs = panel.locator(".nanobanana-tabs .lm-TabBar-tab")
+    tabs.filter(has_text="History").click()
+    expect(panel.locator(".nanobanana-history tbody tr")).to_have_count(2, timeout=STEP)
+    save_screenshot(panel, "lab-panel-history.png")
+    tabs.filter(has_text="Gallery").click()
+    expect(panel.locator(".nanobanana-gallery-item").first).to_be_visible()
+    for thumb in panel.locator(".nanobanana-gallery-item img").all():
+        wait_loaded(page, thumb)
+    shot = save_screenshot(panel, "lab-panel.png")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, SCREENSHOTS / "panel.png")
+    assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors
+
+    # Saved, the notebook reads without widget JavaScript: the panel says what it is, and
+    # the plain output below it holds the images.
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    saved = saved_outputs(jupyter_server.root / name, cell=1, having="image/jpeg")
+    assert saved[0]["data"]["text/plain"].startswith("NanoBanana panel (")
+    assert "application/vnd.jupyter.widget-view+json" in saved[0]["data"]
+    assert saved[1]["data"]["text/plain"].startswith("NanoBanana panel: 2 tasks, 2 images")
+    assert saved[1]["data"]["text/html"].count("<img ") == 2
+
+
+def test_lab_magic_card_turns_into_the_image_while_another_cell_runs(
+    jupyter_server: JupyterServer, page: Any
+) -> None:
+    """A %%nanobanana card updates to its image while the next cell is still sleeping."""
+    plan = (
+        "from nanobanana_jupyter import get_default_session\n"
+        "from nanobanana_jupyter.sandbox import TaskPlan\n"
+        "# 10 API seconds at the sandbox's 0.2 time scale: the task takes about 2 s.\n"
+        "get_default_session()._sandbox.plan(TaskPlan(duration=10))"
+    )
+    magic = "%%nanobanana --aspect-ratio 1:1\nA banana wearing sunglasses, on a beach"
+    sleeper = "import time\ntime.sleep(4)"
+    name = jupyter_server.write_notebook("magic_lab.ipynb", [plan, magic, sleeper])
+    notebook = open_and_run_all(page, jupyter_server.lab(name))
+    cells = notebook.locator(".jp-Cell")
+    card = cells.nth(2).locator(".jp-OutputArea .nanobanana-card")
+    expect(card).to_be_visible(timeout=STEP)
+    sleeping = cells.nth(3).locator(".jp-InputPrompt")
+    expect(sleeping).to_contain_text("*", timeout=STEP)
+
+    seen: list[str] = []
+    image_while_sleeping = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = card.locator(".nanobanana-status").first.inner_text(timeout=STEP)
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if card.locator("img").count():
+            image_while_sleeping = "*" in sleeping.inner_text(timeout=STEP)
+            cells.nth(3).scroll_into_view_if_needed()
+            save_screenshot(page, "lab-magic-live.png")
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the card never showed an image; statuses seen: {seen}")
+    assert seen[0] in ("submitting", "queued", "generating"), seen
+    assert image_while_sleeping, f"the image came after the sleeping cell ended; seen {seen}"
+    wait_loaded(page, card.locator("img").first)
+    expect(card.locator(".nanobanana-status").first).to_have_text("success")
+    # The sleeping cell ends later, and the image stays in the first cell's output.
+    expect(sleeping).not_to_contain_text("*", timeout=STEP)
+    expect(cells.nth(3).locator(".nanobanana-card")).to_have_count(0)
+    expect(card.locator("img")).to_have_count(1)
+
+
+def test_notebook7_panel_generate_use_as_reference_and_generate_again(
+    jupyter_server: JupyterServer, page: Any
+) -> None:
+    """In Notebook 7 the same panel flow works: generate, reference, Ctrl+Enter, two images."""
+    name = jupyter_server.write_notebook(
+        "panel_nb7.ipynb", ["from nanobanana_jupyter._panel import Panel\nPanel()"]
+    )
+    notebook = open_and_run_all(page, jupyter_server.notebook7(name))
+    panel = drive_the_panel(page, notebook)
+    save_screenshot(panel, "notebook7-panel.png")
+    assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors
