@@ -4,13 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test lint fmt lab clean
+.PHONY: help venv demo test lint fmt lab docs dist clean
 
 help:
 	@echo "make demo   - start the sandbox, generate, and print where the results are"
 	@echo "make test   - run the whole test suite"
 	@echo "make lint   - ruff and mypy"
 	@echo "make lab    - JupyterLab on 127.0.0.1 with a local sandbox (no key needed)"
+	@echo "make docs   - regenerate docs/api/ and notebooks/ from the code and scripts"
+	@echo "make dist   - build the wheel and sdist into dist/ and check them with twine"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +41,15 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(PY) -m ruff format nanobanana_jupyter tests scripts examples
 	$(PY) -m ruff check --fix nanobanana_jupyter tests scripts examples
+
+docs: $(STAMP)
+	$(PY) scripts/build_api_docs.py
+	$(PY) scripts/make_notebooks.py
+
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --wheel --sdist --outdir dist
+	$(PY) -m twine check --strict dist/*
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -62,8 +62,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import ipywidgets as widgets
-import traitlets
+try:
+    import ipywidgets as widgets
+    import traitlets
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the panel needs ipywidgets 8: pip install 'nanobanana-jupyter[panel]'"
+    ) from exc
 from IPython.display import display, update_display
 
 from ._exceptions import NanoBananaError
@@ -601,6 +606,10 @@ class Panel(widgets.VBox):
         with self._lock:
             if self._closed:
                 return
+            if self._slot_dirty:
+                # The plain output under the panel is what a saved notebook keeps: bring it
+                # up to date before the ticker that would have done so stops.
+                self._update_slot(time.monotonic())
             self._closed = True
             owned = list(self._owned)
             self._owned.clear()
