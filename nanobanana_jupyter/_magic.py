@@ -442,7 +442,15 @@ class NanoBananaMagics(Magics):
     def _resolve_ref(self, ref: str, session: Session) -> object:
         """``@last``, ``@<task id>``, a variable of the notebook, or the text as given."""
         if ref == "@last":
-            last = session.last()
+            last = session.last(succeeded=False)
+            if last is not None and not last.done():
+                # The reference must exist before the next submit: wait for the previous one.
+                try:
+                    last.wait(self.timeout)
+                except TimeoutError:
+                    raise UsageError(f"--ref @last: {last.id} is still running") from None
+            if last is None or last.status is not TaskStatus.SUCCESS:
+                last = session.last()
             if last is None:
                 raise UsageError("--ref @last: no successful task yet")
             return last

@@ -281,7 +281,20 @@ class Session:
         return self._handle_for(record)
 
     def last(self, *, succeeded: bool = True) -> Task | None:
-        """The newest task of the store (by default the newest that succeeded)."""
+        """The last task this session handed out; before any, the newest in the store.
+
+        Preferring this session's own tasks keeps a re-run notebook stable: its cells reuse
+        their earlier results, so "the last one" is the same task as on the first run.
+
+        Args:
+            succeeded: only tasks that succeeded (the default), or any task, including one
+                still running.
+        """
+        with self._handles_lock:
+            own = list(self._handles.values())
+        for task in reversed(own):
+            if not succeeded or task.status is TaskStatus.SUCCESS:
+                return task
         history = self._history.filter(status=TaskStatus.SUCCESS) if succeeded else self._history
         latest = history.latest(1)
         return self._handle_for(latest[0]) if latest else None

@@ -391,3 +391,15 @@ def test_close_with_a_submit_in_flight_records_it_as_unknown(
     gc.collect()  # an unclosed socket would raise ResourceWarning here (warnings are errors)
     assert task.status is TaskStatus.SUBMIT_UNKNOWN
     assert "closed while the submit was in flight" in (task.error or "")
+
+
+def test_last_prefers_this_sessions_own_tasks(sandbox: Sandbox, tmp_path: Path) -> None:
+    """last() is this session's newest success, even when the store holds newer ones."""
+    with make_session(sandbox, tmp_path / "d") as first:
+        mine = first.generate("mine").wait(timeout=20)
+        with make_session(sandbox, tmp_path / "d") as other:
+            newer = other.generate("someone else's").wait(timeout=20)
+            assert other.last() is newer
+        assert first.last() is mine
+    with make_session(sandbox, tmp_path / "d") as fresh:
+        assert fresh.last() is not None and fresh.last().prompt == "someone else's"  # type: ignore[union-attr]
