@@ -348,10 +348,10 @@ edits this result, so it must exist first.""",
         "md",
         """## Step 2: `--ref @last`
 
-`@last` is the newest task that succeeded in this data directory's history, when the cell
-runs (other notebooks sharing the directory count too). Right after step 1 that is the cabin:
-handy when iterating by hand. `--ref cabin` (a variable holding a task) or `--ref @<task id>`
-name a result exactly; prefer them in a notebook you will run again (see the end).""",
+`@last` is the last task of this kernel's session (if it is still running, the cell waits for
+it): right after step 1 that is the cabin. Before this kernel has made or reused any task, it
+falls back to the newest success in the history. `--ref cabin` (a variable holding a task) or
+`--ref @<task id>` name a result exactly.""",
     ),
     (
         "code",
@@ -468,10 +468,9 @@ names its reference (`images=[task]`, `--ref cabin`, `--ref @<task id>`) is the 
 a re-run and reuses its earlier result instead of paying again. Change one step's prompt and
 that step, and every step after it, is new: their references changed.
 
-`@last` is looked up when the cell runs. On a second Run All, step 1 reuses the cabin, but the
-newest success in the history is then the postcard of the first run, so step 2 would edit the
-postcard, and steps 2 to 5 would be new tasks. In a notebook you run again, write
-`--ref cabin` in step 2.""",
+`@last` is looked up when the cell runs, among this kernel's own tasks first. On a second
+Run All, step 1 reuses the cabin, so `@last` in step 2 is the cabin again and the whole chain
+is reused: nothing is paid twice.""",
     ),
     (
         "code",
