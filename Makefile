@@ -4,11 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test lint fmt lab docs dist clean
+.PHONY: help venv demo test test-reliability soak bench lint fmt lab docs dist clean
 
 help:
 	@echo "make demo   - start the sandbox, generate, and print where the results are"
 	@echo "make test   - run the whole test suite"
+	@echo "make test-reliability - the fault matrix, stateful test and a scaled-down soak alone"
+	@echo "make soak   - the full soak: 2,000 tasks with 10% mixed faults, 100 stateful examples"
+	@echo "make bench  - every benchmark against its baseline; writes benchmarks/results.{md,json}"
 	@echo "make lint   - ruff and mypy"
 	@echo "make lab    - JupyterLab on 127.0.0.1 with a local sandbox (no key needed)"
 	@echo "make docs   - regenerate docs/api/ and notebooks/ from the code and scripts"
@@ -33,14 +36,24 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+test-reliability: $(STAMP)
+	$(PY) -m pytest tests/reliability
+
+soak: $(STAMP)
+	NANOBANANA_SOAK_TASKS=2000 NANOBANANA_STATEFUL_EXAMPLES=100 $(PY) -m pytest \
+		tests/reliability/test_soak.py tests/reliability/test_stateful.py --timeout 900 -s
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
 lint: $(STAMP)
-	$(PY) -m ruff check nanobanana_jupyter tests scripts examples
-	$(PY) -m ruff format --check nanobanana_jupyter tests scripts examples
+	$(PY) -m ruff check nanobanana_jupyter tests scripts examples benchmarks
+	$(PY) -m ruff format --check nanobanana_jupyter tests scripts examples benchmarks
 	$(PY) -m mypy
 
 fmt: $(STAMP)
-	$(PY) -m ruff format nanobanana_jupyter tests scripts examples
-	$(PY) -m ruff check --fix nanobanana_jupyter tests scripts examples
+	$(PY) -m ruff format nanobanana_jupyter tests scripts examples benchmarks
+	$(PY) -m ruff check --fix nanobanana_jupyter tests scripts examples benchmarks
 
 docs: $(STAMP)
 	$(PY) scripts/build_api_docs.py

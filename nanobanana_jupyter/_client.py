@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from ._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    CertificateError,
     ConnectionLostError,
     NotFoundError,
     ProtocolError,
@@ -143,9 +145,14 @@ class _Body:
     reading, so a huge or endless body costs at most ``limit`` bytes of memory.
     """
 
-    def __init__(self, response: httpx.Response, limit: int, url: str) -> None:
+    def __init__(
+        self, response: httpx.Response, limit: int, url: str, total: float | None = None
+    ) -> None:
         self._limit = limit
         self._url = url
+        # A body that keeps dribbling in never trips the read timeout: bound the whole read.
+        self._ends = None if total is None else time.monotonic() + total
+        self._total = total
         self._chunks: list[bytes] = []
         self._size = 0
         declared = response.headers.get("content-length", "")
@@ -160,6 +167,10 @@ class _Body:
         if self._size > self._limit:
             raise self._too_large()
         self._chunks.append(chunk)
+        if self._ends is not None and time.monotonic() > self._ends:
+            raise APITimeoutError(
+                f"the answer did not arrive whole within {self._total:g} s", url=self._url
+            )
 
     def value(self) -> bytes:
         return b"".join(self._chunks)
@@ -388,6 +399,14 @@ class _BaseClient:
     @staticmethod
     def _map_transport_error(exc: httpx.TransportError, url: str) -> APIError:
         """Translate httpx's transport errors, keeping "never sent" apart from "maybe sent"."""
+        tls = _tls_failure(exc)
+        if tls is not None:
+            return CertificateError(
+                f"the TLS certificate of {urlsplit(url).netloc} could not be verified ({tls}); "
+                "nothing was sent. Check the base URL, or point SSL_CERT_FILE at your "
+                "organisation's CA bundle",
+                url=url,
+            )
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
             return APIConnectionError(
                 f"cannot connect to {urlsplit(url).netloc}: {type(exc).__name__}", url=url
@@ -403,6 +422,8 @@ class _BaseClient:
     def _retry_or_raise(self, kind: _Kind, attempt: int, error: APIError) -> float:
         """Return how long to wait before retrying, or raise the error to give up."""
         policy = self._policies[kind]
+        if isinstance(error, CertificateError):
+            raise error  # the same certificate fails the same way every time
         retry_after = error.retry_after if isinstance(error, RateLimitError) else None
         if kind is _Kind.SUBMIT:
             if isinstance(error, APIConnectionError):
@@ -438,6 +459,31 @@ class _BaseClient:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"this {type(self).__name__} is closed")
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The reason TLS verification failed somewhere in ``exc``'s causes, or ``None``."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or "certificate verify failed"
+        if isinstance(cause, ssl.CertificateError):
+            return str(cause) or "certificate mismatch"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _total_time(request: httpx.Request, limit: int) -> float:
+    """The most one exchange may take, start to end.
+
+    Connect plus twice the read timeout for API calls (35 s by default); an image may be
+    megabytes on a slow link, so a download gets eight read timeouts (125 s by default).
+    """
+    limits = request.extensions.get("timeout", {})
+    reads = 8 if limit > MAX_API_BODY else 2
+    return float(limits.get("connect") or 5.0) + reads * float(limits.get("read") or 30.0)
 
 
 def _limits() -> httpx.Limits:
@@ -515,7 +561,7 @@ class Client(_BaseClient):
         except httpx.TransportError as exc:
             raise self._map_transport_error(exc, url) from exc
         try:
-            body = _Body(response, limit, url)
+            body = _Body(response, limit, url, _total_time(request, limit))
             for chunk in response.iter_bytes():
                 body.add(chunk)
         except httpx.TransportError as exc:
@@ -666,19 +712,31 @@ class AsyncClient(_BaseClient):
         limit: int,
     ) -> tuple[int, bytes, httpx.Headers, httpx.URL]:
         url = _safe_url(request.url)
+        total = _total_time(request, limit)
+
+        async def exchange() -> tuple[int, bytes, httpx.Headers, httpx.URL]:
+            try:
+                response = await http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise self._map_transport_error(exc, url) from exc
+            try:
+                body = _Body(response, limit, url)
+                async for chunk in response.aiter_bytes():
+                    body.add(chunk)
+            except httpx.TransportError as exc:
+                raise self._map_transport_error(exc, url) from exc
+            finally:
+                await response.aclose()
+            return response.status_code, body.value(), response.headers, response.url
+
+        # Headers or a body that dribble in never trip the read timeout: bound the whole
+        # exchange. Past this, the request may have been received (a submit is not re-sent).
         try:
-            response = await http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._map_transport_error(exc, url) from exc
-        try:
-            body = _Body(response, limit, url)
-            async for chunk in response.aiter_bytes():
-                body.add(chunk)
-        except httpx.TransportError as exc:
-            raise self._map_transport_error(exc, url) from exc
-        finally:
-            await response.aclose()
-        return response.status_code, body.value(), response.headers, response.url
+            return await asyncio.wait_for(exchange(), total)
+        except asyncio.TimeoutError:
+            raise APITimeoutError(
+                f"no complete answer within {total:g} s from {urlsplit(url).netloc}", url=url
+            ) from None
 
     async def _with_retries(self, kind: _Kind, attempt_once: Callable[[], Awaitable[_T]]) -> _T:
         attempt = 0

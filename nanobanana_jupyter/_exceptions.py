@@ -7,6 +7,7 @@ NanoBananaError
 ├── ValidationError               a request is refused before sending (also a ValueError)
 ├── APIError                      one HTTP exchange with the API or an image host went wrong
 │   ├── APIConnectionError        cannot connect: the request never left this machine
+│   │   └── CertificateError      TLS verification failed: never retried, nothing sent
 │   ├── APITimeoutError           timed out after the request may have been sent
 │   ├── ConnectionLostError       the connection broke after the request may have been sent
 │   ├── ProtocolError             the answer could not be understood
@@ -41,6 +42,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CertificateError",
     "ConfigurationError",
     "ConnectionLostError",
     "MissingAPIKeyError",
@@ -103,6 +105,14 @@ class APIError(NanoBananaError):
 
 class APIConnectionError(APIError):
     """The connection could not be made: the request provably never reached the server."""
+
+
+class CertificateError(APIConnectionError):
+    """The server's TLS certificate could not be verified, so nothing was sent.
+
+    Never retried: the same certificate fails the same way. Fix the trust store (for a
+    corporate proxy, ``SSL_CERT_FILE``) or the base URL; verification is never switched off.
+    """
 
 
 class APITimeoutError(APIError):

@@ -74,6 +74,10 @@ _DATA_IMAGE = re.compile(r"data:image/(?:png|jpeg|webp|gif);base64,[A-Za-z0-9+/]
 _URL_UNSAFE = re.compile(r"[^\x21-\x7e]|[\"'<>\\`]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _WHITESPACE = re.compile(r"\s+")
+# C0 controls other than tab, newline and carriage return, and DEL: shown as their Unicode
+# control pictures (ESC as U+241B), never sent raw into a page (reliability.md P7).
+_CONTROLS = {code: 0x2400 + code for code in range(0x20) if chr(code) not in "\t\n\r"}
+_CONTROLS[0x7F] = 0x2421
 
 # Theme-neutral surfaces: grey at low opacity reads on white and on near-black alike.
 _CARD_STYLE = (
@@ -201,15 +205,16 @@ def _shorten(text: str, limit: int) -> str:
 def escape(value: object) -> str:
     """``str(value)`` redacted of key-shaped strings, then HTML-escaped, quotes included.
 
-    Safe both as element text and inside a double- or single-quoted attribute. Nothing else
-    is changed (no markdown, no whitespace folding), so the text reads exactly as given.
+    Safe both as element text and inside a double- or single-quoted attribute. Control
+    characters (ESC, NUL, ...) are shown as their Unicode pictures (``␛``, ``␀``); nothing
+    else is changed (no markdown, no whitespace folding), so the text reads as given.
     """
-    return html.escape(_clean(value), quote=True)
+    return html.escape(_clean(value).translate(_CONTROLS), quote=True)
 
 
 def _html_text(value: object, limit: int) -> str:
     """Redact, then shorten, then escape: the only order that never leaks part of a key."""
-    return html.escape(_shorten(_clean(value), limit), quote=True)
+    return html.escape(_shorten(_clean(value), limit).translate(_CONTROLS), quote=True)
 
 
 def _plain(value: object, limit: int) -> str:
@@ -591,7 +596,7 @@ def task_html(
         f'style="margin-top:6px;{_WRAP_STYLE}"><bdi>{shown}</bdi></div>'
     )
     kind, ident = _short_id(record)
-    footer_parts = [f"{kind} {html.escape(ident, quote=True)}"]
+    footer_parts = [f"{kind} {escape(ident)}"]
     if record.task_id:
         footer_parts.append(f"local {_html_text(record.local_id, ID_CHARS)}")
     options = [o for o in (record.aspect_ratio, record.image_size) if o]

@@ -40,11 +40,15 @@ from collections.abc import Awaitable, Callable
 
 from ._exceptions import (
     APIError,
+    APITimeoutError,
     AuthenticationError,
     NotFoundError,
     RateLimitError,
 )
 from ._models import TaskSnapshot, TaskStatus
+
+# However near the deadline, a poll gets at least this long to answer.
+MIN_POLL_BUDGET = 1.0
 
 __all__ = ["Decision", "DurationStats", "PollLoop", "PollPolicy", "PollScheduler", "RateLimiter"]
 
@@ -456,8 +460,15 @@ class PollLoop:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _poll(self, entry: _Entry) -> None:
+        # A poll (with its own retries) may not outlive the task's deadline by more than a
+        # moment, however the network misbehaves (reliability.md P9).
+        budget = max(entry.deadline - self._clock(), MIN_POLL_BUDGET)
         try:
-            answer: TaskSnapshot | APIError = await self._query(entry.task_id)
+            answer: TaskSnapshot | APIError = await asyncio.wait_for(
+                self._query(entry.task_id), budget
+            )
+        except asyncio.TimeoutError:
+            answer = APITimeoutError(f"the poll got no answer within {budget:.1f} s")
         except RateLimitError as exc:
             self.on_rate_limited(exc.retry_after)
             answer = exc

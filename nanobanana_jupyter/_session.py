@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -45,7 +46,7 @@ from ._record import ImageRecord, TaskRecord
 from ._refs import to_references
 from ._scheduler import Action, Decision, PollLoop, PollPolicy, PollScheduler
 from ._settings import SecretKey, Settings, default_data_dir
-from ._store import Store
+from ._store import Store, new_lease_owner
 from ._task import Task
 from ._webhook import WebhookReceiver
 
@@ -60,8 +61,11 @@ logger = logging.getLogger("nanobanana_jupyter")
 SUBMIT_GRACE_ON_CLOSE = 3.0
 
 # With callbacks, polling is only the safety net for a callback that never comes.
+# With callbacks on, polls are only a backup for a callback that never comes: the first at
+# 90 s (past most tasks' whole life, so a working callback costs no poll), then every
+# 45-60 s. A lost callback is noticed within about 90 s (benchmarks: webhook requests/task).
 WEBHOOK_BACKUP_POLICY = PollPolicy(
-    initial_delay=30.0, age_fraction=0.5, min_interval=10.0, max_interval=60.0, min_samples=10**9
+    initial_delay=90.0, age_fraction=0.5, min_interval=10.0, max_interval=60.0, min_samples=10**9
 )
 
 SUBMIT_UNKNOWN_HELP = (
@@ -132,7 +136,7 @@ class Session:
         self._images = ImageStore(self.data_dir / "images")
         self._engine = engine or get_engine()
         self._transport = transport
-        self._owner = uuid.uuid4().hex
+        self._owner = new_lease_owner()
         self._lease_ttl = lease_ttl
         self._caps = (max_requests_per_second, max_in_flight, max_concurrent_submits)
         if poll_policy is None and webhook:
@@ -152,6 +156,7 @@ class Session:
         self._maintenance: asyncio.Task[None] | None = None
         self._submitting: set[asyncio.Task[Any]] = set()
         self._early_hints: dict[str, str | None] = {}
+        self._background: set[asyncio.Task[None]] = set()  # reconciliations in flight
         self._receiver: WebhookReceiver | None = None
         if webhook or webhook_url:
             self._receiver = WebhookReceiver(self._on_hint, public_url=webhook_url)
@@ -555,6 +560,10 @@ class Session:
                 error=f"{_message(exc.cause) if exc.cause else exc.message}: {SUBMIT_UNKNOWN_HELP}",
                 finished_at=time.time(),
             )
+            # A callback that came while the submit hung names the task: use it (W8).
+            hint = self._early_hints.pop(local_id, None)
+            if hint is not None:
+                self._on_hint(local_id, hint)
             return
         except NanoBananaError as exc:
             self._set(
@@ -629,6 +638,43 @@ class Session:
             self._track(record, poll_now=True, fresh_deadline=True)
 
     async def _on_decision(self, local_id: str, decision: Decision) -> None:
+        if decision.action is Action.CONTINUE:
+            await self._record_decision(local_id, decision)
+            return
+        try:
+            await self._record_decision(local_id, decision)
+        except (sqlite3.Error, OSError) as exc:
+            self._end_unsaved(local_id, exc)
+        finally:
+            # The task left the scheduler: whatever happened, its lease goes with it.
+            with contextlib.suppress(sqlite3.Error, OSError):
+                self._store.release_lease(local_id, self._owner)
+            if self._receiver is not None:
+                self._receiver.finished(local_id)
+
+    def _end_unsaved(self, local_id: str, exc: BaseException) -> None:
+        """The final answer could not be saved (disk full, store broken): say so, keep it resumable.
+
+        The store still holds the task as unfinished, so ``resume()`` (here or after a
+        restart) polls it again and saves the result then; nothing is charged again.
+        """
+        logger.warning("task %s: could not save its result: %s", local_id, exc)
+        handle = self._handles.get(local_id)
+        if handle is None:
+            return
+        handle._update(
+            handle.record.replace(
+                status=TaskStatus.UNAVAILABLE,
+                error=(
+                    f"the task finished but its result could not be saved ({exc}); free some "
+                    "space, then task.resume() or session.resume() fetches it again at no cost"
+                ),
+                finished_at=time.time(),
+            )
+        )
+        self._notify(handle)
+
+    async def _record_decision(self, local_id: str, decision: Decision) -> None:
         snapshot = decision.snapshot
         now = time.time()
         action = decision.action
@@ -680,9 +726,6 @@ class Session:
                 f"polling stopped: {decision.error}. Fix the key, then session.resume()",
                 first=local_id,
             )
-        self._store.release_lease(local_id, self._owner)
-        if self._receiver is not None:
-            self._receiver.finished(local_id)
 
     def _on_hint(self, local_id: str, task_id: str | None) -> None:
         """A callback arrived: confirm by querying now (engine loop). The body is not trusted."""
@@ -700,12 +743,36 @@ class Session:
         if record.status is TaskStatus.SUBMITTING:
             self._early_hints[local_id] = task_id
         elif record.status is TaskStatus.SUBMIT_UNKNOWN and task_id is not None:
-            # The submit's answer was lost, but the callback names the task: reconcile by
-            # querying it (the authenticated answer decides).
-            self._register(record)
-            recovered = self._set(local_id, task_id=task_id, status=TaskStatus.PENDING, error=None)
-            if recovered.status.is_active:
-                self._track(recovered, poll_now=True, fresh_deadline=True)
+            # The submit's answer was lost, but the callback names the task: reconcile once
+            # the API confirms it (the body alone is not trusted).
+            reconcile = asyncio.get_running_loop().create_task(self._reconcile(local_id, task_id))
+            self._background.add(reconcile)
+            reconcile.add_done_callback(self._background.discard)
+
+    async def _reconcile(self, local_id: str, task_id: str) -> None:
+        """Bind a lost submission to the task its callback named, if the API knows that task.
+
+        Nothing is bound when another row of this store already holds the task (a replayed or
+        forged callback), or when this account's API does not know it (404 or any error).
+        """
+        client, _ = self._ensure_engine_objects()
+        if self._store.get_by_task_id(task_id) is not None:
+            logger.warning("ignoring a callback naming a task another submission holds")
+            return
+        try:
+            await client.query(task_id)
+        except APIError as exc:
+            logger.warning("ignoring a callback naming a task the API does not confirm: %s", exc)
+            return
+        record = self._store.get(local_id)
+        if record is None or record.status is not TaskStatus.SUBMIT_UNKNOWN:
+            return
+        if self._store.get_by_task_id(task_id) is not None:
+            return
+        self._register(record)
+        recovered = self._set(local_id, task_id=task_id, status=TaskStatus.PENDING, error=None)
+        if recovered.status.is_active:
+            self._track(recovered, poll_now=True, fresh_deadline=True)
 
     def _stop_all_polling(self, message: str, *, first: str) -> None:
         """The key was refused: stop every poll (each would fail the same way)."""
@@ -810,14 +877,19 @@ class Session:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for job in list(self._background):
+            job.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._poll_loop is not None:
             await self._poll_loop.aclose()
         for key in list(self._scheduler.keys()):
             self._scheduler.remove(key)
-            try:
-                self._store.release_lease(key, self._owner)
-            except Exception:  # the store may already be closed at interpreter exit
-                logger.debug("could not release lease of %s", key)
+        # Every lease this session holds, including those of tasks whose images were still
+        # downloading when the poll loop was cancelled: the next session takes them at once.
+        try:
+            self._store.release_all_leases(self._owner)
+        except Exception:  # the store may already be closed at interpreter exit
+            logger.debug("could not release this session's leases")
         if self._client is not None:
             await self._client.aclose()
         if self._receiver is not None:

@@ -40,7 +40,7 @@ from ._exceptions import ConfigurationError, redact
 from ._models import TaskStatus
 from ._record import ImageRecord, TaskRecord
 
-__all__ = ["Store", "StoreRecoveredWarning", "StoreWarning"]
+__all__ = ["Store", "StoreRecoveredWarning", "StoreWarning", "new_lease_owner"]
 
 SCHEMA_VERSION = 1
 """Stored in ``PRAGMA user_version``; a file with a higher number is from a newer release."""
@@ -581,6 +581,15 @@ class Store:
         _check_ttl(ttl)
         with self._write() as conn:
             now = self._clock()
+            held = conn.execute(
+                "SELECT owner FROM leases WHERE local_id = ? AND owner != ? AND expires_at > ?",
+                (local_id, owner, now),
+            ).fetchone()
+            if held is not None and _owner_process_gone(held[0]):
+                # Its kernel crashed: no need to wait out the lease (reliability.md L1).
+                conn.execute(
+                    "DELETE FROM leases WHERE local_id = ? AND owner = ?", (local_id, held[0])
+                )
             cursor = conn.execute(
                 "INSERT INTO leases (local_id, owner, expires_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (local_id) DO UPDATE SET owner = excluded.owner, "
@@ -623,6 +632,11 @@ class Store:
         """Give up ``owner``'s lease on a task (nothing happens if someone else holds it)."""
         with self._write() as conn:
             conn.execute("DELETE FROM leases WHERE local_id = ? AND owner = ?", (local_id, owner))
+
+    def release_all_leases(self, owner: str) -> None:
+        """Give up every lease ``owner`` holds (a closing session hands its tasks on at once)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM leases WHERE owner = ?", (owner,))
 
     def lease_holder(self, local_id: str) -> str | None:
         """Who holds the lease on a task now, or ``None`` when it is free or expired."""
@@ -795,6 +809,33 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
     # Python 3.10: damage is reported as a bare DatabaseError; the rest use subclasses.
     return type(exc) is sqlite3.DatabaseError
+
+
+def new_lease_owner() -> str:
+    """A lease owner id naming this host and process, so a crashed owner can be recognised."""
+    return f"{_HOST}|{os.getpid()}|{uuid.uuid4().hex}"
+
+
+def _owner_process_gone(owner: str) -> bool:
+    """Whether a lease owner's process provably no longer exists (same host, POSIX only).
+
+    Anything uncertain (another host, this process, an old-style id, no permission to
+    probe) counts as alive: the lease then simply runs out.
+    """
+    host, _, rest = owner.partition("|")
+    pid_text, _, _ = rest.partition("|")
+    if host != _HOST or os.name != "posix" or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _writer_alive(writer: str | None, age: float) -> bool:

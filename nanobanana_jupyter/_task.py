@@ -238,7 +238,7 @@ class Task:
 
     def cancel(self) -> bool:
         """Stop polling and mark the task abandoned. The API has no cancel: the server may
-        still finish and charge it; ``session.resume()`` picks it up again."""
+        still finish and charge it; ``task.resume()`` picks it up again."""
         return self._session._abandon(self)
 
     # -- called by the session (engine thread) --------------------------------------

@@ -33,7 +33,22 @@ logger = logging.getLogger("nanobanana_jupyter")
 
 PATH_PREFIX = "/nanobanana/hook/"
 MAX_BODY = 64 * 1024
+# A body, or a connection that says nothing, gets this long (slowloris, reliability.md W5).
+BODY_TIMEOUT = 10.0
 HintFn = Callable[[str, "str | None"], None]
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    """The body, read to its end (it may arrive in pieces), but never more than ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await request.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _digest(token: str) -> str:
@@ -85,7 +100,15 @@ class WebhookReceiver:
 
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", PATH_PREFIX + "{token}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        # keepalive_timeout also closes a connection that never completes a request (idle, or
+        # headers that never end: slowloris) in the aiohttp releases that arm it at connect.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+            keepalive_timeout=BODY_TIMEOUT,
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -146,7 +169,7 @@ class WebhookReceiver:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.Response(status=413)
         try:
-            raw = await asyncio.wait_for(request.content.read(MAX_BODY + 1), timeout=10)
+            raw = await asyncio.wait_for(_read_capped(request, MAX_BODY + 1), BODY_TIMEOUT)
         except asyncio.TimeoutError:
             return web.Response(status=408)
         if len(raw) > MAX_BODY:

@@ -308,16 +308,34 @@ def test_every_renderer_emits_no_script_handler_or_unsafe_url(
         check_html(markup)
 
 
+def pictured(text: str) -> str:
+    """Control characters as a page shows them: C0 (not tab, LF, CR) and DEL as pictures."""
+    return "".join(
+        chr(0x2400 + ord(c))
+        if ord(c) < 0x20 and c not in "\t\n\r"
+        else "\u2421"
+        if c == "\x7f"
+        else c
+        for c in text
+    )
+
+
+def test_control_characters_are_shown_as_pictures() -> None:
+    """P7: ESC, NUL and DEL never reach a page raw; they read as their control pictures."""
+    markup = escape("a\x1b[31mred\x00 and \x7f\ttab\nline")
+    assert markup == "a\u241b[31mred\u2400 and \u2421\ttab\nline"
+
+
 @settings(max_examples=150, deadline=None)
 @given(prompt=user_text, reason=user_text)
 def test_prompt_and_reason_read_back_as_literal_text(prompt: str, reason: str) -> None:
-    """The prompt and the reason parse back out of the card as the exact text given."""
+    """The prompt and the reason parse back out of the card as the text given (controls pictured)."""
     record = make_record(TaskStatus.FAILED, prompt=prompt, error=reason)
     parsed = check_html(task_html(record, previews=[(PNG, "image/png")]))
-    clean = redact(prompt, limit=None)
+    clean = pictured(redact(prompt, limit=None))
     shown = clean if len(clean) <= PROMPT_CARD_CHARS else clean[: PROMPT_CARD_CHARS - 1] + "…"
     assert shown in parsed.content
-    assert redact(reason, limit=None) in parsed.content
+    assert pictured(redact(reason, limit=None)) in parsed.content
     (prompt_div,) = parsed.attrs_of("div", "nanobanana-prompt")
     assert prompt_div["title"] == clean
     (img,) = parsed.attrs_of("img")
@@ -329,7 +347,7 @@ def test_prompt_and_reason_read_back_as_literal_text(prompt: str, reason: str) -
 def test_error_html_reads_back_as_literal_text(message: str) -> None:
     """A user error shows its message verbatim (redacted), never as markup."""
     parsed = check_html(error_html(message, hint="try again"))
-    assert redact(message, limit=None) in parsed.content
+    assert pictured(redact(message, limit=None)) in parsed.content
     assert "try again" in parsed.content
 
 
@@ -339,24 +357,25 @@ def test_history_shows_hostile_cells_as_text(prompt: str, model: str) -> None:
     """History cells hold the prompt and model as text, with the prompt in its title."""
     record = make_record(prompt=prompt, model=model)
     parsed = check_html(history_html([record], total=1))
-    clean = redact(prompt, limit=None)
+    clean = pictured(redact(prompt, limit=None))
     titles = [a["title"] for a in parsed.attrs_of("span") if "title" in a]
     assert titles == [clean]  # hostile strings here stay under the title limit
     if len(clean) <= 79:
         assert clean in parsed.content
     if len(redact(model, limit=None)) <= 39:
-        assert redact(model, limit=None) in parsed.content
+        assert pictured(redact(model, limit=None)) in parsed.content
 
 
 @settings(max_examples=100, deadline=None)
 @given(value=user_text)
 def test_escape_round_trips_in_text_and_in_attributes(value: str) -> None:
-    """escape() output parses back to the same string as element text and as an attribute."""
+    """escape() output parses back to the same string (controls pictured), as text or attribute."""
+    shown = pictured(value)
     parsed = check_html(f'<span title="{escape(value)}">{escape(value)}</span>')
-    assert parsed.content == value
-    assert parsed.attrs_of("span")[0]["title"] == value
+    assert parsed.content == shown
+    assert parsed.attrs_of("span")[0]["title"] == shown
     single = check_html(f"<span title='{escape(value)}'></span>")
-    assert single.attrs_of("span")[0]["title"] == value
+    assert single.attrs_of("span")[0]["title"] == shown
 
 
 def test_html_roots_opt_out_of_mathjax() -> None:

@@ -32,6 +32,7 @@ from nanobanana_jupyter._store import (
     Store,
     StoreRecoveredWarning,
     StoreWarning,
+    new_lease_owner,
 )
 
 S = TaskStatus
@@ -517,6 +518,40 @@ def test_release_lease_frees_only_the_owners_lease(store: Store) -> None:
     store.release_lease("t", "A")
     assert store.lease_holder("t") is None
     assert store.acquire_lease("t", "B", ttl=10)
+
+
+def test_a_lease_whose_owner_process_died_is_taken_over_at_once(store: Store) -> None:
+    """L1: after a kernel crash its leases do not make the next kernel wait out the ttl."""
+    host = new_lease_owner().split("|")[0]
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_owner = f"{host}|{gone.stdout.strip()}|token"
+    live_other = f"{host}|{os.getppid()}|token"
+    this_process = new_lease_owner()
+    assert store.acquire_lease("crashed", dead_owner, ttl=30)
+    assert store.acquire_lease("alive", live_other, ttl=30)
+    assert store.acquire_lease("mine", this_process, ttl=30)
+    other_session_here = new_lease_owner()  # a second session in this same process
+    assert store.acquire_lease("crashed", other_session_here, ttl=30)
+    assert store.lease_holder("crashed") == other_session_here
+    assert not store.acquire_lease("alive", other_session_here, ttl=30)
+    assert not store.acquire_lease("mine", other_session_here, ttl=30)
+    for odd in ("A", f"elsewhere|{gone.stdout.strip()}|t", f"{host}|notapid|t"):
+        assert store.acquire_lease(f"odd-{odd}", odd, ttl=30)
+        assert not store.acquire_lease(f"odd-{odd}", other_session_here, ttl=30)
+
+
+def test_release_all_leases_frees_only_that_owner(store: Store) -> None:
+    """A closing session gives up every lease it holds, and nobody else's."""
+    for name in ("a", "b"):
+        assert store.acquire_lease(name, "A", ttl=10)
+    assert store.acquire_lease("c", "B", ttl=10)
+    store.release_all_leases("A")
+    assert [store.lease_holder(n) for n in ("a", "b", "c")] == [None, None, "B"]
 
 
 def test_lease_needs_a_positive_ttl(store: Store) -> None:

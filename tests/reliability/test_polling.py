@@ -1,0 +1,353 @@
+"""Polling under hostile networks and clocks: rows P4, P7, P9, P10 and P11, end to end.
+
+P9 runs the session through the fault proxy, which slows, fragments or swallows only the
+answers to polls (``GET /api/task/query``), never the submit.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nanobanana_jupyter import PollPolicy, TaskStatus
+from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
+from tests.reliability.conftest import make_session, wait_until
+from tests.reliability.faultproxy import FaultProxy, Plan, Toxics
+
+pytestmark = pytest.mark.integration
+
+QUERY = b"GET /api/task/query"
+READ_TIMEOUT = 0.3
+
+
+# -- P9: slow, fragmented or swallowed answers ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "toxics"),
+    [
+        ("latency 5 s", Toxics(latency=5.0)),
+        ("blackhole", Toxics(blackhole=True)),
+        ("1-byte slices", Toxics(slice_size=1, slice_delay=0.002)),
+        ("bandwidth 4 kB/s", Toxics(bandwidth=4000.0)),
+    ],
+    ids=["latency", "blackhole", "slicer", "bandwidth"],
+)
+def test_p9_slow_or_lost_poll_answers_are_retried(
+    sandbox: Sandbox, proxy: FaultProxy, tmp_path: Path, name: str, toxics: Toxics
+) -> None:
+    """P9: late, sliced, throttled or lost poll answers are retried; the task completes."""
+    sandbox.plan(TaskPlan(duration=30.0))
+    proxy.set(Plan(match=QUERY, down=toxics, limit=2))
+    settings = {"read_timeout": READ_TIMEOUT, "deadline": 20.0}
+    started = time.monotonic()
+    with make_session(sandbox, tmp_path, base_url=proxy.url, settings=settings) as session:
+        task = session.generate(f"through a bad network: {name}")
+        assert task.wait(timeout=15).status is TaskStatus.SUCCESS, task.error
+    assert time.monotonic() - started < 15
+    assert sum(s.faulted_exchanges for s in proxy.stats) == 2
+    assert sandbox.ledger.submits_received == 1 and len(sandbox.ledger.charges) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "toxics"),
+    [
+        ("blackhole", Toxics(blackhole=True)),
+        ("a byte every 0.1 s", Toxics(slice_size=1, slice_delay=0.1)),
+        ("bandwidth 20 B/s", Toxics(bandwidth=20.0)),
+    ],
+    ids=["blackhole", "drip", "bandwidth"],
+)
+def test_p9_polling_never_hangs_past_the_deadline(
+    sandbox: Sandbox, proxy: FaultProxy, tmp_path: Path, name: str, toxics: Toxics
+) -> None:
+    """P9: lost or dribbling poll answers still end the task timed_out soon after its deadline."""
+    deadline = 1.5
+    sandbox.plan(TaskPlan(stuck=True))
+    proxy.set(Plan(match=QUERY, down=toxics))
+    settings = {"read_timeout": READ_TIMEOUT, "deadline": deadline}
+    with make_session(sandbox, tmp_path, base_url=proxy.url, settings=settings) as session:
+        started = time.monotonic()
+        task = session.generate(f"stuck behind: {name}")
+        try:
+            task.wait(timeout=deadline + 2 * READ_TIMEOUT + 1.5)
+        except TimeoutError:
+            pytest.fail(
+                f"{name}: still {task.status.value} {time.monotonic() - started:.1f} s after "
+                f"submit, with a {deadline} s deadline and a {READ_TIMEOUT} s read timeout"
+            )
+        assert task.status is TaskStatus.TIMED_OUT
+    assert len(sandbox.ledger.charges) == 1
+
+
+# -- P10: the wall clock jumps ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("jump", [365 * 86400.0, -365 * 86400.0], ids=["forward", "back"])
+def test_p10_wall_clock_jumps_move_no_deadline(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jump: float
+) -> None:
+    """P10: a year's jump of time.time() neither ends a deadline early nor extends it."""
+    deadline = 1.5
+    real_time = time.time
+    offset = [0.0]
+    monkeypatch.setattr(time, "time", lambda: real_time() + offset[0])
+    sandbox.plan(TaskPlan(duration=100.0))  # 1 s
+    sandbox.plan(TaskPlan(stuck=True))
+    with make_session(sandbox, tmp_path, settings={"deadline": deadline}) as session:
+        started = time.monotonic()
+        finishes = session.generate("finishes after the jump")
+        # Plans go to submits in arrival order: let the first submit land before the second.
+        wait_until(lambda: finishes.task_id is not None, 5, "the first submit")
+        stuck = session.generate("never finishes")
+        wait_until(
+            lambda: all(sandbox.ledger.queries.get(t.task_id or "", 0) for t in (finishes, stuck)),
+            5,
+            "the first polls",
+        )
+        offset[0] = jump
+        assert finishes.wait(timeout=10).status is TaskStatus.SUCCESS
+        assert stuck.wait(timeout=10).status is TaskStatus.TIMED_OUT
+        took = time.monotonic() - started
+    assert deadline - 0.1 <= took <= deadline + 1.0
+
+
+# -- P11: many tasks and 429 bursts ----------------------------------------------------------
+
+
+class _CountedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, done: Any) -> None:
+        self._inner = inner
+        self._done = done
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._done()
+
+
+class InFlightCounter(httpx.AsyncBaseTransport):
+    """A real transport that records how many polls are in flight at most."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.current += 1
+            self.peak = max(self.peak, self.current)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.current -= 1
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/api/task/query":
+            return await self._inner.handle_async_request(request)
+        self._enter()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self._leave()
+            raise
+        left = [False]
+
+        def done() -> None:
+            if not left[0]:
+                left[0] = True
+                self._leave()
+
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_CountedStream(response.stream, done),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _most_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def test_p11_fifty_tasks_and_429_bursts_respect_the_caps(tmp_path: Path) -> None:
+    """P11: 50 tasks and 429 bursts keep within the in-flight and rate caps, and slow down."""
+    rate, in_flight, scale = 25.0, 4, 0.02
+    burst = max(1.0, rate / 2)
+    counter = InFlightCounter()
+    slowed: list[float] = []
+    with (
+        Sandbox(time_scale=scale, max_side=64, result_mode="data_uri") as sb,
+        make_session(
+            sb,
+            tmp_path,
+            max_requests_per_second=rate,
+            max_in_flight=in_flight,
+            poll_policy=PollPolicy().scaled(scale),
+            transport=counter,
+        ) as session,
+    ):
+        tasks = session.map([f"crowd {i}" for i in range(50)], concurrency=8)
+        for _ in range(3):  # three bursts of five 429s, 0.5 s apart
+            wait_until(lambda: not sb.faults.pending("query"), 10, "the last burst")
+            sb.faults.add("query", Fault.RATE_LIMIT, count=5, retry_after="0.2")
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                slowed.append(session.stats()["request_rate"] or rate)
+                time.sleep(0.02)
+        for task in tasks:
+            assert task.wait(timeout=60).status is TaskStatus.SUCCESS, task.error
+    polls = [r.time for r in sb.ledger.requests if r.path == "/api/task/query"]
+    limited = [r for r in sb.ledger.requests if r.status == 429]
+    assert len(limited) == 15
+    assert counter.peak <= in_flight
+    for window in (0.5, 1.0, 2.0):
+        assert _most_in_window(polls, window) <= rate * window + burst, window
+    assert min(slowed) < rate  # a 429 halved the session's rate
+    assert len(sb.ledger.charges) == 50 and sb.ledger.double_charges() == []
+
+
+# -- P4: the key is refused in the middle of polling -----------------------------------------
+
+
+def test_p4_key_refused_while_polling_stops_every_poll_and_stays_resumable(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """P4: after a 401 on a poll, at most 2 more polls; tasks stay resumable and then finish."""
+    sandbox.plan(TaskPlan(duration=150.0), count=3)  # 1.5 s
+    with make_session(sandbox, tmp_path) as session:
+        tasks = [session.generate(f"revoked {i}") for i in range(3)]
+        wait_until(
+            lambda: all(sandbox.ledger.queries.get(t.task_id or "", 0) for t in tasks),
+            5,
+            "the first polls",
+        )
+        sandbox.faults.add("query", Fault.UNAUTHORIZED, count=100)
+        for task in tasks:
+            task.wait(timeout=10)
+        time.sleep(0.3)
+        queries = [r for r in sandbox.ledger.requests if r.path == "/api/task/query"]
+        first = next(i for i, r in enumerate(queries) if r.status == 401)
+        assert len(queries) - first - 1 <= 2
+        assert all(t.status is TaskStatus.TIMED_OUT and "key" in (t.error or "") for t in tasks)
+        sandbox.faults.clear()
+        resumed = session.resume()
+        assert {t.local_id for t in resumed} == {t.local_id for t in tasks}
+        for task in resumed:
+            assert task.wait(timeout=15).status is TaskStatus.SUCCESS
+    assert len(sandbox.ledger.charges) == 3
+
+
+# -- P7: a hostile failure reason, end to end -------------------------------------------------
+
+
+class _Elements(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.handlers: list[str] = []
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name.lower().startswith("on"):
+                self.handlers.append(name)
+            if name.lower() in ("src", "href") and value:
+                self.urls.append(value)
+
+
+def test_p7_hostile_failure_reason_is_stored_capped_and_shown_escaped(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """P7: a 100 KB hostile status_reason is stored capped and shown escaped, unable to run."""
+    reason = (
+        '<script>alert(1)</script>"><img src=x onerror=alert(2)>\x1b[31m\x00\u202e' + "A" * 100_000
+    )
+    sandbox.plan(TaskPlan(outcome="failed", reason=reason))
+    with make_session(sandbox, tmp_path) as session:
+        task = session.generate("fails with a hostile reason").wait(timeout=15)
+        assert task.status is TaskStatus.FAILED
+        stored = session._store.get(task.local_id)
+        assert stored is not None and stored.error is not None
+        assert len(stored.error) <= 2000
+        bundle = task._repr_mimebundle_()
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        page = data["text/html"]
+        parser = _Elements()
+        parser.feed(page)
+        assert "script" not in parser.tags and parser.handlers == []
+        assert all(u.startswith(("https:", "http:", "data:image/")) for u in parser.urls)
+        assert "&lt;script&gt;" in page
+        assert len(page) < 20_000 and len(data["text/plain"]) < 2_000
+        for text in (data["text/plain"], repr(task)):
+            assert "\x1b" not in text and "\x00" not in text
+
+
+def test_p7_control_characters_never_reach_html_raw(sandbox: Sandbox, tmp_path: Path) -> None:
+    """P7: ESC and NUL from a server reason or a prompt never reach text/html as raw bytes."""
+    sandbox.plan(TaskPlan(outcome="failed", reason="bad \x1b[31mred\x00 reason"))
+    with make_session(sandbox, tmp_path) as session:
+        task = session.generate("a \x1b[2J prompt").wait(timeout=15)
+        bundle = task._repr_mimebundle_()
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        page = data["text/html"]
+    assert "\x1b" not in page and "\x00" not in page
+    assert "\u241b" in page and "\u2400" in page  # shown as the control pictures ␛ and ␀
+
+
+def _seeded(seed: int) -> Iterator[float]:
+    rng = random.Random(seed)
+    while True:
+        yield rng.random()
+
+
+def test_p2_thirty_percent_poll_errors_still_complete_with_one_charge(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """P2: with about 30 % 500/503 poll answers (seeded) the task completes with one charge."""
+    sandbox.plan(TaskPlan(duration=100.0))
+    draws = _seeded(7)
+    with make_session(sandbox, tmp_path) as session:
+        task = session.generate("flaky polls")
+        seen = 0
+        deadline = time.monotonic() + 15
+        while not task.done() and time.monotonic() < deadline:
+            count = sum(sandbox.ledger.queries.values())
+            for _ in range(count - seen):
+                if next(draws) < 0.3:
+                    fault = (
+                        Fault.SERVER_ERROR_HTML if next(draws) < 0.5 else Fault.SERVICE_UNAVAILABLE
+                    )
+                    sandbox.faults.add("query", fault, retry_after="0")
+            seen = count
+            time.sleep(0.005)
+        assert task.wait(timeout=5).status is TaskStatus.SUCCESS
+    faulted = [r for r in sandbox.ledger.requests if r.fault is not None]
+    assert faulted, "no poll was faulted"
+    assert sandbox.ledger.submits_received == 1 and len(sandbox.ledger.charges) == 1

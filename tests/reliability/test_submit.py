@@ -1,0 +1,252 @@
+"""The submit path end to end: rows S1 (session), S4 (through the proxy) and S13 (TLS).
+
+S13 needs a certificate: ``trustme`` and ``cryptography`` are not installed, so a
+self-signed one is made with the ``openssl`` command line tool when it exists (the tests
+are skipped, saying so, when it does not). The TLS server is Python's ``ssl`` on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nanobanana_jupyter import (
+    APIConnectionError,
+    Client,
+    Session,
+    SubmitOutcomeUnknownError,
+    TaskStatus,
+)
+from nanobanana_jupyter.sandbox import Sandbox
+from tests.conftest import FakeSleep
+from tests.reliability.conftest import make_session, make_settings
+from tests.reliability.faultproxy import FaultProxy, Plan, Toxics
+
+pytestmark = pytest.mark.integration
+
+SUBMIT = b"POST /api/image/gen"
+
+
+# -- S1 through the session --------------------------------------------------------------
+
+
+def test_s1_nothing_listening_ends_not_sent_with_no_charge(tmp_path: Path) -> None:
+    """S1: nothing listening ends the task not_sent ("cannot connect") after two quick retries."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = make_settings(f"http://127.0.0.1:{port}", "dk-nothing-listens", tmp_path)
+    with Session(settings=settings) as session:
+        started = time.monotonic()
+        task = session.generate("nobody home").wait(timeout=20)
+        assert task.status is TaskStatus.NOT_SENT
+        assert "cannot connect" in (task.error or "")
+        assert time.monotonic() - started < 10  # two jittered retries, then a clear error
+        assert len(session.history) == 1 and task.task_id is None
+
+
+# -- S4 through the proxy -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "toxics"),
+    [
+        ("reset before any answer byte", Toxics(reset_after=0)),
+        ("reset mid-status-line", Toxics(reset_after=7)),
+        ("closed after the headers began", Toxics(close_after=40)),
+    ],
+    ids=["reset-at-once", "reset-mid-status", "closed-early"],
+)
+def test_s4_connection_lost_after_the_request_is_unknown_and_never_resent(
+    sandbox: Sandbox, proxy: FaultProxy, tmp_path: Path, name: str, toxics: Toxics
+) -> None:
+    """S4: an answer reset or cut after the charge is submit_unknown: one submit, one charge."""
+    proxy.set(Plan(match=SUBMIT, down=toxics, limit=1))
+    with make_session(sandbox, tmp_path, base_url=proxy.url) as session:
+        task = session.generate(f"lost answer: {name}").wait(timeout=15)
+        assert task.status is TaskStatus.SUBMIT_UNKNOWN, task.error
+        assert "may have been charged" in (task.error or "")
+        # A re-run of the same cell pays nothing more.
+        assert session.generate(f"lost answer: {name}").local_id == task.local_id
+    assert sandbox.ledger.submits_received == 1 and len(sandbox.ledger.charges) == 1
+    assert [s.faulted_exchanges for s in proxy.stats if s.faulted_exchanges] == [1]
+
+
+def test_s4_lost_upstream_request_is_unknown_not_resent(
+    sandbox: Sandbox, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """S4: a request swallowed on its way is submit_unknown too; nothing charged or re-sent."""
+    proxy.set(Plan(match=SUBMIT, up=Toxics(blackhole=True), limit=1))
+    with make_session(
+        sandbox, tmp_path, base_url=proxy.url, settings={"submit_timeout": 0.3}
+    ) as session:
+        task = session.generate("swallowed").wait(timeout=15)
+        assert task.status is TaskStatus.SUBMIT_UNKNOWN
+    assert sandbox.ledger.submits_received == 0 and sandbox.ledger.charges == {}
+
+
+# -- S13: TLS ----------------------------------------------------------------------------------
+
+
+def _make_cert(directory: Path, name: str, common_name: str, san: str) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("S13 needs a certificate: no openssl, and trustme/cryptography not installed")
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={common_name}",
+            "-addext", f"subjectAltName={san}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@contextlib.contextmanager
+def tls_server(cert: Path, key: Path) -> Iterator[tuple[int, list[int]]]:
+    """A TLS listener on 127.0.0.1 that counts handshake attempts and never answers HTTP."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.05)
+    attempts = [0]
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            attempts[0] += 1
+            conn.settimeout(2)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=run, name="tls-server", daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1]), attempts
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    return _make_cert(tmp_path, "self", "localhost", "IP:127.0.0.1,DNS:localhost")
+
+
+def test_s13_untrusted_certificate_fails_fast_without_retry(
+    self_signed: tuple[Path, Path], tmp_path: Path, sentinel_key: str
+) -> None:
+    """S13: an untrusted certificate fails at once (one handshake, no sleep) and says so."""
+    sleep = FakeSleep()
+    with tls_server(*self_signed) as (port, attempts):
+        settings = make_settings(f"https://127.0.0.1:{port}", sentinel_key, tmp_path)
+        with Client(settings=settings, sleep=sleep) as client:
+            with pytest.raises(APIConnectionError) as caught:
+                client.submit("over TLS")
+            with pytest.raises(APIConnectionError) as caught_query:
+                client.query("t-1")
+    assert attempts == [2], f"{attempts[0]} handshakes for one submit and one query"
+    assert sleep.calls == []
+    for error in (caught.value, caught_query.value):
+        assert "certificate" in str(error).lower()
+        assert sentinel_key not in str(error) and sentinel_key not in repr(error)
+
+
+def test_s13_certificate_for_another_host_fails_fast(tmp_path: Path, sentinel_key: str) -> None:
+    """S13: a trusted certificate for another host name: refused at once, no retry."""
+    cert, key = _make_cert(tmp_path, "wrong", "wrong.example", "DNS:wrong.example")
+    sleep = FakeSleep()
+    trusting = ssl.create_default_context(cafile=str(cert))
+    with tls_server(cert, key) as (port, attempts):
+        settings = make_settings(f"https://127.0.0.1:{port}", sentinel_key, tmp_path)
+        transport = httpx.HTTPTransport(verify=trusting)
+        with (
+            Client(settings=settings, sleep=sleep, transport=transport) as client,
+            pytest.raises(APIConnectionError) as caught,
+        ):
+            client.submit("over TLS to the wrong host")
+    assert attempts == [1] and sleep.calls == []
+    assert "certificate" in str(caught.value).lower()
+
+
+def test_s13_session_with_a_bad_certificate_is_not_sent_and_says_why(
+    self_signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """S13: via the session, a bad certificate ends not_sent after one handshake, saying why."""
+    with tls_server(*self_signed) as (port, attempts):
+        settings = make_settings(f"https://127.0.0.1:{port}", "dk-tls-session", tmp_path)
+        with Session(settings=settings) as session:
+            task = session.generate("tls session").wait(timeout=20)
+    assert task.status is TaskStatus.NOT_SENT
+    assert "certificate" in (task.error or "").lower()
+    assert attempts == [1]
+
+
+def test_s13_never_falls_back_to_plain_http_or_no_verification(
+    self_signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """S13: after a TLS failure nothing is sent in clear: the server only saw TLS handshakes."""
+    cert, key = self_signed
+    received: list[bytes] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.05)
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def run() -> None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.settimeout(1)
+                    with contextlib.suppress(OSError):
+                        received.append(conn.recv(5))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            settings = make_settings(f"https://127.0.0.1:{port}", "dk-no-fallback", tmp_path)
+            with (
+                Client(settings=settings, sleep=FakeSleep()) as client,
+                pytest.raises((APIConnectionError, SubmitOutcomeUnknownError)),
+            ):
+                client.submit("no fallback")
+        finally:
+            stop.set()
+            thread.join(5)
+    assert received, "the client never connected"
+    assert all(chunk.startswith(b"\x16\x03") for chunk in received), received
