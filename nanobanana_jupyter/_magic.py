@@ -229,7 +229,7 @@ def _preview_for(path: str, thumb: str | None, *, embed: str, side: int) -> Prev
         else:
             from ._images import make_preview
 
-            data, media = make_preview(path, side=side, quality=80)
+            data, media = make_preview(path, side=side)
             preview = Preview(data, media)
         if preview is not None and preview.width is None:
             preview = _with_size(preview)

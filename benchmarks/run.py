@@ -1,0 +1,245 @@
+"""Run every benchmark, print one markdown table, and write results.md and results.json.
+
+    python -m benchmarks.run            # everything (make bench); about 8 minutes on 2 cores
+    python -m benchmarks.run --quick    # tiny configurations, a few seconds per benchmark
+    python -m benchmarks.run --only polling,kernel --out /tmp/bench
+
+A full run writes ``benchmarks/results.md`` and ``benchmarks/results.json`` unless ``--out``
+names another directory; ``--quick`` writes nothing unless ``--out`` is given (its figures are
+not meant to be kept). A benchmark that fails is reported in the table as an error and the
+others still run; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import bench_import, bench_kernel, bench_notebook, bench_polling, bench_scale
+from ._common import Row, machine_info
+
+HERE = Path(__file__).resolve().parent
+
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "polling": bench_polling.run,
+    "scale": bench_scale.run,
+    "kernel": bench_kernel.run,
+    "notebook": bench_notebook.run,
+    "import": bench_import.run,
+}
+TITLES = {
+    "polling": "Polling",
+    "scale": "Scale",
+    "kernel": "Kernel",
+    "notebook": "Notebook",
+    "import": "Import",
+}
+
+
+def run_all(names: Sequence[str], *, quick: bool) -> dict[str, Any]:
+    """Run the named benchmarks in order; a failure becomes an error entry, not a crash."""
+    sections: dict[str, Any] = {}
+    for name in names:
+        started = time.monotonic()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            result = BENCHMARKS[name](quick=quick)
+        except Exception as exc:  # reported in the table; the other benchmarks still run
+            result = {
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+                "rows": [
+                    Row(
+                        TITLES[name], "benchmark failed", f"{type(exc).__name__}: {exc}"[:300]
+                    ).__dict__
+                ],
+            }
+            print(result["traceback"], file=sys.stderr)
+        result["wall_s"] = round(time.monotonic() - started, 1)
+        print(f"[bench] {name} done in {result['wall_s']} s", file=sys.stderr, flush=True)
+        sections[name] = result
+    return sections
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_table(sections: dict[str, Any]) -> str:
+    """The one table: every measure, its figure, what it is compared with, goal and verdict."""
+    lines = [
+        "| Comparison | Measure | Project | Compared with | Goal | Result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for result in sections.values():
+        for raw in result.get("rows", []):
+            row = Row(**raw)
+            verdict = row.verdict
+            if "error" in result:
+                verdict = "ERROR"
+            lines.append(
+                "| "
+                + " | ".join(
+                    _cell(v)
+                    for v in (
+                        row.comparison,
+                        row.measure,
+                        row.project,
+                        row.baseline,
+                        row.goal,
+                        verdict,
+                    )
+                )
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def _details(sections: dict[str, Any]) -> str:
+    parts: list[str] = []
+    polling = sections.get("polling")
+    if polling and "pollers" in polling:
+        w = polling["workload"]
+        b = polling["burst_workload"]
+        parts += [
+            "### Polling, every poller",
+            "",
+            f"Workload: {w['tasks']} tasks, arrivals {w['arrivals']}, durations (API s) "
+            f"p50 {w['duration_p50_s']}, p95 {w['duration_p95_s']}, min {w['duration_min_s']}, "
+            f"max {w['duration_max_s']}; at most {w['peak_in_flight']} in flight. The burst "
+            f"row uses the same durations with arrivals {b['arrivals']} "
+            f"(at most {b['peak_in_flight']} in flight). Delays are in API seconds (each run's "
+            "real delay divided by its clock scale); relative delays are per task, divided by "
+            "its own duration. Session runs use the default policy and the default cap of 20 "
+            "queries per second, both on the API clock; the diagnostic row lifts the cap to "
+            "show what the policy alone does. Each run has its own clock scale, chosen so that "
+            "its peak real request rate stays near the same value.",
+            "",
+            bench_polling.detail_table(polling),
+            "",
+            "Webhook detection delay in real time: p50 "
+            + ", ".join(
+                f"{f['detect_p50_real_ms']} ms / p95 {f['detect_p95_real_ms']} ms"
+                for f in polling["pollers"]
+                if f["kind"] == "webhook"
+            )
+            + ". Time from a terminal answer to the image on disk (download, checks, "
+            "thumbnail, history), real ms p50 / p95: "
+            + ", ".join(
+                f"{f['poller']} {f['store_p50_real_ms']} / {f['store_p95_real_ms']}"
+                for f in polling["pollers"]
+            )
+            + ".",
+            "",
+        ]
+    for name in ("scale", "kernel", "notebook", "import"):
+        result = sections.get(name)
+        if not result or "error" in result:
+            continue
+        shown = {k: v for k, v in result.items() if k not in ("rows", "traceback")}
+        parts += [
+            f"### {TITLES[name]}",
+            "",
+            "```json",
+            json.dumps(shown, indent=1, sort_keys=True),
+            "```",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def _load() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    passed = sum(1 for r in report["rows"] if r["passed"] is True)
+    missed = sum(1 for r in report["rows"] if r["passed"] is False)
+    return "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            f"- Date: {report['date']}",
+            f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; {m['os']}",
+            f"- Python {m['python']}; {packages}",
+            f"- Load average (1/5/15 min) at start: {report['load_start']}, "
+            f"at end: {report['load_end']}",
+            f"- Wall time: {report['wall_s']} s" + (" (quick mode)" if report["quick"] else ""),
+            f"- Goals: {passed} pass, {missed} missed",
+            "",
+            "Generated by `make bench` (`python -m benchmarks.run`). The sandbox runs on a "
+            "compressed clock; times marked *API s* are in the API's own seconds (real "
+            "seconds divided by the clock scale), so that runs at different scales compare. "
+            "Compare figures as ratios within one run: absolute times vary between machines "
+            "and with whatever else the machine is doing.",
+            "",
+            "## Summary",
+            "",
+            report["table"],
+            "",
+            "## Details",
+            "",
+            report["details"],
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny configurations (smoke test)")
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help="comma-separated: " + ", ".join(BENCHMARKS)
+    )
+    parser.add_argument("--out", type=Path, help="directory for results.md and results.json")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = set(names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    out: Path | None = args.out if args.out is not None else (None if args.quick else HERE)
+
+    load_start = _load()
+    started = time.monotonic()
+    sections = run_all(names, quick=args.quick)
+    rows = [row for result in sections.values() for row in result.get("rows", [])]
+    report: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": args.quick,
+        "machine": machine_info(),
+        "load_start": load_start,
+        "load_end": _load(),
+        "wall_s": round(time.monotonic() - started, 1),
+        "rows": rows,
+        "sections": sections,
+    }
+    report["table"] = summary_table(sections)
+    report["details"] = _details(sections)
+    print(report["table"])
+    print(f"\nwall time: {report['wall_s']} s", file=sys.stderr)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text(render_markdown(report) + "\n", encoding="utf-8")
+        data = {k: v for k, v in report.items() if k not in ("table", "details")}
+        for section in data["sections"].values():
+            section.pop("traceback", None)
+        (out / "results.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        print(f"written: {out / 'results.md'}, {out / 'results.json'}", file=sys.stderr)
+    return 1 if any("error" in s for s in sections.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The benchmarks (make bench) still run: every one, in a tiny configuration.
+
+These tests check the shape of the results, never their values: speed goals belong to
+`make bench`, not to the test suite (design.md section 8).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import run as bench_run
+from benchmarks._common import (
+    interpolate,
+    lognormal_durations,
+    poisson_arrivals,
+    quantile,
+    sandbox_makespan,
+)
+
+ROW_KEYS = {"comparison", "measure", "project", "baseline", "goal", "passed"}
+
+
+def test_durations_follow_the_workload_rule() -> None:
+    """Durations are deterministic per seed and none is under the 5 s floor."""
+    first = lognormal_durations(400, seed=1)
+    assert first == lognormal_durations(400, seed=1)
+    assert min(first) >= 5.0
+    assert 10 < quantile(first, 0.5) < 22
+
+
+def test_arrivals_are_sorted_within_the_window() -> None:
+    """Poisson arrivals are sorted and lie in the window; a zero window submits all at once."""
+    arrivals = poisson_arrivals(50, 20.0, seed=2)
+    assert arrivals == sorted(arrivals)
+    assert all(0 <= a <= 20 for a in arrivals)
+    assert poisson_arrivals(3, 0.0, seed=2) == [0.0, 0.0, 0.0]
+
+
+def test_helpers_compute_what_the_tables_claim() -> None:
+    """Quantiles interpolate, interpolation extends past its ends, the ideal follows capacity."""
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert math.isnan(quantile([], 0.5))
+    assert interpolate(1.5, [(1.0, 10.0), (2.0, 6.0)]) == (8.0, True)
+    assert interpolate(3.0, [(1.0, 10.0), (2.0, 6.0)]) == (2.0, False)
+    # Two 10 s tasks on one slot: the first ends at 10, the second then runs its 8.5 s.
+    assert sandbox_makespan([10.0, 10.0], 1) == pytest.approx(18.5)
+    assert sandbox_makespan([10.0, 10.0], None) == 10.0
+
+
+@pytest.mark.integration
+@pytest.mark.kernel
+def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
+    """`python -m benchmarks.run --quick` runs every benchmark and writes both result files."""
+    status = bench_run.main(["--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "results.json").read_text())
+    errors = {k: v.get("error") for k, v in data["sections"].items() if "error" in v}
+    assert status == 0, errors
+    assert set(data["sections"]) == set(bench_run.BENCHMARKS)
+    assert data["machine"]["cores"] >= 1 and data["machine"]["python"]
+    for row in data["rows"]:
+        assert set(row) == ROW_KEYS
+        assert row["passed"] in (True, False, None)
+    assert {r["comparison"] for r in data["rows"]} >= {
+        "Polling",
+        "Polling (webhook)",
+        "Scale",
+        "Kernel",
+        "Notebook",
+        "Import",
+    }
+
+    polling = data["sections"]["polling"]
+    assert {p["kind"] for p in polling["pollers"]} >= {"fixed", "session", "webhook"}
+    for poller in polling["pollers"]:
+        assert poller["finished"] + poller["lost"] == poller["tasks"]
+        assert poller["queries_per_task"] is not None
+    scale = data["sections"]["scale"]
+    assert isinstance(scale["lost"], int) and isinstance(scale["duplicates"], int)
+    assert scale["cpu_ms_per_task"] > 0 and scale["peak_rss_mb"] > 0
+    kernel = data["sections"]["kernel"]
+    assert kernel["idle_p95_ms"] > 0 and kernel["loaded_p95_ms"] > 0
+    notebook = data["sections"]["notebook"]
+    assert notebook["sandbox_image"]["default_bytes"] > 0
+    assert notebook["photo_like_image"]["full_bytes"] > 0
+    assert data["sections"]["import"]["interpreter"]["import_ms"] > 0
+
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| Comparison | Measure |" in markdown
+    assert data["machine"]["cpu"] in markdown
