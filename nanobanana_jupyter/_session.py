@@ -761,9 +761,11 @@ class Session:
             return
         try:
             await client.query(task_id)
-        except APIError as exc:
+        except (APIError, ValueError) as exc:
             logger.warning("ignoring a callback naming a task the API does not confirm: %s", exc)
             return
+        # Checked again after the await: the submit, a resume or another callback may have
+        # settled either row meanwhile.
         record = self._store.get(local_id)
         if record is None or record.status is not TaskStatus.SUBMIT_UNKNOWN:
             return

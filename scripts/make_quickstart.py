@@ -1,14 +1,10 @@
-"""Write notebooks/quickstart.ipynb from the cells below (kept here so diffs stay readable).
+"""The cells of notebooks/quickstart.ipynb (kept here so diffs stay readable).
 
-python scripts/make_quickstart.py
+``python scripts/make_notebooks.py`` (``make docs``) writes the notebook from them, with the
+other notebooks.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 CELLS: list[tuple[str, str]] = [
     (
@@ -93,25 +89,3 @@ run headless).""",
     ),
     ("code", "%nanobanana wait"),
 ]
-
-
-def build() -> nbformat.NotebookNode:
-    cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "display_name": "Python 3",
-        "language": "python",
-        "name": "python3",
-    }
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def main() -> None:
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
-    nbformat.write(build(), path)
-    print(path)
-
-
-if __name__ == "__main__":
-    main()

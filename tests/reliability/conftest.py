@@ -6,8 +6,10 @@ short timeouts, and the in-process fault proxy. Every helper loop is bounded in 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -72,6 +74,52 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
             return
         time.sleep(0.01)
     pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+@contextlib.contextmanager
+def loopback_server(
+    handle: Callable[[socket.socket], None],
+    *,
+    name: str,
+    threaded: bool = False,
+    stop: threading.Event | None = None,
+) -> Iterator[int]:
+    """A TCP listener on 127.0.0.1; yields its port. ``handle(conn)`` gets each connection.
+
+    The accept loop runs in a thread (each ``handle`` in one more when ``threaded``); on exit
+    ``stop`` is set and every thread is joined (bounded). ``handle`` closes ``conn``.
+    """
+    stop = stop or threading.Event()
+    workers: list[threading.Thread] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.05)
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if threaded:
+                    worker = threading.Thread(target=handle, args=(conn,), daemon=True)
+                    workers.append(worker)
+                    worker.start()
+                else:
+                    handle(conn)
+
+        acceptor = threading.Thread(target=accept, name=name, daemon=True)
+        acceptor.start()
+        try:
+            yield int(listener.getsockname()[1])
+        finally:
+            stop.set()
+            acceptor.join(5)
+            for worker in workers:
+                worker.join(5)
 
 
 def open_fds() -> int:

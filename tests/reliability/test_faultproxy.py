@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.reliability.conftest import ResourceBaseline
+from tests.reliability.conftest import ResourceBaseline, loopback_server
 from tests.reliability.faultproxy import CLEAN, FaultProxy, Plan, Toxics
 
 BODY = bytes(range(256)) * 8  # 2048 bytes
@@ -20,13 +20,8 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
 @contextlib.contextmanager
 def upstream() -> Iterator[tuple[int, list[bytes]]]:
     """A keep-alive HTTP server on loopback answering every request with RESPONSE."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.05)
     seen: list[bytes] = []
     stop = threading.Event()
-    workers: list[threading.Thread] = []
 
     def serve(conn: socket.socket) -> None:
         conn.settimeout(0.1)
@@ -50,28 +45,8 @@ def upstream() -> Iterator[tuple[int, list[bytes]]]:
                     except OSError:
                         return
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            worker = threading.Thread(target=serve, args=(conn,), daemon=True)
-            workers.append(worker)
-            worker.start()
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield int(listener.getsockname()[1]), seen
-    finally:
-        stop.set()
-        acceptor.join(5)
-        for worker in workers:
-            worker.join(5)
-        listener.close()
+    with loopback_server(serve, name="upstream", threaded=True, stop=stop) as port:
+        yield port, seen
 
 
 def exchange(

@@ -12,7 +12,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from nanobanana_jupyter import (
 )
 from nanobanana_jupyter.sandbox import Sandbox
 from tests.conftest import FakeSleep
-from tests.reliability.conftest import make_session, make_settings
+from tests.reliability.conftest import loopback_server, make_session, make_settings
 from tests.reliability.faultproxy import FaultProxy, Plan, Toxics
 
 pytestmark = pytest.mark.integration
@@ -121,39 +120,21 @@ def tls_server(cert: Path, key: Path) -> Iterator[tuple[int, list[int]]]:
     """A TLS listener on 127.0.0.1 that counts handshake attempts and never answers HTTP."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0.05)
     attempts = [0]
-    stop = threading.Event()
 
-    def run() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            attempts[0] += 1
-            conn.settimeout(2)
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
+    def handshake(conn: socket.socket) -> None:
+        attempts[0] += 1
+        conn.settimeout(2)
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
 
-    thread = threading.Thread(target=run, name="tls-server", daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1]), attempts
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with loopback_server(handshake, name="tls-server") as port:
+        yield port, attempts
 
 
 @pytest.fixture
@@ -210,43 +191,22 @@ def test_s13_session_with_a_bad_certificate_is_not_sent_and_says_why(
     assert attempts == [1]
 
 
-def test_s13_never_falls_back_to_plain_http_or_no_verification(
-    self_signed: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_s13_never_falls_back_to_plain_http_or_no_verification(tmp_path: Path) -> None:
     """S13: after a TLS failure nothing is sent in clear: the server only saw TLS handshakes."""
-    cert, key = self_signed
     received: list[bytes] = []
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        listener.settimeout(0.05)
-        port = listener.getsockname()[1]
-        stop = threading.Event()
 
-        def run() -> None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(cert, key)
-            while not stop.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                with conn:
-                    conn.settimeout(1)
-                    with contextlib.suppress(OSError):
-                        received.append(conn.recv(5))
+    def first_bytes(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(1)
+            with contextlib.suppress(OSError):
+                received.append(conn.recv(5))
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        try:
-            settings = make_settings(f"https://127.0.0.1:{port}", "dk-no-fallback", tmp_path)
-            with (
-                Client(settings=settings, sleep=FakeSleep()) as client,
-                pytest.raises((APIConnectionError, SubmitOutcomeUnknownError)),
-            ):
-                client.submit("no fallback")
-        finally:
-            stop.set()
-            thread.join(5)
+    with loopback_server(first_bytes, name="tls-first-bytes") as port:
+        settings = make_settings(f"https://127.0.0.1:{port}", "dk-no-fallback", tmp_path)
+        with (
+            Client(settings=settings, sleep=FakeSleep()) as client,
+            pytest.raises((APIConnectionError, SubmitOutcomeUnknownError)),
+        ):
+            client.submit("no fallback")
     assert received, "the client never connected"
     assert all(chunk.startswith(b"\x16\x03") for chunk in received), received

@@ -15,7 +15,6 @@ import logging
 import secrets
 import select
 import socket
-import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -29,7 +28,12 @@ from nanobanana_jupyter import Session, TaskStatus
 from nanobanana_jupyter._engine import Engine
 from nanobanana_jupyter._webhook import MAX_BODY, WebhookReceiver
 from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
-from tests.reliability.conftest import ResourceBaseline, make_session, wait_until
+from tests.reliability.conftest import (
+    ResourceBaseline,
+    loopback_server,
+    make_session,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -81,20 +85,25 @@ def post_json(url: str, body: object, **headers: str) -> int:
     return response.status_code
 
 
+def read_head(sock: socket.socket) -> bytes:
+    """Read an answer's status line and headers (bounded; a reset ends it early)."""
+    answer = b""
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in answer and len(answer) < 65536:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
 def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
     """Send raw bytes, return the status line and headers of the answer (bounded)."""
-    answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         # The server may answer and close before reading everything (that is the point).
         with contextlib.suppress(OSError):
             sock.sendall(data)
-        with contextlib.suppress(OSError):
-            while b"\r\n\r\n" not in answer and len(answer) < 65536:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
-    return answer
+        return read_head(sock)
 
 
 def status_of(answer: bytes) -> int:
@@ -124,32 +133,14 @@ def genuine_body(task_id: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def listening_socket() -> Iterator[tuple[int, list[int]]]:
     """A loopback port that counts the connections it gets (the attacker's image host)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.05)
     accepted = [0]
-    stop = threading.Event()
 
-    def run() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            accepted[0] += 1
-            conn.close()
+    def count(conn: socket.socket) -> None:
+        accepted[0] += 1
+        conn.close()
 
-    thread = threading.Thread(target=run, name="attacker-host", daemon=True)
-    thread.start()
-    try:
-        yield int(server.getsockname()[1]), accepted
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
+    with loopback_server(count, name="attacker-host") as port:
+        yield port, accepted
 
 
 def hooked_session(sb: Sandbox, data_dir: Path, **settings: Any) -> Session:
@@ -341,7 +332,6 @@ def _send_chunked(port: int, path: str, total: int) -> bytes:
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         "Transfer-Encoding: chunked\r\n\r\n"
     ).encode()
-    answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(head)
         sock.settimeout(0.5)
@@ -357,13 +347,7 @@ def _send_chunked(port: int, path: str, total: int) -> bytes:
                 break
             sent += len(piece)
         sock.settimeout(5)
-        with contextlib.suppress(OSError):
-            while b"\r\n\r\n" not in answer:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
-    return answer
+        return read_head(sock)
 
 
 def test_w5_a_genuine_body_arriving_in_pieces_is_read_whole() -> None:
@@ -381,13 +365,7 @@ def test_w5_a_genuine_body_arriving_in_pieces_is_read_whole() -> None:
             sock.sendall(head + body[:20])
             time.sleep(0.3)  # a slow link or a tunnel splits the body
             sock.sendall(body[20:])
-            answer = b""
-            with contextlib.suppress(OSError):
-                while b"\r\n\r\n" not in answer:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        break
-                    answer += chunk
+            answer = read_head(sock)
         assert status_of(answer) == 204, answer[:200]
         wait_until(lambda: ("split", "t-split") in hints, 5, "the hint")
 
