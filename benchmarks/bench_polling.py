@@ -44,6 +44,7 @@ from typing import Any
 from nanobanana_jupyter import APIError, AsyncClient, PollPolicy, Session, Settings, TaskSnapshot
 from nanobanana_jupyter._session import WEBHOOK_BACKUP_POLICY
 
+from . import polling_model
 from ._common import (
     Row,
     SandboxProcess,
@@ -405,11 +406,15 @@ def run(*, quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
     figures = [measure(r, burst if r.kind == "burst" else workload) for r in runs]
+    sweep = {"delays": (1.0,), "weights": (0.0, 20.0)} if quick else {}
+    model = polling_model.analyse(workload.durations, workload.arrivals, **sweep)
+    table_rows = summary_rows(figures) + polling_model.rows(model)
     return {
         "workload": describe_workload(workload),
         "burst_workload": describe_workload(burst),
         "pollers": figures,
-        "rows": [dataclasses.asdict(r) for r in summary_rows(figures)],
+        "model": model,
+        "rows": [dataclasses.asdict(r) for r in table_rows],
     }
 
 

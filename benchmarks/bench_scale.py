@@ -121,6 +121,77 @@ def _worker(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+FLOOR_REQUESTS = 3000
+FLOOR_CONCURRENCY = 16
+
+
+def _floor(config: dict[str, Any]) -> dict[str, Any]:
+    """CPU per query request: bare httpx, and the library's :class:`AsyncClient`.
+
+    The same sandbox, one known task id, :data:`FLOOR_CONCURRENCY` requests at a time over
+    one connection pool: the least a client built on httpx can spend per request here.
+    """
+    import asyncio
+
+    import httpx
+
+    from nanobanana_jupyter import AsyncClient
+
+    n = int(config["n"])
+
+    async def timed(make_one: Any) -> float:
+        left = n
+
+        async def lane() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await make_one()
+
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.gather(*(lane() for _ in range(FLOOR_CONCURRENCY)))
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+        return cpu * 1000 / n
+
+    async def main() -> dict[str, Any]:
+        async with AsyncClient(config["api_key"], base_url=config["url"]) as client:
+            task_id = await client.submit("bench-floor")
+            await client.query(task_id)
+            library = await timed(lambda: client.query(task_id))
+        headers = {"Authorization": f"Bearer {config['api_key']}"}
+        url = config["url"].rstrip("/") + "/api/task/query"
+        async with httpx.AsyncClient(headers=headers) as http:
+
+            async def bare() -> None:
+                response = await http.get(url, params={"task_id": task_id})
+                response.json()
+
+            await bare()
+            plain = await timed(bare)
+        return {"httpx_ms_per_request": plain, "client_ms_per_request": library}
+
+    return asyncio.run(main())
+
+
+def _child(mode: str, config: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+    """Run this module's ``mode`` (``--worker``/``--floor``) in a fresh interpreter."""
+    config_path = root / f"{mode.strip('-')}.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.run(  # noqa: S603 - our own module, with our interpreter
+        [sys.executable, "-m", "benchmarks.bench_scale", mode, str(config_path)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=str(ROOT),
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the scale {mode} process failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def run(*, quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
     """Run the scale benchmark; return its figures and summary rows."""
     n, capacity, scale = (30, 10, 0.01) if quick else (TASKS, CAPACITY, TIME_SCALE)
@@ -145,30 +216,26 @@ def run(*, quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
                 "scale": scale,
                 "deadline": deadline,
             }
-            config_path = root / "worker.json"
-            config_path.write_text(json.dumps(config))
-            proc = subprocess.run(  # noqa: S603 - our own module, with our interpreter
-                [sys.executable, "-m", "benchmarks.bench_scale", "--worker", str(config_path)],
-                capture_output=True,
-                text=True,
-                env=child_env(),
-                cwd=str(ROOT),
-                timeout=deadline + 120,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"the scale worker failed:\n{proc.stderr[-3000:]}")
-            worker = json.loads(proc.stdout.strip().splitlines()[-1])
+            worker = _child("--worker", config, root, deadline + 120)
             ledger = sandbox.ledger()
+            floor = _child(
+                "--floor",
+                {**config, "n": 200 if quick else FLOOR_REQUESTS},
+                root,
+                120,
+            )
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
-    return summarize(worker, ledger, n=n, capacity=capacity, scale=scale, ideal_api=ideal_api)
+    return summarize(
+        worker, ledger, floor, n=n, capacity=capacity, scale=scale, ideal_api=ideal_api
+    )
 
 
 def summarize(
     worker: dict[str, Any],
     ledger: dict[str, Any],
+    floor: dict[str, Any],
     *,
     n: int,
     capacity: int,
@@ -203,6 +270,12 @@ def summarize(
         "queries_per_task": rounded(ledger["requests"].get("query", 0) / n, 2),
         "requests": ledger["requests"],
     }
+    requests = sum(ledger["requests"].values()) / n
+    figures["requests_per_task"] = rounded(requests, 2)
+    figures["httpx_ms_per_request"] = rounded(floor["httpx_ms_per_request"], 3)
+    figures["client_ms_per_request"] = rounded(floor["client_ms_per_request"], 3)
+    httpx_floor = floor["httpx_ms_per_request"] * requests
+    figures["httpx_floor_ms_per_task"] = rounded(httpx_floor, 2)
     busy = worker["cpu_s"] / max(1e-9, worker["waited_s"])
     figures["client_cpu_busy"] = rounded(busy, 3)
     bound = "; the client was CPU-bound, so this measures its CPU" if busy > 0.8 else ""
@@ -237,6 +310,13 @@ def summarize(
         ),
         Row(
             "Scale",
+            "CPU per query request, same sandbox: bare httpx / the library's client "
+            "(floor per task: bare httpx x requests per task)",
+            f"{figures['httpx_ms_per_request']} / {figures['client_ms_per_request']} ms",
+            f"{httpx_floor:.2f} ms/task at {figures['requests_per_task']} requests/task",
+        ),
+        Row(
+            "Scale",
             "client peak memory (RSS)",
             f"{figures['peak_rss_mb']} MB (after imports: {figures['rss_after_import_mb']} MB)",
             "",
@@ -249,8 +329,8 @@ def summarize(
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        result = _worker(json.loads(Path(sys.argv[2]).read_text()))
-        print(json.dumps(result), flush=True)
+    if len(sys.argv) == 3 and sys.argv[1] in ("--worker", "--floor"):
+        job = _worker if sys.argv[1] == "--worker" else _floor
+        print(json.dumps(job(json.loads(Path(sys.argv[2]).read_text()))), flush=True)
     else:
         print(json.dumps(run(quick="--quick" in sys.argv), indent=1))

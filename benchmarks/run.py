@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import bench_import, bench_kernel, bench_notebook, bench_polling, bench_scale
+from . import bench_import, bench_kernel, bench_notebook, bench_polling, bench_scale, polling_model
 from ._common import Row, machine_info
 
 HERE = Path(__file__).resolve().parent
@@ -138,6 +138,18 @@ def _details(sections: dict[str, Any]) -> str:
                 for f in polling["pollers"]
             )
             + ".",
+            "",
+        ]
+    if polling and "model" in polling:
+        parts += [
+            "### Polling, fake-clock model",
+            "",
+            "`benchmarks/polling_model.py` on the same workload: the session's real scheduler "
+            "and rate limiter against a server that answers at once, and an oracle's "
+            "schedules (the best found by dynamic programming when every duration is known "
+            "in advance) followed with and without the session's cap.",
+            "",
+            polling_model.table(polling["model"]),
             "",
         ]
     for name in ("scale", "kernel", "notebook", "import"):

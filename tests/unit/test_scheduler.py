@@ -261,14 +261,15 @@ def test_learned_schedule_is_dense_where_tasks_usually_end() -> None:
     sched = _learned([10, 12, 15, 18, 20, 25, 30, 45])
     median = sched.stats.quantile("m", 0.5)
     assert median is not None
-    assert sched.interval(30.0, "m") == pytest.approx(0.05 * median)
-    assert sched.interval(30.0) == pytest.approx(0.09 * 30.0)  # unknown model: age only
+    policy = sched.policy
+    assert sched.interval(30.0, "m") == pytest.approx(policy.bulk_fraction * median)
+    assert sched.interval(30.0) == pytest.approx(policy.age_fraction * 30.0)  # unknown model
 
 
 def test_learned_schedule_backs_off_in_the_slow_tail() -> None:
     """Past the slowest durations seen, intervals grow with age (up to max_interval)."""
     sched = _learned([10, 12, 15, 18, 20])
-    assert sched.interval(40.0, "m") == pytest.approx(0.25 * 40.0)
+    assert sched.interval(40.0, "m") == pytest.approx(sched.policy.tail_fraction * 40.0)
     assert sched.interval(400.0, "m") == pytest.approx(15.0)
 
 
