@@ -8,8 +8,10 @@ baselines alike, so both are timed at the same place.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import inspect
 import itertools
 import json
 import math
@@ -17,6 +19,7 @@ import os
 import platform
 import queue
 import random
+import resource
 import subprocess
 import sys
 import threading
@@ -35,6 +38,63 @@ TERMINAL = frozenset({"success", "failed"})
 
 
 # -- workloads ------------------------------------------------------------------------------
+
+
+def session_default(name: str) -> Any:
+    """The default of one of :class:`~nanobanana_jupyter.Session`'s caps, read from its
+    signature so that the benchmarks always run what a user gets."""
+    from nanobanana_jupyter import Session
+
+    return inspect.signature(Session).parameters[name].default
+
+
+FLOOR_CONCURRENCY = 16
+"""Requests in flight at once while measuring CPU per request."""
+
+
+def cpu_per_request(url: str, api_key: str, n: int) -> dict[str, float]:
+    """This process's CPU per query request, in ms: bare httpx, and the library's client.
+
+    Against a running sandbox, one known task id, :data:`FLOOR_CONCURRENCY` requests at a
+    time over one connection pool: the least a client built on httpx spends per request on
+    this machine (the scale benchmark's floor, and what the polling benchmark's clock scales
+    are calibrated with).
+    """
+    from nanobanana_jupyter import AsyncClient
+
+    async def timed(make_one: Any) -> float:
+        left = n
+
+        async def lane() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await make_one()
+
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.gather(*(lane() for _ in range(FLOOR_CONCURRENCY)))
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+        return cpu * 1000 / n
+
+    async def main() -> dict[str, float]:
+        async with AsyncClient(api_key, base_url=url) as client:
+            task_id = await client.submit("bench-floor")
+            await client.query(task_id)
+            library = await timed(lambda: client.query(task_id))
+        headers = {"Authorization": f"Bearer {api_key}"}
+        query_url = url.rstrip("/") + "/api/task/query"
+        async with httpx.AsyncClient(headers=headers) as http:
+
+            async def bare() -> None:
+                response = await http.get(query_url, params={"task_id": task_id})
+                response.json()
+
+            await bare()
+            plain = await timed(bare)
+        return {"httpx_ms_per_request": plain, "client_ms_per_request": library}
+
+    return asyncio.run(main())
 
 
 def lognormal_durations(

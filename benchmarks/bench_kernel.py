@@ -10,8 +10,11 @@ policy and caps: this measures what a user's kernel goes through, not a compress
 2. Loaded: one cell starts ``n`` tasks with ``session.map`` (tasks last far longer than the
    measurement, so all stay in flight); then the same ``runs`` round trips, starting right
    after that cell returned, while the engine submits and polls in the background.
+   Submits go out at the session's default submit cap (10 per second after a burst of 10),
+   so during the runs the engine is sending submits and polling the tasks already sent;
+   ``submitted_after_runs`` and ``queries_during_runs`` say how much of each it did.
 
-Runs are spaced by a short pause so that they cover the submit burst and the polling after it.
+Runs are spaced by a short pause so that they span a few seconds of that work.
 """
 
 from __future__ import annotations

@@ -13,15 +13,21 @@ Clock. The sandbox runs on a compressed clock (``time_scale`` real seconds per A
 and every poller's intervals and caps are scaled by the same factor, so that all figures are
 in API seconds. Requests, however, take real time: a poller asking 1,000 times per API second
 cannot be compressed on two cores. So each poller runs at its own scale, chosen so that its
-expected peak request rate is about :data:`TARGET_RATE` real requests per second; delays are
+expected peak request rate is a target number of real requests per second; delays are
 then reported in API seconds (and relative to each task's duration), which makes them
 comparable across runs. The webhook path is real time (a callback is one loopback POST,
 whatever the clock), so its delay is also given in real milliseconds.
 
-Two session variants use the same code with one thing changed, and are reported beside the
+The target rate is calibrated on the machine that runs the benchmark: the CPU one query
+request costs here (:func:`~benchmarks._common.cpu_per_request`), and a target that keeps the
+client near :data:`CLIENT_SHARE` of one core (at most :data:`TARGET_RATE`). A fixed target
+would let a slower machine's client fall behind its own schedule, and the benchmark would
+then measure the machine, not the poller.
+
+One session variant uses the same code with one thing changed, and is reported beside the
 goals, not in them: the same tasks arriving in a 20 s burst (hundreds in flight at once:
-the session's rate cap then decides), and the session with its rate cap lifted (what the
-policy alone does).
+the session's rate caps then decide). What the policy does with its cap lifted comes from the
+fake-clock model (:mod:`benchmarks.polling_model`), which runs in seconds, not minutes.
 
 Measures per poller: queries per task (the sandbox ledger), the detection delay (the client
 receives a terminal answer, seen by :class:`~benchmarks._common.TimingTransport`, minus the
@@ -49,25 +55,31 @@ from ._common import (
     Row,
     SandboxProcess,
     TimingTransport,
+    cpu_per_request,
     interpolate,
     lognormal_durations,
     poisson_arrivals,
     quantile,
     rounded,
+    session_default,
 )
 
 FIXED_INTERVALS = (0.5, 1.0, 2.0, 5.0)
 """Fixed poll intervals of peer clients (replicate 0.5 s, openai 1 s, common 2 s and 5 s)."""
 TARGET_RATE = 450.0
-"""Real requests per second each run aims at, at its peak (httpx stays near 1 ms per
-request well below this on two cores; far above it, latency grows and would be measured)."""
+"""The most real requests per second a run aims at, at its peak."""
+CLIENT_SHARE = 0.45
+"""Share of one core the client's requests may take at a run's peak, when calibrated: at
+1 ms per request (the machine of the first committed results) this gives 450 requests/s,
+where the figures were steady; far above it, latency grows and would be measured."""
+CALIBRATION_REQUESTS = 1000
 MIN_SCALE, MAX_SCALE = 0.05, 1.0
 """Slower clocks than 1/20 would magnify the real cost of each request (and any noise
 from other processes) into large API-time delays."""
-SESSION_RATE = 20.0
+SESSION_RATE: float = session_default("max_requests_per_second")
 """The session's default ``max_requests_per_second``, applied in API seconds."""
-UNCAPPED_RATE = 1000.0
-"""The diagnostic run's cap (queries per API second): high enough never to bind here."""
+SUBMIT_RATE: float = session_default("max_submits_per_second")
+"""The session's default ``max_submits_per_second``, applied in API seconds."""
 SESSION_CONNECTIONS = 24
 """The connection pool the session's client would open (its default caps: 16 + 4 + 4)."""
 
@@ -127,14 +139,21 @@ class Run:
     wall: float
 
 
-def choose_scale(demand_per_api_second: float, floor: float = MIN_SCALE) -> float:
-    """The clock scale that puts a peak demand at about :data:`TARGET_RATE` real requests/s.
+def calibrated_target(client_ms_per_request: float) -> float:
+    """Real requests per second that keep the client near :data:`CLIENT_SHARE` of a core."""
+    return min(TARGET_RATE, CLIENT_SHARE * 1000 / max(client_ms_per_request, 1e-3))
+
+
+def choose_scale(
+    demand_per_api_second: float, floor: float = MIN_SCALE, target: float = TARGET_RATE
+) -> float:
+    """The clock scale that puts a peak demand at about ``target`` real requests/s.
 
     A floor under :data:`MIN_SCALE` (quick mode) means "as fast as possible": the floor.
     """
     if floor < MIN_SCALE:
         return floor
-    return min(MAX_SCALE, max(floor, demand_per_api_second / TARGET_RATE))
+    return min(MAX_SCALE, max(floor, demand_per_api_second / target))
 
 
 def _settings(url: str, key: str, data_dir: Path) -> Settings:
@@ -199,9 +218,14 @@ async def _fixed_poller(
 
 
 def run_fixed(
-    workload: Workload, interval: float, workdir: Path, *, min_scale: float = MIN_SCALE
+    workload: Workload,
+    interval: float,
+    workdir: Path,
+    *,
+    min_scale: float = MIN_SCALE,
+    target: float = TARGET_RATE,
 ) -> Run:
-    scale = choose_scale(workload.peak_in_flight() / interval, min_scale)
+    scale = choose_scale(workload.peak_in_flight() / interval, min_scale, target)
     with SandboxProcess(
         workdir / "sandbox", time_scale=scale, durations=workload.durations, image_side=256
     ) as sandbox:
@@ -235,16 +259,17 @@ def run_session(
     webhook: bool = False,
     min_scale: float = MIN_SCALE,
     rate: float = SESSION_RATE,
+    target: float = TARGET_RATE,
 ) -> Run:
     """The library as a user gets it, its policy and rate cap scaled to the API clock.
 
     ``rate`` is the session's cap in queries per API second; the default is the library's
-    default. A larger one (the diagnostic run) shows what the policy does uncapped.
+    default.
     """
     if webhook:
         scale = min_scale  # callbacks are real time; requests are few
     else:
-        scale = choose_scale(min(rate, workload.peak_in_flight() * 1.0), min_scale)
+        scale = choose_scale(min(rate, workload.peak_in_flight() * 1.0), min_scale, target)
     base_policy = WEBHOOK_BACKUP_POLICY if webhook else PollPolicy()
     transport = TimingTransport(max_connections=SESSION_CONNECTIONS)
     on_disk_mono: dict[str, float] = {}
@@ -255,6 +280,7 @@ def run_session(
             settings=_settings(sandbox.url, sandbox.api_key, workdir / "data"),
             poll_policy=base_policy.scaled(scale),
             max_requests_per_second=rate / scale,
+            max_submits_per_second=SUBMIT_RATE / scale,
             transport=transport,
             webhook=webhook,
         )
@@ -373,6 +399,16 @@ def _peak_rate(times: list[float], scale: float, window_api: float = 5.0) -> flo
 # -- the comparison -------------------------------------------------------------------------
 
 
+def calibrate(workdir: Path, *, quick: bool = False) -> dict[str, float]:
+    """Measure this machine's CPU per query request and the target rate it allows."""
+    if quick:  # every quick run is on the floor scale: no target needed
+        return {"client_ms_per_request": 0.0, "target_rate": TARGET_RATE}
+    with SandboxProcess(workdir, time_scale=1.0, duration=600.0, image_side=64) as sandbox:
+        cost = cpu_per_request(sandbox.url, sandbox.api_key, CALIBRATION_REQUESTS)
+    ms = cost["client_ms_per_request"]
+    return {"client_ms_per_request": round(ms, 3), "target_rate": round(calibrated_target(ms), 1)}
+
+
 def run(*, quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
     """Run every poller on one workload; return figures, summary rows and a detail table."""
     if quick:  # structure only: a few tasks, every run on the floor scale, no burst run
@@ -385,20 +421,19 @@ def run(*, quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
         floor = MIN_SCALE
     root = Path(workdir or tempfile.mkdtemp(prefix="nb-bench-polling-"))
     try:
+        calibration = calibrate(root / "calibration", quick=quick)
+        target = calibration["target_rate"]
         runs = [
-            run_fixed(workload, interval, root / f"fixed-{interval:g}", min_scale=floor)
+            run_fixed(
+                workload, interval, root / f"fixed-{interval:g}", min_scale=floor, target=target
+            )
             for interval in intervals
         ]
-        runs.append(run_session(workload, root / "session", min_scale=floor))
-        if not quick:
-            uncapped = run_session(workload, root / "uncapped", rate=UNCAPPED_RATE)
-            uncapped.name = "session, cap lifted (diagnostic)"
-            uncapped.kind = "diagnostic"
-            runs.append(uncapped)
+        runs.append(run_session(workload, root / "session", min_scale=floor, target=target))
         runs.append(run_session(workload, root / "webhook", webhook=True, min_scale=floor))
         burst = make_workload(workload.n, 20.0, seed=6)
         if not quick:
-            burst_run = run_session(burst, root / "session-burst", min_scale=floor)
+            burst_run = run_session(burst, root / "session-burst", min_scale=floor, target=target)
             burst_run.name = f"session, burst ({burst.window:g} s window)"
             burst_run.kind = "burst"
             runs.append(burst_run)
@@ -410,6 +445,7 @@ def run(*, quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
     model = polling_model.analyse(workload.durations, workload.arrivals, **sweep)
     table_rows = summary_rows(figures) + polling_model.rows(model)
     return {
+        "calibration": calibration,
         "workload": describe_workload(workload),
         "burst_workload": describe_workload(burst),
         "pollers": figures,
@@ -477,7 +513,7 @@ def summary_rows(figures: list[dict[str, Any]]) -> list[Row]:
             ", ".join(f"{f['poller']}: {f['disk_p50_s']} / {f['disk_p95_s']}" for f in fixed),
         )
     )
-    for variant in (f for f in figures if f["kind"] in ("diagnostic", "burst")):
+    for variant in (f for f in figures if f["kind"] == "burst"):
         rows.append(
             Row(
                 "Polling",

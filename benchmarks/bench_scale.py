@@ -38,17 +38,21 @@ from ._common import (
     Row,
     SandboxProcess,
     child_env,
+    cpu_per_request,
     lognormal_durations,
     rounded,
     sandbox_makespan,
+    session_default,
 )
 
 TASKS = 10_000
 CAPACITY = 100
 TIME_SCALE = 0.05
 IMAGE_SIDE = 256
-DEFAULT_RATE = 20.0
+DEFAULT_RATE: float = session_default("max_requests_per_second")
 """The session's default ``max_requests_per_second`` (applied per API second here)."""
+SUBMIT_RATE: float = session_default("max_submits_per_second")
+"""The session's default ``max_submits_per_second`` (applied per API second here)."""
 
 
 def _peak_rss_mb() -> float:
@@ -84,6 +88,7 @@ def _worker(config: dict[str, Any]) -> dict[str, Any]:
         settings=settings,
         poll_policy=PollPolicy().scaled(scale),
         max_requests_per_second=DEFAULT_RATE / scale,
+        max_submits_per_second=SUBMIT_RATE / scale,
     )
     rss_before = _peak_rss_mb()
     done_at: list[float] = []
@@ -122,56 +127,11 @@ def _worker(config: dict[str, Any]) -> dict[str, Any]:
 
 
 FLOOR_REQUESTS = 3000
-FLOOR_CONCURRENCY = 16
 
 
 def _floor(config: dict[str, Any]) -> dict[str, Any]:
-    """CPU per query request: bare httpx, and the library's :class:`AsyncClient`.
-
-    The same sandbox, one known task id, :data:`FLOOR_CONCURRENCY` requests at a time over
-    one connection pool: the least a client built on httpx can spend per request here.
-    """
-    import asyncio
-
-    import httpx
-
-    from nanobanana_jupyter import AsyncClient
-
-    n = int(config["n"])
-
-    async def timed(make_one: Any) -> float:
-        left = n
-
-        async def lane() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                await make_one()
-
-        usage0 = resource.getrusage(resource.RUSAGE_SELF)
-        await asyncio.gather(*(lane() for _ in range(FLOOR_CONCURRENCY)))
-        usage1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-        return cpu * 1000 / n
-
-    async def main() -> dict[str, Any]:
-        async with AsyncClient(config["api_key"], base_url=config["url"]) as client:
-            task_id = await client.submit("bench-floor")
-            await client.query(task_id)
-            library = await timed(lambda: client.query(task_id))
-        headers = {"Authorization": f"Bearer {config['api_key']}"}
-        url = config["url"].rstrip("/") + "/api/task/query"
-        async with httpx.AsyncClient(headers=headers) as http:
-
-            async def bare() -> None:
-                response = await http.get(url, params={"task_id": task_id})
-                response.json()
-
-            await bare()
-            plain = await timed(bare)
-        return {"httpx_ms_per_request": plain, "client_ms_per_request": library}
-
-    return asyncio.run(main())
+    """CPU per query request, bare httpx and the library's client (a fresh interpreter)."""
+    return cpu_per_request(config["url"], config["api_key"], int(config["n"]))
 
 
 def _child(mode: str, config: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:

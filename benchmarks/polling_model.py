@@ -28,10 +28,10 @@ from typing import Any
 from nanobanana_jupyter._models import TaskSnapshot, TaskStatus
 from nanobanana_jupyter._scheduler import PollPolicy, PollScheduler, RateLimiter
 
-from ._common import Row, interpolate, quantile
+from ._common import Row, interpolate, quantile, session_default
 
 FIXED_INTERVALS = (0.5, 1.0, 2.0, 5.0)
-DEFAULT_RATE = 20.0
+DEFAULT_RATE: float = session_default("max_requests_per_second")
 """The session's default cap, queries per (API) second."""
 UNCAPPED = 1e6
 GOAL_RATIO = 1.5

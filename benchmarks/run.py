@@ -109,6 +109,7 @@ def _details(sections: dict[str, Any]) -> str:
     if polling and "pollers" in polling:
         w = polling["workload"]
         b = polling["burst_workload"]
+        cal = polling.get("calibration", {})
         parts += [
             "### Polling, every poller",
             "",
@@ -118,10 +119,11 @@ def _details(sections: dict[str, Any]) -> str:
             f"row uses the same durations with arrivals {b['arrivals']} "
             f"(at most {b['peak_in_flight']} in flight). Delays are in API seconds (each run's "
             "real delay divided by its clock scale); relative delays are per task, divided by "
-            "its own duration. Session runs use the default policy and the default cap of 20 "
-            "queries per second, both on the API clock; the diagnostic row lifts the cap to "
-            "show what the policy alone does. Each run has its own clock scale, chosen so that "
-            "its peak real request rate stays near the same value.",
+            "its own duration. Session runs use the default policy and the default caps (queries "
+            "and submits per second), all on the API clock. Each run has its own clock scale, "
+            "chosen so that its peak real request rate stays near a target calibrated on this "
+            f"machine: {cal.get('target_rate')} requests/s, from "
+            f"{cal.get('client_ms_per_request')} ms of client CPU per query request.",
             "",
             bench_polling.detail_table(polling),
             "",

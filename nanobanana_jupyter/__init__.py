@@ -1,9 +1,9 @@
 """Nano Banana Pro image generation (defapi.org) for Jupyter and plain Python.
 
-The public surface is what ``__all__`` lists. Records and errors are imported eagerly
-(standard library only); anything that pulls in httpx, Pillow, IPython or ipywidgets is
-imported on first use, so ``import nanobanana_jupyter`` stays cheap and never touches
-Jupyter.
+The public surface is what ``__all__`` lists. Only the errors are imported eagerly (so
+``except nanobanana_jupyter.APIError`` costs nothing); every other name is imported on first
+use, so ``import nanobanana_jupyter`` stays cheap (benchmarks/bench_import.py) and never
+touches httpx, Pillow or Jupyter.
 """
 
 from __future__ import annotations
@@ -35,27 +35,27 @@ from ._exceptions import (
     TaskUnavailableError,
     ValidationError,
 )
-from ._models import (
-    ASPECT_RATIOS,
-    IMAGE_SIZES,
-    KNOWN_MODELS,
-    GenerationRequest,
-    ResultItem,
-    TaskSnapshot,
-    TaskStatus,
-    UnknownModelWarning,
-)
-from ._record import ImageRecord, TaskRecord
-from ._retry import RetryPolicy
-from ._settings import SecretKey, Settings
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client
     from ._history import History
+    from ._models import (
+        ASPECT_RATIOS,
+        IMAGE_SIZES,
+        KNOWN_MODELS,
+        GenerationRequest,
+        ResultItem,
+        TaskSnapshot,
+        TaskStatus,
+        UnknownModelWarning,
+    )
     from ._panel import Panel
+    from ._record import ImageRecord, TaskRecord
+    from ._retry import RetryPolicy
     from ._scheduler import PollPolicy
     from ._session import Session, get_default_session, set_default_session
+    from ._settings import SecretKey, Settings
     from ._task import Task
 
 __all__ = [
@@ -108,6 +108,19 @@ __all__ = [
 
 # Public name -> private module that defines it, imported on first access.
 _LAZY = {
+    "ASPECT_RATIOS": "._models",
+    "IMAGE_SIZES": "._models",
+    "KNOWN_MODELS": "._models",
+    "GenerationRequest": "._models",
+    "ResultItem": "._models",
+    "TaskSnapshot": "._models",
+    "TaskStatus": "._models",
+    "UnknownModelWarning": "._models",
+    "ImageRecord": "._record",
+    "TaskRecord": "._record",
+    "RetryPolicy": "._retry",
+    "SecretKey": "._settings",
+    "Settings": "._settings",
     "AsyncClient": "._client",
     "Client": "._client",
     "History": "._history",

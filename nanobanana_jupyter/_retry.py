@@ -7,7 +7,6 @@ how long to wait, and whether a server's requested wait is too long to honour.
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import math
 import random
 import time
@@ -65,6 +64,8 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
         if math.isfinite(seconds) and seconds >= 0:
             return seconds
         return None
+    import email.utils  # only for HTTP-date hints; costs ~10 ms at import
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

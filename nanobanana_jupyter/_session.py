@@ -44,7 +44,7 @@ from ._images import ImageStore
 from ._models import GenerationRequest, TaskStatus
 from ._record import ImageRecord, TaskRecord
 from ._refs import to_references
-from ._scheduler import Action, Decision, PollLoop, PollPolicy, PollScheduler
+from ._scheduler import Action, Decision, PollLoop, PollPolicy, PollScheduler, RateLimiter
 from ._settings import SecretKey, Settings, default_data_dir
 from ._store import Store, new_lease_owner
 from ._task import Task
@@ -100,6 +100,9 @@ class Session:
         max_requests_per_second: cap on the session's queries.
         max_in_flight: cap on the session's queries in flight.
         max_concurrent_submits: cap on submits in flight.
+        max_submits_per_second: cap on the rate of submits (each one is a paid generation):
+            up to this many go at once, then they are spaced at this rate. It keeps a
+            ``map()`` of hundreds of prompts polite to the API and light on the kernel.
         transport: an httpx async transport (tests and benchmarks).
         webhook: receive task callbacks on 127.0.0.1 and query a task as soon as its
             callback arrives; polling then only backs callbacks up. The service must be able
@@ -120,6 +123,7 @@ class Session:
         max_requests_per_second: float = 20.0,
         max_in_flight: int = 16,
         max_concurrent_submits: int = 4,
+        max_submits_per_second: float = 10.0,
         lease_ttl: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         engine: Engine | None = None,
@@ -138,7 +142,16 @@ class Session:
         self._transport = transport
         self._owner = new_lease_owner()
         self._lease_ttl = lease_ttl
+        for name, value in (
+            ("max_requests_per_second", max_requests_per_second),
+            ("max_submits_per_second", max_submits_per_second),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of requests, not {value!r}")
         self._caps = (max_requests_per_second, max_in_flight, max_concurrent_submits)
+        self._submit_limiter = RateLimiter(
+            max_submits_per_second, burst=max(1.0, max_submits_per_second)
+        )
         if poll_policy is None and webhook:
             poll_policy = WEBHOOK_BACKUP_POLICY
         self._scheduler = PollScheduler(poll_policy)
@@ -509,8 +522,23 @@ class Session:
         return self._client, self._poll_loop
 
     def _on_client_retry(self, error: APIError, delay: float) -> None:
-        if isinstance(error, RateLimitError) and self._poll_loop is not None:
+        if not isinstance(error, RateLimitError):
+            return
+        # The server says this session is too fast: slow its queries and its submits.
+        self._submit_limiter.on_rate_limited(time.monotonic(), error.retry_after)
+        if self._poll_loop is not None:
             self._poll_loop.on_rate_limited(error.retry_after)
+
+    async def _submit_turn(self) -> None:
+        """Wait until the submit rate cap lets one more submit go, and take its token."""
+        limiter = self._submit_limiter
+        while True:
+            now = time.monotonic()
+            ready = limiter.ready_at(now)
+            if ready <= now:
+                limiter.take(now)
+                return
+            await asyncio.sleep(ready - now)
 
     def _set(self, local_id: str, **changes: Any) -> TaskRecord:
         """Write a change to the store (never downgrading) and tell the handle and views."""
@@ -540,11 +568,23 @@ class Session:
         if current is not None:
             self._submitting.add(current)
             current.add_done_callback(self._submitting.discard)
+        sent = False
         try:
-            # A map() call's own bound (if any), then the session's.
+            # A map() call's own bound (if any), then the session's, then its rate cap.
             async with slots or contextlib.nullcontext(), self._submit_slots:
+                await self._submit_turn()
+                sent = True
                 task_id = await client.submit(request, idempotency_key=local_id)
         except asyncio.CancelledError:
+            if not sent:  # closed while it waited for its turn: nothing left this machine
+                self._set(
+                    local_id,
+                    status=TaskStatus.NOT_SENT,
+                    error="the session closed before this request was sent (nothing was "
+                    "charged): generate it again",
+                    finished_at=time.time(),
+                )
+                raise
             # The session closed with this submit in flight: its outcome is unknown.
             self._set(
                 local_id,
@@ -579,6 +619,7 @@ class Session:
                 finished_at=time.time(),
             )
             return
+        self._submit_limiter.on_success()
         record = self._set(
             local_id, task_id=task_id, status=TaskStatus.PENDING, submitted_at=time.time()
         )
@@ -874,7 +915,8 @@ class Session:
             self._maintenance.cancel()
         if self._submitting:
             # Let submits in flight get their answer (a task id is worth keeping), briefly;
-            # the rest are cancelled and recorded as submit_unknown.
+            # the rest are cancelled: not_sent if they were still waiting for their turn,
+            # submit_unknown if their request had left.
             _, pending = await asyncio.wait(set(self._submitting), timeout=SUBMIT_GRACE_ON_CLOSE)
             for task in pending:
                 task.cancel()

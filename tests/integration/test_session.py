@@ -27,6 +27,7 @@ from nanobanana_jupyter import (
     ValidationError,
 )
 from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
+from nanobanana_jupyter.sandbox._app import SUBMIT_PATH
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -403,3 +404,49 @@ def test_last_prefers_this_sessions_own_tasks(sandbox: Sandbox, tmp_path: Path) 
         assert first.last() is mine
     with make_session(sandbox, tmp_path / "d") as fresh:
         assert fresh.last() is not None and fresh.last().prompt == "someone else's"  # type: ignore[union-attr]
+
+
+def _submit_times(sandbox: Sandbox) -> list[float]:
+    return sorted(r.time for r in sandbox.ledger.requests if r.path == SUBMIT_PATH)
+
+
+def test_submits_are_spaced_by_the_rate_cap(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A burst up to the cap goes at once; the rest follow at the capped rate, none is lost."""
+    with make_session(sandbox, tmp_path, max_submits_per_second=5.0) as session:
+        tasks = session.map([f"paced {i}" for i in range(13)])
+        for task in tasks:
+            task.wait(timeout=30)
+    assert all(t.status is TaskStatus.SUCCESS for t in tasks)
+    times = _submit_times(sandbox)
+    assert len(times) == 13 and sandbox.ledger.duplicate_submits() == []
+    # 5 at once, then 8 more at 5 per second: the last leaves about 1.6 s after the first.
+    assert times[4] - times[0] < 0.5
+    assert 1.4 <= times[-1] - times[0] < 6.0
+
+
+def test_close_while_submits_wait_for_their_turn_records_them_as_not_sent(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Requests still queued behind the cap at close were never sent: not_sent, not unknown."""
+    import nanobanana_jupyter._session as session_module
+
+    session = make_session(sandbox, tmp_path, max_submits_per_second=0.1)
+    old = session_module.SUBMIT_GRACE_ON_CLOSE
+    session_module.SUBMIT_GRACE_ON_CLOSE = 0.5
+    try:
+        first, second, third = session.map(["queued 1", "queued 2", "queued 3"])
+        first.wait(timeout=20)
+        session.close()
+    finally:
+        session_module.SUBMIT_GRACE_ON_CLOSE = old
+    assert first.status is TaskStatus.SUCCESS
+    for task in (second, third):
+        assert task.status is TaskStatus.NOT_SENT
+        assert "nothing was charged" in (task.error or "")
+    assert len(_submit_times(sandbox)) == 1
+
+
+@pytest.mark.parametrize("cap", ["max_submits_per_second", "max_requests_per_second"])
+def test_rate_caps_must_be_positive(sandbox: Sandbox, tmp_path: Path, cap: str) -> None:
+    with pytest.raises(ValueError, match=cap):
+        make_session(sandbox, tmp_path, **{cap: 0})
