@@ -1,6 +1,6 @@
 """Run every benchmark, print one markdown table, and write results.md and results.json.
 
-    python -m benchmarks.run            # everything (make bench); about 8 minutes on 2 cores
+    python -m benchmarks.run            # everything (make bench); about 12 minutes on 2 cores
     python -m benchmarks.run --quick    # tiny configurations, a few seconds per benchmark
     python -m benchmarks.run --only polling,kernel --out /tmp/bench
 
