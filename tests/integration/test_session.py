@@ -450,3 +450,20 @@ def test_close_while_submits_wait_for_their_turn_records_them_as_not_sent(
 def test_rate_caps_must_be_positive(sandbox: Sandbox, tmp_path: Path, cap: str) -> None:
     with pytest.raises(ValueError, match=cap):
         make_session(sandbox, tmp_path, **{cap: 0})
+
+
+def test_a_429_slows_the_submits_that_follow(sandbox: Sandbox, tmp_path: Path) -> None:
+    """After a 429 the session spaces its submits instead of firing its whole burst."""
+    sandbox.faults.add("submit", Fault.RATE_LIMIT, retry_after="0")
+    with make_session(sandbox, tmp_path, max_submits_per_second=20.0) as session:
+        first = session.generate("told to slow down")
+        first.wait(timeout=20)
+        rest = session.map([f"after the 429 {i}" for i in range(10)])
+        for task in rest:
+            task.wait(timeout=30)
+    assert all(t.status is TaskStatus.SUCCESS for t in [first, *rest])
+    times = _submit_times(sandbox)
+    assert len(times) == 12  # the refused submit, its retry, and ten more
+    # Without the slow-down, the ten fit in the burst of 20 and leave at once; at half the
+    # rate (10/s, recovering slowly), with no tokens left, they take most of a second.
+    assert times[-1] - times[2] >= 0.6
