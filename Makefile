@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test test-reliability soak bench lint fmt lab docs dist clean
+.PHONY: help venv demo test test-reliability soak bench lint fmt lab docs dist screenshots clean
 
 help:
 	@echo "make demo   - start the sandbox, generate, and print where the results are"
@@ -16,6 +16,7 @@ help:
 	@echo "make lab    - JupyterLab on 127.0.0.1 with a local sandbox (no key needed)"
 	@echo "make docs   - regenerate docs/api/ and notebooks/ from the code and scripts"
 	@echo "make dist   - build the wheel and sdist into dist/ and check them with twine"
+	@echo "make screenshots - refresh docs/screenshots/panel.png from the JupyterLab browser test"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,9 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+screenshots: $(STAMP)
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/browser -k lab_panel
 
 test-reliability: $(STAMP)
 	$(PY) -m pytest tests/reliability
