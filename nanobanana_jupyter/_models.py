@@ -65,6 +65,9 @@ class TaskStatus(str, enum.Enum):
     SUCCESS = "success"
     FAILED = "failed"
     # Local states (design.md section 4).
+    WAITING_TO_SEND = "waiting_to_send"
+    """Stored, waiting for its turn under the session's submit caps: nothing has left this
+    machine yet."""
     SUBMITTING = "submitting"
     """The submit is being sent; no task id yet."""
     SUBMIT_UNKNOWN = "submit_unknown"

@@ -102,6 +102,7 @@ _TONES: dict[str, tuple[str, str]] = {
     "neutral": ("#5f6368", "#ffffff"),
 }
 _TONE_OF: dict[TaskStatus, str] = {
+    TaskStatus.WAITING_TO_SEND: "running",
     TaskStatus.SUBMITTING: "running",
     TaskStatus.PENDING: "running",
     TaskStatus.SUBMITTED: "running",
@@ -116,6 +117,7 @@ _TONE_OF: dict[TaskStatus, str] = {
     TaskStatus.ABANDONED: "neutral",
 }
 _LABELS: dict[TaskStatus, str] = {
+    TaskStatus.WAITING_TO_SEND: "waiting to send",
     TaskStatus.SUBMITTING: "submitting",
     TaskStatus.PENDING: "queued",
     TaskStatus.SUBMITTED: "queued",

@@ -463,7 +463,7 @@ class Session:
             now = time.time()
             record = TaskRecord(
                 local_id=local_id,
-                status=TaskStatus.SUBMITTING,
+                status=TaskStatus.WAITING_TO_SEND,
                 prompt=request.prompt,
                 model=request.model,
                 fingerprint=fingerprint,
@@ -573,6 +573,12 @@ class Session:
             # A map() call's own bound (if any), then the session's, then its rate cap.
             async with slots or contextlib.nullcontext(), self._submit_slots:
                 await self._submit_turn()
+                # Durable before the request leaves: a crash from here on is submit_unknown,
+                # before it, not_sent (Store.recover_interrupted).
+                if self._set(local_id, status=TaskStatus.SUBMITTING).status is not (
+                    TaskStatus.SUBMITTING
+                ):
+                    return  # another process settled it as not sent: it stays unsent
                 sent = True
                 task_id = await client.submit(request, idempotency_key=local_id)
         except asyncio.CancelledError:
@@ -610,12 +616,16 @@ class Session:
                 local_id, status=TaskStatus.NOT_SENT, error=exc.message, finished_at=time.time()
             )
             return
-        except Exception as exc:  # our own bug after sending: be safe, never re-send
+        except Exception as exc:  # our own bug (or the store's): be safe, never re-send
             logger.exception("unexpected error while submitting")
+            if sent:
+                status, error = TaskStatus.SUBMIT_UNKNOWN, SUBMIT_UNKNOWN_HELP
+            else:
+                status, error = TaskStatus.NOT_SENT, "it was not sent, nothing was charged"
             self._set(
                 local_id,
-                status=TaskStatus.SUBMIT_UNKNOWN,
-                error=f"unexpected {type(exc).__name__}: {SUBMIT_UNKNOWN_HELP}",
+                status=status,
+                error=f"unexpected {type(exc).__name__}: {error}",
                 finished_at=time.time(),
             )
             return
@@ -887,7 +897,7 @@ class Session:
                 logger.exception("lease maintenance failed")
 
     def _abandon(self, task: Task) -> bool:
-        if task.done() or task.status is TaskStatus.SUBMITTING:
+        if task.done() or task.status in (TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING):
             return False
 
         async def abandon() -> bool:

@@ -58,6 +58,10 @@ A submit answers or times out within ``submit_timeout`` (30 s by default); ten m
 leaves room for any setting while bounding the harm of a recycled process id.
 """
 
+_INTERRUPTED_BEFORE_SEND = (
+    "The process holding this request stopped before it was sent (it was waiting for its "
+    "turn under the session's submit caps), so nothing was charged: generate it again."
+)
 _INTERRUPTED_SUBMIT = (
     "The submit was interrupted before the server answered (the process writing it stopped). "
     "It may have reached the server and may have been charged. It is never re-sent "
@@ -65,10 +69,12 @@ _INTERRUPTED_SUBMIT = (
     "a second charge."
 )
 
-# Statuses a poller is (or may soon be) working on; ``submitting`` has no task id yet.
+# Statuses a poller is (or may soon be) working on; the local ones have no task id yet.
 _ACTIVE = tuple(s.value for s in TaskStatus if s.is_active)
-_IN_FLIGHT = (TaskStatus.SUBMITTING.value, *_ACTIVE)
+_IN_FLIGHT = (TaskStatus.WAITING_TO_SEND.value, TaskStatus.SUBMITTING.value, *_ACTIVE)
 _UNFINISHED = (*_ACTIVE, TaskStatus.TIMED_OUT.value)
+# The local states before a task id: a late write of either never moves a row back.
+_BEFORE_SENT = frozenset({TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING})
 # Finished for good: nothing but a refresh with the same status is accepted.
 _FINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.NOT_SENT})
 # A submit whose fate is unknown can be reconciled by a webhook or by the user.
@@ -490,39 +496,43 @@ class Store:
             ) from exc
 
     def recover_interrupted(self) -> int:
-        """Turn ``submitting`` rows whose writer stopped into ``submit_unknown``; count them.
+        """Settle local rows whose writer stopped; count them.
 
-        Run when the store opens. A row whose writer is still running (another kernel in the
-        middle of a submit, or an open Store of this process) is left alone, unless it is
-        older than :data:`SUBMIT_GRACE`.
+        Run when the store opens. A ``submitting`` row becomes ``submit_unknown`` (its
+        request may have reached the server); a ``waiting_to_send`` row becomes ``not_sent``
+        (its request never left). A row whose writer is still running (another kernel, or
+        an open Store of this process) is left alone, unless it is older than
+        :data:`SUBMIT_GRACE`; a writer that then finds its row settled does not send it.
         """
         now = self._clock()
+        outcome = {
+            TaskStatus.SUBMITTING.value: (TaskStatus.SUBMIT_UNKNOWN.value, _INTERRUPTED_SUBMIT),
+            TaskStatus.WAITING_TO_SEND.value: (
+                TaskStatus.NOT_SENT.value,
+                _INTERRUPTED_BEFORE_SEND,
+            ),
+        }
         candidates = self._read(
-            "SELECT local_id, writer, created_at, updated_at FROM tasks WHERE status = ?",
-            (TaskStatus.SUBMITTING.value,),
+            "SELECT local_id, status, writer, created_at, updated_at FROM tasks "
+            "WHERE status IN (?, ?)",
+            tuple(outcome),
         )
         dead = [
-            local_id
-            for local_id, writer, created, updated in candidates
+            (local_id, status)
+            for local_id, status, writer, created, updated in candidates
             if not _writer_alive(writer, now - max(created, updated))
         ]
         if not dead:
             return 0
         recovered = 0
         with self._write() as conn:
-            for local_id in dead:
-                # Re-checked under the write lock: the submit may have answered meanwhile.
+            for local_id, status in dead:
+                new_status, error = outcome[status]
+                # Re-checked under the write lock: the row may have moved on meanwhile.
                 cursor = conn.execute(
                     "UPDATE tasks SET status = ?, error = ?, updated_at = ?, finished_at = ? "
                     "WHERE local_id = ? AND status = ?",
-                    (
-                        TaskStatus.SUBMIT_UNKNOWN.value,
-                        _INTERRUPTED_SUBMIT,
-                        now,
-                        now,
-                        local_id,
-                        TaskStatus.SUBMITTING.value,
-                    ),
+                    (new_status, error, now, now, local_id, status),
                 )
                 recovered += cursor.rowcount
         return recovered
@@ -532,7 +542,7 @@ class Store:
 
         In this order: the newest ``success`` with this fingerprint whose image files all
         still exist (and that produced at least one image or text); else the newest task
-        with this fingerprint still in flight (``submitting`` or active); else the newest
+        with this fingerprint still in flight (local or active); else the newest
         ``submit_unknown`` one, since that submit may have been charged and re-sending it
         needs the user's explicit ``force``; else ``None``.
         """
@@ -749,8 +759,9 @@ def merge_update(stored: TaskRecord, new: TaskRecord) -> TaskRecord | None:
     * ``timed_out``, ``abandoned`` and ``unavailable`` may move to any status (resume).
     * ``submit_unknown`` may move to an active status, ``success`` or ``failed`` (a webhook
       or the user found the task), or be refreshed with the same status.
-    * any non-terminal status may move anywhere, except that a ``submitting`` write onto a
-      row that has moved on is a late echo of the intent and is ignored.
+    * any non-terminal status may move anywhere, except backwards along the local states:
+      a ``waiting_to_send`` write onto a row that has moved on, or a ``submitting`` write
+      onto a row past ``submitting``, is a late echo of the intent and is ignored.
 
     What an accepted write can never do: lower ``polls``, change ``created_at``, or forget a
     known ``task_id``. A refresh of a terminal row adds information but never blanks it
@@ -758,7 +769,9 @@ def merge_update(stored: TaskRecord, new: TaskRecord) -> TaskRecord | None:
     so a stale copy of the record cannot wipe a finished result.
     """
     old, status = stored.status, new.status
-    if status is TaskStatus.SUBMITTING and old is not TaskStatus.SUBMITTING:
+    if status is TaskStatus.WAITING_TO_SEND and old is not TaskStatus.WAITING_TO_SEND:
+        return None
+    if status is TaskStatus.SUBMITTING and old not in _BEFORE_SENT:
         return None
     if old.is_terminal and status is not old:
         if old in _FINAL:
@@ -839,7 +852,7 @@ def _owner_process_gone(owner: str) -> bool:
 
 
 def _writer_alive(writer: str | None, age: float) -> bool:
-    """Whether the process that wrote a ``submitting`` row may still be sending it."""
+    """Whether the process that wrote a local (unsent or sending) row may still send it."""
     if not writer or age > SUBMIT_GRACE:
         return False
     host, _, rest = writer.partition("|")

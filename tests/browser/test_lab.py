@@ -187,7 +187,7 @@ def test_lab_magic_card_turns_into_the_image_while_another_cell_runs(
         time.sleep(0.1)
     else:
         pytest.fail(f"the card never showed an image; statuses seen: {seen}")
-    assert seen[0] in ("submitting", "queued", "generating"), seen
+    assert seen[0] in ("waiting to send", "submitting", "queued", "generating"), seen
     assert image_while_sleeping, f"the image came after the sleeping cell ended; seen {seen}"
     wait_loaded(page, card.locator("img").first)
     expect(card.locator(".nanobanana-status").first).to_have_text("success")

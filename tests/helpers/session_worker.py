@@ -2,6 +2,8 @@
 
     python -m tests.helpers.session_worker submit N   # submit N tasks, say so, then idle
     python -m tests.helpers.session_worker resume     # resume, wait for all, report
+    python -m tests.helpers.session_worker queue N R  # map N tasks at R submits/s, say when
+                                                      # the first is sent, then idle
 
 It talks to the sandbox given by NANOBANANA_BASE_URL / NANOBANANA_API_KEY and keeps its
 history in NANOBANANA_DATA_DIR. Its last stdout line is a JSON report.
@@ -31,6 +33,19 @@ def main(argv: list[str]) -> int:
         print("ALL_SUBMITTED", flush=True)
         faulthandler.cancel_dump_traceback_later()
         time.sleep(600)  # wait to be killed mid-flight
+        return 1
+    if argv[1] == "queue":
+        count, rate = int(argv[2]), float(argv[3])
+        session = Session(
+            poll_policy=PollPolicy().scaled(scale), lease_ttl=3.0, max_submits_per_second=rate
+        )
+        tasks = session.map([f"queued image {i}" for i in range(count)])
+        deadline = time.monotonic() + 30
+        while all(t.task_id is None for t in tasks) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("SOME_SUBMITTED", flush=True)
+        faulthandler.cancel_dump_traceback_later()
+        time.sleep(600)  # wait to be killed with most still waiting for their turn
         return 1
     if argv[1] == "resume":
         tasks = session.resume()

@@ -58,7 +58,7 @@ def test_generate_returns_at_once_and_wait_gives_images_on_disk(
     """generate() returns before the task is done; wait() ends with the image stored locally."""
     task = session.generate("a cat in a banana costume", aspect_ratio="1:1")
     assert not task.done()
-    assert task.status in (TaskStatus.SUBMITTING, TaskStatus.PENDING)
+    assert task.status in (TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING, TaskStatus.PENDING)
     task.wait(timeout=20)
     assert task.status is TaskStatus.SUCCESS, task.error
     assert task.cost == Decimal("0.5")
@@ -295,6 +295,37 @@ def test_killed_kernel_resumes_without_loss_or_double_charge(tmp_path: Path) -> 
         assert report["resumed"] >= unfinished
         assert len(sb.ledger.charges) == 50
         assert sb.ledger.submits_received == 50
+        assert sb.ledger.duplicate_submits() == []
+
+
+def test_killed_while_requests_wait_to_be_sent_they_are_not_sent_and_a_rerun_sends_them(
+    tmp_path: Path,
+) -> None:
+    """Killed with most of a paced map() still queued: those rows are not_sent (never charged,
+    never received), the sent ones keep their tasks, and re-running the map sends only the rest."""
+    with Sandbox(time_scale=0.05, duration=5.0, max_side=64) as sb:
+        first = _worker(["queue", "12", "0.5"], sb, tmp_path)
+        assert _first_line(first) == "SOME_SUBMITTED"
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+        received = set(sb.ledger.idempotency_keys)
+        assert 1 <= len(received) < 12
+
+        with make_session(sb, tmp_path) as session:
+            records = list(session.history)
+            unsent = [r for r in records if r.status is TaskStatus.NOT_SENT]
+            assert len(records) == 12
+            assert unsent and all(r.task_id is None for r in unsent)
+            assert all("nothing was charged" in (r.error or "") for r in unsent)
+            assert not {r.local_id for r in unsent} & received
+            # What was sent is neither lost nor flagged as maybe charged twice.
+            assert all(r.status is not TaskStatus.SUBMIT_UNKNOWN for r in records)
+
+            again = session.map([f"queued image {i}" for i in range(12)])
+            for task in again:
+                task.wait(timeout=30)
+        assert all(t.status is TaskStatus.SUCCESS for t in again)
+        assert sb.ledger.submits_received == 12  # each prompt sent exactly once in all
         assert sb.ledger.duplicate_submits() == []
 
 

@@ -46,6 +46,8 @@ from nanobanana_jupyter._record import TaskRecord
 from tests.conftest import SENTINEL_KEY
 from tests.reliability.conftest import make_settings, stored_bytes
 
+LOCAL_STATES = (TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING)
+"""No task id yet: not the server's, nothing to cancel or query."""
 pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("NANOBANANA_STATEFUL_EXAMPLES", "12"))
@@ -224,7 +226,7 @@ class TaskLife(RuleBasedStateMachine):
             if fault is not None:
                 self.api.submit_faults.append(fault)
         task = self.main.generate(prompt, force=force)
-        assert _bounded_wait(lambda: task.status is not TaskStatus.SUBMITTING, 5.0), task
+        assert _bounded_wait(lambda: task.status not in LOCAL_STATES, 5.0), task
         with self.api.lock:
             self.api.submit_faults.clear()
 
@@ -310,7 +312,7 @@ class TaskLife(RuleBasedStateMachine):
     def cancel(self, pick: int) -> None:
         assert self.main is not None
         running = [  # oldest first
-            t for t in self.main.tasks if not t.done() and t.status is not TaskStatus.SUBMITTING
+            t for t in self.main.tasks if not t.done() and t.status not in LOCAL_STATES
         ]
         if not running:
             return

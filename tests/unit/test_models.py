@@ -44,6 +44,7 @@ def _data_uri(raw: bytes, media: str = "image/png") -> str:
         ("in_progress", False),
         ("success", True),
         ("failed", True),
+        ("waiting_to_send", False),
         ("submitting", False),
         ("submit_unknown", True),
         ("not_sent", True),

@@ -658,6 +658,7 @@ def test_bundle_metadata_names_the_task() -> None:
 @pytest.mark.parametrize(
     ("status", "words"),
     [
+        (TaskStatus.WAITING_TO_SEND, "waiting to send"),
         (TaskStatus.SUBMITTING, "submitting"),
         (TaskStatus.PENDING, "queued"),
         (TaskStatus.SUBMITTED, "queued"),

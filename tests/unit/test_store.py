@@ -245,6 +245,32 @@ def test_interrupted_submit_becomes_submit_unknown_at_open(db: Path, clock: Fake
     assert untouched.status is S.PENDING
 
 
+def test_request_left_waiting_to_send_becomes_not_sent_at_open(db: Path, clock: FakeClock) -> None:
+    """A row that never left (waiting for the submit caps) is `not_sent`, not unknown."""
+    with Store(db, clock=clock) as first:
+        first.insert(rec("queued", S.WAITING_TO_SEND))
+        first.insert(rec("sending", S.SUBMITTING))
+    clock.advance(5)
+    with Store(db, clock=clock) as second:
+        assert second.recovered == 2
+        queued = second.get("queued")
+        sending = second.get("sending")
+    assert queued is not None and sending is not None
+    assert queued.status is S.NOT_SENT
+    assert "nothing was charged" in (queued.error or "")
+    assert sending.status is S.SUBMIT_UNKNOWN
+
+
+def test_a_settled_unsent_row_cannot_be_moved_to_submitting(db: Path, clock: FakeClock) -> None:
+    """Once another opener settled a queued row as not_sent, its writer's late
+    `submitting` is refused: the session reads that back and does not send."""
+    with Store(db, clock=clock) as store:
+        store.insert(rec("q", S.WAITING_TO_SEND))
+        settled = store.update(rec("q", S.NOT_SENT, error="settled"))
+        assert settled.status is S.NOT_SENT
+        assert store.update(rec("q", S.SUBMITTING)).status is S.NOT_SENT
+
+
 def test_submit_left_by_a_dead_process_is_recovered(db: Path) -> None:
     """A kernel that died between intent and answer leaves a row the next open recovers."""
     proc = run_worker("submit-and-exit", str(db), "dead-1")
@@ -296,16 +322,18 @@ def test_submit_of_a_live_process_is_recovered_only_after_the_grace(
 ALL = set(S)
 ACTIVE = {S.PENDING, S.SUBMITTED, S.IN_PROGRESS, S.UNRECOGNIZED}
 # For each stored status, the statuses an update may move it to (the spec, written out).
+LOCAL = {S.WAITING_TO_SEND, S.SUBMITTING}
 ALLOWED: dict[TaskStatus, set[TaskStatus]] = {
-    S.SUBMITTING: ALL,
-    **{status: ALL - {S.SUBMITTING} for status in ACTIVE},
+    S.WAITING_TO_SEND: ALL,
+    S.SUBMITTING: ALL - {S.WAITING_TO_SEND},
+    **dict.fromkeys(ACTIVE, ALL - LOCAL),
     S.SUCCESS: {S.SUCCESS},
     S.FAILED: {S.FAILED},
     S.NOT_SENT: {S.NOT_SENT},
     S.SUBMIT_UNKNOWN: {S.SUBMIT_UNKNOWN, S.SUCCESS, S.FAILED} | ACTIVE,
-    S.TIMED_OUT: ALL - {S.SUBMITTING},
-    S.ABANDONED: ALL - {S.SUBMITTING},
-    S.UNAVAILABLE: ALL - {S.SUBMITTING},
+    S.TIMED_OUT: ALL - LOCAL,
+    S.ABANDONED: ALL - LOCAL,
+    S.UNAVAILABLE: ALL - LOCAL,
 }
 
 
