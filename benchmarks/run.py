@@ -123,7 +123,14 @@ def _details(sections: dict[str, Any]) -> str:
             "and submits per second), all on the API clock. Each run has its own clock scale, "
             "chosen so that its peak real request rate stays near a target calibrated on this "
             f"machine: {cal.get('target_rate')} requests/s, from "
-            f"{cal.get('client_ms_per_request')} ms of client CPU per query request.",
+            f"{cal.get('client_ms_per_request')} ms of client CPU per query request"
+            + (
+                f"; raised to {cal['run_target_rate']} requests/s so that the runs fit the "
+                f"polling time budget of {cal['budget_s']:g} s"
+                if cal.get("run_target_rate", 0) > cal.get("target_rate", 0)
+                else ""
+            )
+            + ".",
             "",
             bench_polling.detail_table(polling),
             "",
