@@ -156,9 +156,8 @@ def planned_seconds(
     workload: Workload, burst: Workload, intervals: Sequence[float], target: float
 ) -> float:
     """Real seconds the polling runs will take at ``target`` (sandbox start-ups aside)."""
-    peak = workload.peak_in_flight()
-    session = choose_scale(min(SESSION_RATE, peak), MIN_SCALE, target)
-    fixed = sum(choose_scale(peak / interval, MIN_SCALE, target) for interval in intervals)
+    session = session_scale(workload, SESSION_RATE, MIN_SCALE, target)
+    fixed = sum(fixed_scale(workload, interval, MIN_SCALE, target) for interval in intervals)
     return (fixed + session + MIN_SCALE) * workload.span() + session * burst.span()
 
 
@@ -173,6 +172,16 @@ def within_budget(
     while planned_seconds(workload, burst, intervals, target) > budget and target < 1e5:
         target *= 1.05
     return target
+
+
+def fixed_scale(workload: Workload, interval: float, floor: float, target: float) -> float:
+    """A fixed poller's clock scale: at its peak, every task in flight polls each interval."""
+    return choose_scale(workload.peak_in_flight() / interval, floor, target)
+
+
+def session_scale(workload: Workload, rate: float, floor: float, target: float) -> float:
+    """The session's clock scale: its peak demand is its cap, or one query per task."""
+    return choose_scale(min(rate, workload.peak_in_flight() * 1.0), floor, target)
 
 
 def choose_scale(
@@ -256,7 +265,7 @@ def run_fixed(
     min_scale: float = MIN_SCALE,
     target: float = TARGET_RATE,
 ) -> Run:
-    scale = choose_scale(workload.peak_in_flight() / interval, min_scale, target)
+    scale = fixed_scale(workload, interval, min_scale, target)
     with SandboxProcess(
         workdir / "sandbox", time_scale=scale, durations=workload.durations, image_side=256
     ) as sandbox:
@@ -297,10 +306,8 @@ def run_session(
     ``rate`` is the session's cap in queries per API second; the default is the library's
     default.
     """
-    if webhook:
-        scale = min_scale  # callbacks are real time; requests are few
-    else:
-        scale = choose_scale(min(rate, workload.peak_in_flight() * 1.0), min_scale, target)
+    # Webhook callbacks are real time and its requests few: it runs on the floor scale.
+    scale = min_scale if webhook else session_scale(workload, rate, min_scale, target)
     base_policy = WEBHOOK_BACKUP_POLICY if webhook else PollPolicy()
     transport = TimingTransport(max_connections=SESSION_CONNECTIONS)
     on_disk_mono: dict[str, float] = {}

@@ -94,6 +94,11 @@ class TaskStatus(str, enum.Enum):
         return self in _ACTIVE
 
     @property
+    def is_local(self) -> bool:
+        """True before the server has answered the submit: no task id, nothing to cancel."""
+        return self in (TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING)
+
+    @property
     def is_resumable(self) -> bool:
         """True for ended states that ``resume()`` can pick up again by polling."""
         return self in {TaskStatus.TIMED_OUT, TaskStatus.ABANDONED, TaskStatus.UNAVAILABLE}

@@ -377,7 +377,7 @@ class _Card:
             self.error.layout.display = "none"
         done = task.done()
         self.cancel.layout.display = "none" if done else ""
-        self.cancel.disabled = status in (TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING)
+        self.cancel.disabled = status.is_local
         resumable = done and status.is_resumable and record.task_id is not None
         self.resume.layout.display = "" if resumable else "none"
         self.retry.layout.display = "" if done and status in _RETRYABLE else "none"
@@ -985,7 +985,7 @@ class Panel(widgets.VBox):
 
     def _cancel(self, card: _Card) -> None:
         task = card.task
-        if task.status in (TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING):
+        if task.status.is_local:
             self._say("It is still being submitted; cancel once it has a task id.", error=True)
             return
         # Task.cancel waits for the engine; from the engine thread it only schedules.

@@ -206,6 +206,16 @@ class RateLimiter:
         self._refill(now)
         self._tokens -= 1
 
+    async def acquire(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """Wait (on the running loop) until a request may be sent, and take its token."""
+        while True:
+            now = clock()
+            ready = self.ready_at(now)
+            if ready <= now:
+                self.take(now)
+                return
+            await asyncio.sleep(ready - now)
+
     def on_rate_limited(self, now: float, retry_after: float | None) -> None:
         """Halve the rate, and pause everything for what the server asked."""
         self.rate = max(self.base_rate / 32, self.rate / 2)

@@ -529,17 +529,6 @@ class Session:
         if self._poll_loop is not None:
             self._poll_loop.on_rate_limited(error.retry_after)
 
-    async def _submit_turn(self) -> None:
-        """Wait until the submit rate cap lets one more submit go, and take its token."""
-        limiter = self._submit_limiter
-        while True:
-            now = time.monotonic()
-            ready = limiter.ready_at(now)
-            if ready <= now:
-                limiter.take(now)
-                return
-            await asyncio.sleep(ready - now)
-
     def _set(self, local_id: str, **changes: Any) -> TaskRecord:
         """Write a change to the store (never downgrading) and tell the handle and views."""
         handle = self._handles.get(local_id)
@@ -572,7 +561,7 @@ class Session:
         try:
             # A map() call's own bound (if any), then the session's, then its rate cap.
             async with slots or contextlib.nullcontext(), self._submit_slots:
-                await self._submit_turn()
+                await self._submit_limiter.acquire()
                 # Durable before the request leaves: a crash from here on is submit_unknown,
                 # before it, not_sent (Store.recover_interrupted).
                 if self._set(local_id, status=TaskStatus.SUBMITTING).status is not (
@@ -897,7 +886,7 @@ class Session:
                 logger.exception("lease maintenance failed")
 
     def _abandon(self, task: Task) -> bool:
-        if task.done() or task.status in (TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING):
+        if task.done() or task.status.is_local:
             return False
 
         async def abandon() -> bool:

@@ -69,12 +69,16 @@ _INTERRUPTED_SUBMIT = (
     "a second charge."
 )
 
+# What an interrupted local row becomes (recover_interrupted): status and error.
+_RECOVERED_AS = {
+    TaskStatus.SUBMITTING.value: (TaskStatus.SUBMIT_UNKNOWN.value, _INTERRUPTED_SUBMIT),
+    TaskStatus.WAITING_TO_SEND.value: (TaskStatus.NOT_SENT.value, _INTERRUPTED_BEFORE_SEND),
+}
+
 # Statuses a poller is (or may soon be) working on; the local ones have no task id yet.
 _ACTIVE = tuple(s.value for s in TaskStatus if s.is_active)
-_IN_FLIGHT = (TaskStatus.WAITING_TO_SEND.value, TaskStatus.SUBMITTING.value, *_ACTIVE)
+_IN_FLIGHT = (*(s.value for s in TaskStatus if s.is_local), *_ACTIVE)
 _UNFINISHED = (*_ACTIVE, TaskStatus.TIMED_OUT.value)
-# The local states before a task id: a late write of either never moves a row back.
-_BEFORE_SENT = frozenset({TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING})
 # Finished for good: nothing but a refresh with the same status is accepted.
 _FINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.NOT_SENT})
 # A submit whose fate is unknown can be reconciled by a webhook or by the user.
@@ -505,17 +509,10 @@ class Store:
         :data:`SUBMIT_GRACE`; a writer that then finds its row settled does not send it.
         """
         now = self._clock()
-        outcome = {
-            TaskStatus.SUBMITTING.value: (TaskStatus.SUBMIT_UNKNOWN.value, _INTERRUPTED_SUBMIT),
-            TaskStatus.WAITING_TO_SEND.value: (
-                TaskStatus.NOT_SENT.value,
-                _INTERRUPTED_BEFORE_SEND,
-            ),
-        }
         candidates = self._read(
             "SELECT local_id, status, writer, created_at, updated_at FROM tasks "
             "WHERE status IN (?, ?)",
-            tuple(outcome),
+            tuple(_RECOVERED_AS),
         )
         dead = [
             (local_id, status)
@@ -527,7 +524,7 @@ class Store:
         recovered = 0
         with self._write() as conn:
             for local_id, status in dead:
-                new_status, error = outcome[status]
+                new_status, error = _RECOVERED_AS[status]
                 # Re-checked under the write lock: the row may have moved on meanwhile.
                 cursor = conn.execute(
                     "UPDATE tasks SET status = ?, error = ?, updated_at = ?, finished_at = ? "
@@ -771,7 +768,7 @@ def merge_update(stored: TaskRecord, new: TaskRecord) -> TaskRecord | None:
     old, status = stored.status, new.status
     if status is TaskStatus.WAITING_TO_SEND and old is not TaskStatus.WAITING_TO_SEND:
         return None
-    if status is TaskStatus.SUBMITTING and old not in _BEFORE_SENT:
+    if status is TaskStatus.SUBMITTING and not old.is_local:
         return None
     if old.is_terminal and status is not old:
         if old in _FINAL:
