@@ -436,7 +436,7 @@ class PollScheduler:
         since = now - (entry.not_found_since if entry.not_found_since is not None else now)
         return (
             f"the server answered 404 (task not found) to the last {entry.not_found_count} "
-            f"polls over {since:.0f} s, {now - entry.started:.0f} s after submit"
+            f"polls over {_seconds(since)}, {_seconds(now - entry.started)} after submit"
         )
 
     def _empty_success(self, entry: _Entry, answer: TaskSnapshot, now: float) -> Decision:
@@ -455,7 +455,7 @@ class PollScheduler:
             return Decision(
                 Action.NO_RESULT,
                 snapshot=answer,
-                error=f"{looks} success answer(s) over {now - entry.succeeded_at:.0f} s",
+                error=f"{looks} success answer(s) over {_seconds(now - entry.succeeded_at)}",
             )
         # Soon (min_interval, doubling), never later than the task's usual schedule.
         soon = self._scale(self.policy.min_interval) * 2 ** (looks - 1)
@@ -477,6 +477,10 @@ class PollScheduler:
     def keys(self) -> list[str]:
         """The keys of the tasks being polled (a copy)."""
         return list(self._entries)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
 
 
 PollFn = Callable[[str], Awaitable[TaskSnapshot]]

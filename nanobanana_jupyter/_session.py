@@ -211,7 +211,8 @@ class Session:
 
         An identical earlier request (same model, prompt, reference image bytes and
         options) that succeeded, or is still running, is reused instead of paid again,
-        unless ``force=True``.
+        unless ``force=True``; so is one that timed out or is unavailable, which is then
+        polled again (at no cost), since the server may still finish or hold it.
 
         Args:
             images: up to 4 references: URLs, data URIs, file paths, PIL images, bytes or
@@ -259,6 +260,9 @@ class Session:
 
     def resume(self) -> list[Task]:
         """Pick up every unfinished task of the store (after a restart, a timeout, a crash).
+
+        Unfinished: still running, timed out (including polling stopped by 404s for a while)
+        or unavailable (success without its image here). Nothing is submitted again.
 
         Tasks another live kernel is polling are watched, not polled, and taken over if that
         kernel goes away. Returns their handles at once.
