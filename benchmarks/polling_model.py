@@ -25,7 +25,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from nanobanana_jupyter._models import TaskSnapshot, TaskStatus
+from nanobanana_jupyter._models import ResultItem, TaskSnapshot, TaskStatus
 from nanobanana_jupyter._scheduler import PollPolicy, PollScheduler, RateLimiter
 
 from ._common import Row, interpolate, quantile, session_default
@@ -36,6 +36,8 @@ DEFAULT_RATE: float = session_default("max_requests_per_second")
 UNCAPPED = 1e6
 GOAL_RATIO = 1.5
 GOAL_WITHIN = 0.95
+_RESULT = (ResultItem(image="https://cdn.example/result.png"),)
+"""What a success answer carries in the model (one without an image is polled again)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +118,10 @@ def simulate(
         limiter.take(now)
         i = int(entry.key)
         status = TaskStatus.SUCCESS if now >= ends[i] else TaskStatus.IN_PROGRESS
-        scheduler.on_answer(entry, TaskSnapshot(entry.task_id, status, status.value), now)
+        # A success carries its image (one without is polled again, issue 14 item 2).
+        results = _RESULT if status is TaskStatus.SUCCESS else ()
+        answer = TaskSnapshot(entry.task_id, status, status.value, results=results)
+        scheduler.on_answer(entry, answer, now)
         if status is TaskStatus.SUCCESS:
             polls[i], delays[i] = entry.polls, now - ends[i]
     idx = range(len(durations))

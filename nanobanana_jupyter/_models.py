@@ -79,7 +79,8 @@ class TaskStatus(str, enum.Enum):
     ABANDONED = "abandoned"
     """Cancelled locally; the API has no cancel, so the server may still charge."""
     UNAVAILABLE = "unavailable"
-    """Succeeded on the server, but the images could not be fetched."""
+    """Succeeded on the server, but the images could not be fetched, or the answer still
+    carried no image after a few more looks; resumable."""
     UNRECOGNIZED = "unrecognized"
     """The server sent a status this client does not know: treated as not finished."""
 
@@ -355,21 +356,85 @@ def _parse_reason(value: object) -> str | None:
     return None
 
 
+# Where an entry's image may be: the documented key first, then what other model families
+# of this service send (api-reference.md, "More that public clients show").
+_IMAGE_KEYS = ("image", "url", "big_image_url", "image_url")
+RAW_RESULT_CHARS = 500
+"""The most of a raw result kept for the user when a success carries no image."""
+
+
+def _image_ref(value: object) -> str | None:
+    """The value as an image reference, if it is an http(s) URL or a ``data:image/`` URI.
+
+    Anything else (``javascript:``, ``file:``, relative paths, other data types) is never
+    put where an image URL goes.
+    """
+    if not isinstance(value, str):
+        return None
+    ref = value.strip()
+    if ref[:11].lower() == "data:image/":
+        return "data:" + ref[5:]
+    return ref if _is_http_url(ref) else None
+
+
+def _parse_entry(entry: object, *, nested: bool = False) -> list[ResultItem]:
+    if isinstance(entry, str):
+        ref = _image_ref(entry)
+        return [ResultItem(image=ref)] if ref else []
+    if not isinstance(entry, Mapping):
+        return []
+    for key in _IMAGE_KEYS:
+        ref = _image_ref(entry.get(key))
+        if ref is not None:
+            return [ResultItem(image=ref)]
+    text = entry.get("text")
+    if isinstance(text, str) and text.strip():
+        return [ResultItem(text=text)]
+    inner = entry.get("images")
+    if not nested and isinstance(inner, Sequence) and not isinstance(inner, (str, bytes)):
+        return [item for sub in inner for item in _parse_entry(sub, nested=True)]
+    return []
+
+
 def _parse_results(value: object) -> tuple[ResultItem, ...]:
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+    """Read ``result`` in every shape the service is seen to send.
+
+    A list of entries (documented), a single entry object (Wan, Midjourney), or a bare
+    string; an entry is an object with an image under one of :data:`_IMAGE_KEYS` (the
+    first usable one wins, so ``{"image": null, "url": ...}`` gives the URL), an object
+    with ``text``, an object holding an ``images`` list, or a string.
+    """
+    if isinstance(value, (str, Mapping)):
+        entries: Sequence[object] = (value,)
+    elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        entries = value
+    else:
         return ()
-    items: list[ResultItem] = []
-    for entry in value:
-        if isinstance(entry, str) and entry.strip():
-            items.append(ResultItem(image=entry.strip()))
-        elif isinstance(entry, Mapping):
-            image = entry.get("image", entry.get("url"))
-            text = entry.get("text")
-            if isinstance(image, str) and image.strip():
-                items.append(ResultItem(image=image.strip()))
-            elif isinstance(text, str):
-                items.append(ResultItem(text=text))
-    return tuple(items)
+    return tuple(item for entry in entries for item in _parse_entry(entry))
+
+
+def _shorten(value: object, depth: int = 0) -> object:
+    """A small copy of a JSON value: strings redacted then cut, containers cut (for text)."""
+    if isinstance(value, str):
+        return redact(value, limit=120)
+    if depth >= 4:
+        return "…"
+    if isinstance(value, Mapping):
+        return {
+            redact(str(k), limit=40): _shorten(v, depth + 1) for k, v in list(value.items())[:10]
+        }
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        return [_shorten(v, depth + 1) for v in list(value[:10])]
+    return value if isinstance(value, (int, float, bool)) or value is None else repr(value)[:40]
+
+
+def _raw_result(value: object) -> str:
+    """The server's ``result`` as short, key-free JSON text, for the user to read."""
+    try:
+        text = json.dumps(_shorten(value), ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(type(value))
+    return redact(text, limit=RAW_RESULT_CHARS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,6 +451,9 @@ class TaskSnapshot:
     reason: str | None = None
     """``status_reason.message``: why it failed, redacted."""
     created_at: str | None = None
+    raw_result: str | None = None
+    """Only for a success that carries no image or text: the server's ``result`` as short
+    (at most 500 characters), key-free JSON text, so the user can see what came back."""
 
     @property
     def images(self) -> tuple[str, ...]:
@@ -419,11 +487,18 @@ class TaskSnapshot:
             raise ProtocolError("the task answer carries no task_id")
         raw = data.get("status")
         raw_status = raw if isinstance(raw, str) else json.dumps(raw, default=str)[:100]
+        status = TaskStatus.from_api(raw)
+        results = _parse_results(data.get("result"))
         return cls(
             task_id=found_id,
-            status=TaskStatus.from_api(raw),
+            status=status,
             raw_status=redact(raw_status, limit=100),
-            results=_parse_results(data.get("result")),
+            results=results,
+            raw_result=(
+                _raw_result(data.get("result"))
+                if status is TaskStatus.SUCCESS and not results
+                else None
+            ),
             consumed=_parse_consumed(data.get("consumed")),
             reason=_parse_reason(data.get("status_reason")),
             created_at=(

@@ -89,6 +89,16 @@ class PollPolicy:
     """Past durations needed before they shape the schedule."""
     not_found_grace: float = 30.0
     """A 404 this soon after submit means "not visible yet", not "gone"."""
+    not_found_polls: int = 3
+    """Past the grace period, polling stops only after this many 404s in a row..."""
+    not_found_span: float = 60.0
+    """...spanning at least this long since the first of them (a single 404 never ends a
+    task: the service answers 404 for a task it does know, now and then). Polling then
+    stops without a final state: the task stays resumable and is never called failed."""
+    empty_success_polls: int = 3
+    """A success whose answer carries no image or text (the status can flip before the
+    result is written) is polled again up to this many times, soon, before the task ends
+    without its image (resumable)."""
     time_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -103,6 +113,11 @@ class PollPolicy:
             raise ValueError("fractions must lie in (0, 1) and quantiles in [0, 1]")
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be within [0, 1)")
+        spans = (self.not_found_grace, self.not_found_span)
+        if not all(v >= 0 and math.isfinite(v) for v in spans):
+            raise ValueError("not_found_grace and not_found_span must be finite and >= 0")
+        if self.not_found_polls < 1 or self.empty_success_polls < 0:
+            raise ValueError("need not_found_polls >= 1 and empty_success_polls >= 0")
 
     def scaled(self, factor: float) -> PollPolicy:
         """The same policy on a clock running ``1/factor`` times faster."""
@@ -149,7 +164,11 @@ class Action(enum.Enum):
     TIMED_OUT = "timed_out"
     """The deadline passed (after the last poll at it)."""
     NOT_FOUND = "not_found"
-    """The server still does not know the task after the grace period."""
+    """The server kept answering 404 for the task (see ``PollPolicy.not_found_span``). Not a
+    final answer: the server may still know and finish the task."""
+    NO_RESULT = "no_result"
+    """The server says success, but its answer still carries no image or text after a few
+    more looks: ``snapshot`` holds the last answer (with ``raw_result``)."""
     AUTH_FAILED = "auth_failed"
     """The key was refused: stop polling everything for this key."""
 
@@ -175,6 +194,12 @@ class _Entry:
     in_flight: bool = False
     last_status: TaskStatus | None = None
     seq: int = 0
+    not_found_since: float | None = None
+    """When the current run of 404 answers began (``None``: the last answer was no 404)."""
+    not_found_count: int = 0
+    empty_successes: int = 0
+    """Success answers so far that carried no image or text."""
+    succeeded_at: float | None = None
 
 
 class RateLimiter:
@@ -355,9 +380,11 @@ class PollScheduler:
     def _decide(self, entry: _Entry, answer: TaskSnapshot | APIError, now: float) -> Decision:
         if isinstance(answer, TaskSnapshot):
             entry.last_status = answer.status
+            entry.not_found_since, entry.not_found_count = None, 0
+            if answer.status is TaskStatus.SUCCESS and not answer.results:
+                return self._empty_success(entry, answer, now)
             if answer.status in (TaskStatus.SUCCESS, TaskStatus.FAILED):
-                self.remove(entry.key)
-                self.stats.add(entry.model, now - entry.started)
+                self._retire(entry, now)
                 return Decision(Action.FINISHED, snapshot=answer)
             if answer.status is TaskStatus.UNRECOGNIZED and entry.polls == 1:
                 logger.warning(
@@ -370,23 +397,77 @@ class PollScheduler:
             self.remove(entry.key)
             return Decision(Action.AUTH_FAILED, error=answer.message)
         if isinstance(answer, NotFoundError):
-            if now - entry.started >= self._scale(self.policy.not_found_grace):
-                self.remove(entry.key)
-                return Decision(
-                    Action.NOT_FOUND,
-                    error="the server does not know this task (404) "
-                    f"{now - entry.started:.0f} s after submit: it may have expired",
-                )
-            return self._continue(entry, now, None)
+            return self._not_found(entry, now)
         # Anything else (server errors after the client's own retries, unreadable answers):
-        # keep polling on the schedule; the deadline bounds it.
+        # keep polling on the schedule; the deadline bounds it. A run of 404s goes on
+        # across them: they say nothing about the task.
         logger.info("task %s: poll failed (%s); will poll again", entry.task_id, answer.message)
         return self._continue(entry, now, None)
+
+    def _retire(self, entry: _Entry, now: float) -> None:
+        self.remove(entry.key)
+        self.stats.add(entry.model, (entry.succeeded_at or now) - entry.started)
+
+    def _not_found(self, entry: _Entry, now: float) -> Decision:
+        """A 404: the task is not visible yet, or (rarely, for a while) not at all.
+
+        The service answers 404 for tasks it knows, early and now and then later, so one 404
+        decides nothing. Polling stops only after ``not_found_polls`` 404s in a row that span
+        ``not_found_span`` since the first of them (and past the grace period after submit);
+        even then it is no final answer (``Action.NOT_FOUND``, which the session keeps
+        resumable), because the server may still finish and charge the task.
+        """
+        p = self.policy
+        if entry.not_found_since is None:
+            entry.not_found_since = now
+        entry.not_found_count += 1
+        span = now - entry.not_found_since
+        age = now - entry.started
+        if (
+            age >= self._scale(p.not_found_grace)
+            and entry.not_found_count >= p.not_found_polls
+            and span >= self._scale(p.not_found_span)
+        ):
+            self.remove(entry.key)
+            return Decision(Action.NOT_FOUND, error=self._not_found_text(entry, now))
+        return self._continue(entry, now, None)
+
+    def _not_found_text(self, entry: _Entry, now: float) -> str:
+        since = now - (entry.not_found_since if entry.not_found_since is not None else now)
+        return (
+            f"the server answered 404 (task not found) to the last {entry.not_found_count} "
+            f"polls over {_seconds(since)}, {_seconds(now - entry.started)} after submit"
+        )
+
+    def _empty_success(self, entry: _Entry, answer: TaskSnapshot, now: float) -> Decision:
+        """A success with no image or text: look again soon, a few times, then give up.
+
+        The status can flip before the result is written. The empty answer is never passed
+        on as a state (success is final in the store): the session only hears of it as
+        ``NO_RESULT``, once the looks are spent or the deadline has come.
+        """
+        entry.empty_successes += 1
+        if entry.succeeded_at is None:
+            entry.succeeded_at = now
+        looks = entry.empty_successes
+        if looks > self.policy.empty_success_polls or now >= entry.deadline:
+            self._retire(entry, now)
+            return Decision(
+                Action.NO_RESULT,
+                snapshot=answer,
+                error=f"{looks} success answer(s) over {_seconds(now - entry.succeeded_at)}",
+            )
+        # Soon (min_interval, doubling), never later than the task's usual schedule.
+        soon = self._scale(self.policy.min_interval) * 2 ** (looks - 1)
+        delay = min(soon, self.interval(now - entry.started, entry.model))
+        self._push(entry, min(now + self._jitter(delay), entry.deadline))
+        return Decision(Action.CONTINUE)
 
     def _continue(self, entry: _Entry, now: float, snapshot: TaskSnapshot | None) -> Decision:
         if now >= entry.deadline:
             self.remove(entry.key)
-            return Decision(Action.TIMED_OUT, snapshot=snapshot)
+            error = self._not_found_text(entry, now) if entry.not_found_count else None
+            return Decision(Action.TIMED_OUT, snapshot=snapshot, error=error)
         age = now - entry.started
         when = now + self._jitter(self.interval(age, entry.model))
         # Smithy's rule: if the deadline would fall between polls, poll once exactly at it.
@@ -396,6 +477,10 @@ class PollScheduler:
     def keys(self) -> list[str]:
         """The keys of the tasks being polled (a copy)."""
         return list(self._entries)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
 
 
 PollFn = Callable[[str], Awaitable[TaskSnapshot]]

@@ -211,7 +211,8 @@ class Session:
 
         An identical earlier request (same model, prompt, reference image bytes and
         options) that succeeded, or is still running, is reused instead of paid again,
-        unless ``force=True``.
+        unless ``force=True``; so is one that timed out or is unavailable, which is then
+        polled again (at no cost), since the server may still finish or hold it.
 
         Args:
             images: up to 4 references: URLs, data URIs, file paths, PIL images, bytes or
@@ -259,6 +260,9 @@ class Session:
 
     def resume(self) -> list[Task]:
         """Pick up every unfinished task of the store (after a restart, a timeout, a crash).
+
+        Unfinished: still running, timed out (including polling stopped by 404s for a while)
+        or unavailable (success without its image here). Nothing is submitted again.
 
         Tasks another live kernel is polling are watched, not polled, and taken over if that
         kernel goes away. Returns their handles at once.
@@ -459,7 +463,18 @@ class Session:
                         "reusing task %s for an identical request (force=True sends it again)",
                         existing.task_id or existing.local_id,
                     )
-                    return self._handle_for(existing)
+                    handle = self._handle_for(existing)
+                    if existing.status.is_resumable and not self._closed:
+                        # Timed out or unavailable: look again (free) instead of paying again;
+                        # running from here on, so a wait() on the handle waits for that look.
+                        self._set(
+                            existing.local_id,
+                            status=TaskStatus.PENDING,
+                            error=None,
+                            finished_at=None,
+                        )
+                        self._engine.submit(self._resume([existing.local_id]))
+                    return handle
             now = time.time()
             record = TaskRecord(
                 local_id=local_id,
@@ -742,22 +757,46 @@ class Session:
                     polls=decision.polls,
                     finished_at=now,
                 )
+        elif action is Action.NO_RESULT and snapshot is not None:
+            # The server said success, but no answer carried an image or text: not final
+            # (the result may still be written), so resumable, with what came back.
+            self._set(
+                local_id,
+                status=TaskStatus.UNAVAILABLE,
+                error=(
+                    "the server reported success but its answer carried no image or text "
+                    f"({decision.error}); nothing more was charged: task.resume() (or "
+                    "session.resume()) looks again at no cost; generate(..., force=True) pays "
+                    f"for a new one. The server's result was: {snapshot.raw_result}"
+                ),
+                consumed=snapshot.consumed,
+                polls=decision.polls,
+                finished_at=now,
+            )
         elif action is Action.TIMED_OUT:
+            why = f" ({decision.error})" if decision.error else ""
             self._set(
                 local_id,
                 status=TaskStatus.TIMED_OUT,
                 error=(
-                    f"not finished after {self.settings.deadline:g} s; the server may still "
-                    "finish it: session.resume() (or %nanobanana resume) picks it up"
+                    f"not finished after {self.settings.deadline:g} s{why}; the server may "
+                    "still finish it: session.resume() (or %nanobanana resume) picks it up"
                 ),
                 polls=decision.polls,
                 finished_at=now,
             )
         elif action is Action.NOT_FOUND:
+            # A 404 is no final answer: the server may still know, finish and charge the
+            # task. Polling stops, the task stays resumable; "failed" is only ever what the
+            # server says.
             self._set(
                 local_id,
-                status=TaskStatus.FAILED,
-                error=decision.error,
+                status=TaskStatus.TIMED_OUT,
+                error=(
+                    f"polling stopped: {decision.error}. The task may have expired, or the "
+                    "server may still finish (and charge) it; it was not marked failed. "
+                    "task.resume() (or session.resume()) looks again at no cost"
+                ),
                 polls=decision.polls,
                 finished_at=now,
             )
@@ -848,7 +887,10 @@ class Session:
             message = _message(failures[0])
             error = f"{len(failures)} of {len(refs)} image(s) could not be fetched: {message}"
         elif not images and not snapshot.texts:
-            error = "the server reported success but returned no images"
+            # The scheduler only finishes a success that carries something; be safe anyway:
+            # a success with nothing in hand is never final.
+            status = TaskStatus.UNAVAILABLE
+            error = "the server reported success but returned no images; task.resume() looks again"
         self._set(
             local_id,
             status=status,

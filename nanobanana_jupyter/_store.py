@@ -78,7 +78,12 @@ _RECOVERED_AS = {
 # Statuses a poller is (or may soon be) working on; the local ones have no task id yet.
 _ACTIVE = tuple(s.value for s in TaskStatus if s.is_active)
 _IN_FLIGHT = (*(s.value for s in TaskStatus if s.is_local), *_ACTIVE)
-_UNFINISHED = (*_ACTIVE, TaskStatus.TIMED_OUT.value)
+# Ended without a final answer, by this client's own doing (a deadline, 404s for a while, a
+# success whose image is not here): the server may still have or finish the task, so
+# resume() polls them again and a re-run reuses them rather than paying again. Abandoned
+# tasks are neither: the user let go of them.
+_RESUMABLE = (TaskStatus.TIMED_OUT.value, TaskStatus.UNAVAILABLE.value)
+_UNFINISHED = (*_ACTIVE, *_RESUMABLE)
 # Finished for good: nothing but a refresh with the same status is accepted.
 _FINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.NOT_SENT})
 # A submit whose fate is unknown can be reconciled by a webhook or by the user.
@@ -540,6 +545,8 @@ class Store:
         In this order: the newest ``success`` with this fingerprint whose image files all
         still exist (and that produced at least one image or text); else the newest task
         with this fingerprint still in flight (local or active); else the newest
+        ``timed_out`` or ``unavailable`` one the server knows (it has a task id), which the
+        caller resumes, since the server may still finish or hold it; else the newest
         ``submit_unknown`` one, since that submit may have been charged and re-sending it
         needs the user's explicit ``force``; else ``None``.
         """
@@ -555,10 +562,15 @@ class Store:
                 os.path.exists(image.path) for image in record.images
             ):
                 return record
-        for statuses in (_IN_FLIGHT, (TaskStatus.SUBMIT_UNKNOWN.value,)):
+        for statuses, need_id in (
+            (_IN_FLIGHT, False),
+            (_RESUMABLE, True),
+            ((TaskStatus.SUBMIT_UNKNOWN.value,), False),
+        ):
             marks = ", ".join("?" for _ in statuses)
+            with_id = " AND task_id IS NOT NULL" if need_id else ""
             rows = self._read(
-                f"{_SELECT} WHERE fingerprint = ? AND status IN ({marks}) "
+                f"{_SELECT} WHERE fingerprint = ? AND status IN ({marks}){with_id} "
                 "ORDER BY created_at DESC, local_id DESC LIMIT 1",
                 (fingerprint, *statuses),
             )
@@ -567,7 +579,8 @@ class Store:
         return None
 
     def unfinished(self) -> list[TaskRecord]:
-        """Tasks to poll again (active or timed out), oldest first: what ``resume()`` takes.
+        """Tasks to poll again (active, timed out or unavailable), oldest first: what
+        ``resume()`` takes.
 
         ``submit_unknown`` rows are not included: without a task id there is nothing to poll.
         """

@@ -229,7 +229,8 @@ class Task:
         _safe_call(fn, self)
 
     def resume(self) -> bool:
-        """Poll this task again: after a timeout, a cancel, or images that could not be fetched.
+        """Poll this task again: after a timeout, a cancel, 404s for a while, or a success
+        whose images could not be fetched or were not in the answer.
 
         Returns False when there is nothing to resume (never sent, or finished for good).
         Nothing is submitted again.

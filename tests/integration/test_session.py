@@ -371,11 +371,15 @@ def test_resume_shows_what_another_kernel_finished_meanwhile(
 
 
 def test_success_with_no_images_says_so(session: Session, sandbox: Sandbox) -> None:
-    """R8: a success with an empty result list ends success, saying no images were returned."""
+    """R8: a success with an empty result list ends unavailable (resumable), saying so."""
     sandbox.plan(TaskPlan(images=0))
     task = session.generate("nothing to show").wait(timeout=20)
-    assert task.status is TaskStatus.SUCCESS
-    assert task.images == [] and "no images" in (task.error or "")
+    # Issue 14 item 2: such a success is not final (the result may not be written yet).
+    assert task.status is TaskStatus.UNAVAILABLE
+    assert task.images == [] and "no image" in (task.error or "")
+    assert "[]" in (task.error or "")  # what the server sent, for the user to see
+    assert session.generate("nothing to show").local_id == task.local_id  # never paid twice
+    assert len(sandbox.ledger.charges) == 1
 
 
 def test_text_only_answer_is_kept(session: Session, sandbox: Sandbox) -> None:

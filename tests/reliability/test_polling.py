@@ -351,3 +351,236 @@ def test_p2_thirty_percent_poll_errors_still_complete_with_one_charge(
     faulted = [r for r in sandbox.ledger.requests if r.fault is not None]
     assert faulted, "no poll was faulted"
     assert sandbox.ledger.submits_received == 1 and len(sandbox.ledger.charges) == 1
+
+
+# -- H2, H3: answers that do not mean what they seem (issue 14) ----------------------------
+
+H_POLICY = PollPolicy(
+    initial_delay=0.01,
+    age_fraction=0.1,
+    min_interval=0.01,
+    max_interval=0.05,
+    min_samples=10**9,
+    not_found_grace=0.2,
+    not_found_span=0.3,
+)
+CDN_URL = "https://cdn.example/result.png"
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (250, 200, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ScriptedAPI:
+    """The provider behind an httpx MockTransport: each query answers what ``answer`` says.
+
+    ``answer(n, age)`` gets the query's number (from 1) and the seconds since the submit,
+    and returns ``("status", result)`` or ``404``. Submits and queries are counted.
+    """
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.lock = threading.Lock()
+        self.submits = 0
+        self.queries = 0
+        self.submitted_at = 0.0
+        self.png = _png_bytes()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "cdn.example":
+            return httpx.Response(200, content=self.png, headers={"content-type": "image/png"})
+        if request.method == "POST":
+            with self.lock:
+                self.submits += 1
+                self.submitted_at = time.monotonic()
+            data = {"task_id": f"ta-h-{self.submits}"}
+            return httpx.Response(200, json={"code": 0, "message": "ok", "data": data})
+        with self.lock:
+            self.queries += 1
+            n, age = self.queries, time.monotonic() - self.submitted_at
+        answer = self.answer(n, age)
+        if answer == 404:
+            return httpx.Response(404, json={"code": 1, "message": "task not found"})
+        status, result = answer
+        data = {
+            "task_id": request.url.params.get("task_id"),
+            "status": status,
+            "result": result,
+            "consumed": "0.5",
+            "status_reason": {"message": None},
+        }
+        return httpx.Response(200, json={"code": 0, "message": "ok", "data": data})
+
+
+def _scripted_session(api: ScriptedAPI, data_dir: Path, **settings: Any) -> Any:
+    from nanobanana_jupyter import Session
+    from tests.conftest import SENTINEL_KEY
+    from tests.reliability.conftest import make_settings
+
+    resolved = make_settings("https://api.example", SENTINEL_KEY, data_dir, **settings)
+    return Session(
+        settings=resolved,
+        transport=httpx.MockTransport(api),
+        poll_policy=H_POLICY,
+        max_requests_per_second=500.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "filled",
+    [
+        [{"image": CDN_URL}],
+        {"image": CDN_URL},
+        CDN_URL,
+        [{"big_image_url": CDN_URL}],
+        [{"image": None, "url": CDN_URL}],
+    ],
+    ids=["list", "object", "bare-string", "big_image_url", "null-image-then-url"],
+)
+def test_h2_success_before_its_result_is_written_still_gets_the_image(
+    tmp_path: Path, filled: object
+) -> None:
+    """H2: a first success with a null result, then any known shape: success with the image."""
+
+    def answer(n: int, age: float) -> tuple[str, object]:
+        if n == 1:
+            return "in_progress", None
+        return ("success", None) if n <= 3 else ("success", filled)
+
+    api = ScriptedAPI(answer)
+    with _scripted_session(api, tmp_path) as session:
+        task = session.generate("a result written late").wait(timeout=10)
+        assert task.status is TaskStatus.SUCCESS, task.error
+        assert len(task.images) == 1 and task.record.result_urls == (CDN_URL,)
+        assert session.generate("a result written late").local_id == task.local_id
+    assert api.submits == 1
+
+
+def test_h2_success_that_never_carries_an_image_is_unavailable_resumable_and_never_repaid(
+    tmp_path: Path,
+) -> None:
+    """H2: a success with no image ends unavailable with the raw answer; resume() gets it."""
+    filled = threading.Event()
+
+    def answer(n: int, age: float) -> tuple[str, object]:
+        if filled.is_set():
+            return "success", [{"image": CDN_URL}]
+        return "success", {"picture": "not-a-url", "image": None}
+
+    api = ScriptedAPI(answer)
+    with _scripted_session(api, tmp_path) as session:
+        task = session.generate("no image yet").wait(timeout=10)
+        assert task.status is TaskStatus.UNAVAILABLE, (task.status, task.error)
+        error = task.error or ""
+        assert '{"picture": "not-a-url", "image": null}' in error and "resume()" in error
+        assert session.history[-1].error == task.error  # kept where the user reads it
+        looks = api.queries
+        assert 2 <= looks <= 1 + H_POLICY.empty_success_polls  # bounded
+        # A re-run of the cell reuses it (and looks again) instead of paying again.
+        again = session.generate("no image yet")
+        assert again.local_id == task.local_id
+        assert again.wait(timeout=10).status is TaskStatus.UNAVAILABLE
+        assert api.submits == 1
+        filled.set()
+        assert task.resume() is True
+        assert task.wait(timeout=10).status is TaskStatus.SUCCESS, task.error
+        assert len(task.images) == 1 and task.error is None
+    assert api.submits == 1
+
+
+def test_h2_unavailable_success_is_resumed_after_a_restart(tmp_path: Path) -> None:
+    """H2: after a restart, session.resume() looks again at a success that had no image."""
+    filled = threading.Event()
+
+    def answer(n: int, age: float) -> tuple[str, object]:
+        return ("success", [{"url": CDN_URL}]) if filled.is_set() else ("success", None)
+
+    api = ScriptedAPI(answer)
+    with _scripted_session(api, tmp_path) as first:
+        task = first.generate("no image before the restart").wait(timeout=10)
+        assert task.status is TaskStatus.UNAVAILABLE
+    filled.set()
+    with _scripted_session(api, tmp_path) as second:
+        (resumed,) = second.resume()
+        assert resumed.wait(timeout=10).status is TaskStatus.SUCCESS, resumed.error
+        assert len(resumed.images) == 1
+    assert api.submits == 1
+
+
+def test_h3_one_late_404_does_not_fail_the_task(tmp_path: Path) -> None:
+    """H3: one 404 well past the grace period is looked at again; the task succeeds."""
+    seen: list[int] = []
+
+    def answer(n: int, age: float) -> tuple[str, object] | int:
+        if age < 2 * H_POLICY.not_found_grace:
+            return "in_progress", None
+        if not seen:
+            seen.append(n)
+            return 404
+        return "success", [{"image": CDN_URL}]
+
+    api = ScriptedAPI(answer)
+    with _scripted_session(api, tmp_path) as session:
+        task = session.generate("one late 404").wait(timeout=10)
+        assert seen and task.status is TaskStatus.SUCCESS, (task.status, task.error)
+    assert api.submits == 1
+
+
+def test_h3_late_404s_over_time_end_resumable_never_failed_and_never_repaid(
+    tmp_path: Path,
+) -> None:
+    """H3: 404s that go on end timed_out saying so (not failed); resume() then finishes it."""
+    visible = threading.Event()
+
+    def answer(n: int, age: float) -> tuple[str, object] | int:
+        if visible.is_set():
+            return "success", [{"image": CDN_URL}]
+        return "in_progress" if n == 1 else 404
+
+    api = ScriptedAPI(answer)
+    with _scripted_session(api, tmp_path) as session:
+        started = time.monotonic()
+        task = session.generate("the server forgot it").wait(timeout=10)
+        elapsed = time.monotonic() - started
+        assert task.status is TaskStatus.TIMED_OUT, (task.status, task.error)
+        assert "404" in (task.error or "") and "resume()" in (task.error or "")
+        assert elapsed >= H_POLICY.not_found_span
+        assert api.queries >= 1 + H_POLICY.not_found_polls
+        again = session.generate("the server forgot it")
+        assert again.local_id == task.local_id  # reused: the server may still finish it
+        visible.set()
+        assert again.wait(timeout=10).status is TaskStatus.SUCCESS, again.error
+        assert task.resume() is False  # finished for good now
+        assert task.status is TaskStatus.SUCCESS
+    assert api.submits == 1
+
+
+def test_h3_resume_after_a_restart_survives_a_404_on_its_first_poll(tmp_path: Path) -> None:
+    """H3: a restarted kernel resumes an older task whose first poll answers 404: success."""
+    restarted = threading.Event()
+    after: list[int] = []
+
+    def answer(n: int, age: float) -> tuple[str, object] | int:
+        if not restarted.is_set():
+            return "in_progress", None
+        after.append(n)
+        return 404 if len(after) == 1 else ("success", [{"image": CDN_URL}])
+
+    api = ScriptedAPI(answer)
+    with _scripted_session(api, tmp_path) as first:
+        task = first.generate("older than the grace period")
+        wait_until(lambda: api.queries >= 1, 5, "the first poll")
+    time.sleep(2 * H_POLICY.not_found_grace)  # the task is now "old"
+    restarted.set()
+    with _scripted_session(api, tmp_path) as second:
+        (resumed,) = second.resume()
+        assert resumed.local_id == task.local_id
+        assert resumed.wait(timeout=10).status is TaskStatus.SUCCESS, resumed.error
+        assert after and len(after) >= 2
+    assert api.submits == 1

@@ -137,6 +137,99 @@ def test_text_entries_and_odd_result_entries() -> None:
     assert snap.images == ("https://x/y.png",)
 
 
+URL = "https://cdn.example/a.png"
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        [{"image": URL}],
+        {"image": URL},  # a single object (Wan models)
+        {"big_image_url": URL},  # Midjourney
+        [{"big_image_url": URL}],
+        [{"image": None, "url": URL}],
+        [{"image": "", "image_url": URL}],
+        URL,  # a bare string
+        [URL],
+        {"images": [{"url": URL}]},
+    ],
+    ids=[
+        "list",
+        "object",
+        "object-big",
+        "list-big",
+        "null-image-then-url",
+        "empty-image-then-image_url",
+        "bare-string",
+        "list-of-strings",
+        "object-with-images",
+    ],
+)
+def test_h2_result_shapes_public_clients_report(result: object) -> None:
+    """H2: every result shape public clients see for this service gives its image URL."""
+    snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "result": result})
+    assert snap.images == (URL,)
+    assert snap.raw_result is None  # nothing to explain: the image is there
+
+
+def test_h2_bare_data_uri_and_its_case_are_accepted() -> None:
+    """H2: a bare data URI string is an image; its scheme's case does not matter."""
+    uri = _data_uri(_png())
+    snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "result": uri})
+    assert snap.images == (uri,)
+    shouting = "DATA:image/png" + uri[len("data:image/png") :]
+    snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "result": [shouting]})
+    assert snap.images == (uri,) and snap.results[0].is_data_uri
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "javascript:alert(1)",
+        "ftp://cdn.example/a.png",
+        "file:///etc/passwd",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "/relative/a.png",
+        "https://",
+        "   ",
+        42,
+        ["nested"],
+    ],
+)
+def test_h2_only_http_or_data_image_values_become_images(value: object) -> None:
+    """H2: a value that is no http(s) URL or data:image URI never becomes an image."""
+    for result in ([{"image": value}], {"url": value}, [value], value):
+        snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "result": result})
+        assert snap.images == (), result
+
+
+@pytest.mark.parametrize("result", [None, [], {}, [{"image": None}], "nope", [{"text": " "}]])
+def test_h2_success_without_image_keeps_the_raw_result(result: object) -> None:
+    """H2: a success that carries no image or text keeps the server's result as short text."""
+    snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "result": result})
+    assert snap.results == ()
+    assert snap.raw_result == json.dumps(result, ensure_ascii=False)
+
+
+def test_h2_raw_result_is_capped_and_key_free(sentinel_key: str) -> None:
+    """H2: the raw result kept for the user is short and never holds a key."""
+    result = [{"image": f"ftp://x/{sentinel_key}", "junk": "x" * 100_000}] * 50
+    snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "result": result})
+    assert snap.raw_result is not None and len(snap.raw_result) <= 500
+    assert sentinel_key not in snap.raw_result and sentinel_key[3:20] not in snap.raw_result
+    assert "dk-***" in snap.raw_result
+
+
+def test_h2_raw_result_is_only_kept_for_a_success_without_image() -> None:
+    """H2: answers that are not such a success keep no raw result (nothing to explain)."""
+    for data in (
+        {"task_id": "t", "status": "in_progress", "result": None},
+        {"task_id": "t", "status": "failed", "result": None},
+        {"task_id": "t", "status": "success", "result": [{"text": "in words"}]},
+    ):
+        assert TaskSnapshot.from_data(data).raw_result is None
+
+
 def test_missing_task_id_falls_back_to_the_id_asked_for() -> None:
     """A query answer without task_id still belongs to the task that was queried."""
     assert TaskSnapshot.from_data({"status": "pending"}, task_id="ta1").task_id == "ta1"
@@ -178,7 +271,9 @@ def test_any_json_gives_a_snapshot_or_a_protocol_error(data: object) -> None:
         return
     assert isinstance(snap.status, TaskStatus)
     assert all(isinstance(i, str) for i in snap.images)
+    assert all(i.lower().startswith(("https://", "http://", "data:image/")) for i in snap.images)
     json.dumps(snap.raw_status)
+    assert snap.raw_result is None or len(snap.raw_result) <= 500
 
 
 # -- data URIs ------------------------------------------------------------------------

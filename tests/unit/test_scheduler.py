@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 
@@ -26,7 +27,9 @@ from nanobanana_jupyter._scheduler import (
 
 
 def snap(status: str, task_id: str = "t1") -> TaskSnapshot:
-    return TaskSnapshot.from_data({"task_id": task_id, "status": status, "result": []})
+    # A success carries its image: one without is not final (issue 14 item 2).
+    result = [{"image": "https://cdn.example/x.png"}] if status == "success" else []
+    return TaskSnapshot.from_data({"task_id": task_id, "status": status, "result": result})
 
 
 def run_until_done(
@@ -105,20 +108,199 @@ def test_finished_tasks_teach_the_stats() -> None:
 
 
 def test_p3_early_404_is_tolerated_late_404_is_terminal() -> None:
-    """P3: 404s within the grace period keep polling; after it the task is not found."""
-    policy = PollPolicy(jitter=0.0, not_found_grace=30.0)
+    """P3: 404s within the grace period keep polling; only 404s that last end the task."""
+    policy = PollPolicy(jitter=0.0, not_found_grace=30.0, not_found_span=60.0)
     sched = PollScheduler(policy)
     sched.add("k", "t1", "m", now=0.0, deadline=600.0)
     not_found = NotFoundError("gone", status_code=404)
     times, action = run_until_done(sched, not_found)
     assert action is Action.NOT_FOUND
-    assert times[-1] >= 30.0 and all(t < 30.0 for t in times[:-1])
+    # Issue 14 item 3: not at the first 404 past the grace period, but once the 404s have
+    # gone on for not_found_span since the first one.
+    assert times[-1] >= times[0] + 60.0 and all(t < times[0] + 60.0 for t in times[:-1])
+    assert times[-1] >= 30.0
 
     sched.add("k2", "t2", "m", now=0.0, deadline=600.0)
     times, action = run_until_done(
         sched, lambda now: not_found if now < 5 else snap("success", "t2")
     )
     assert action is Action.FINISHED
+
+
+NOT_FOUND = NotFoundError("task not found", status_code=404)
+
+
+def test_h3_one_late_404_never_ends_a_task() -> None:
+    """H3: a single 404 long after submit is polled again; the next answer decides."""
+    sched = PollScheduler(PollPolicy(jitter=0.0, not_found_grace=30.0))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    late: list[float] = []
+
+    def answer(now: float) -> TaskSnapshot | NotFoundError:
+        if now >= 40.0 and not late:
+            late.append(now)  # the first poll past 40 s, well past the grace period
+            return NOT_FOUND
+        return snap("success" if late else "in_progress")
+
+    times, action = run_until_done(sched, answer)
+    assert late and action is Action.FINISHED and times[-1] > late[0]
+
+
+def test_h3_a_resumed_old_task_survives_a_404_on_its_first_poll() -> None:
+    """H3: after a restart, an hour-old task whose first poll answers 404 is polled again."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    sched.add("k", "t1", "m", now=5000.0, started=1400.0, deadline=5600.0, poll_now=True)
+    answers = [NOT_FOUND, snap("success")]
+    times, action = run_until_done(sched, lambda now: answers.pop(0))
+    assert action is Action.FINISHED and len(times) == 2
+
+
+def test_h3_only_404s_spread_over_the_span_end_a_task() -> None:
+    """H3: not_found needs not_found_polls 404s in a row, spanning not_found_span."""
+    policy = PollPolicy(
+        jitter=0.0, not_found_grace=0.0, not_found_span=60.0, not_found_polls=3, max_interval=100
+    )
+    # Many 404s within a short time are not enough.
+    sched = PollScheduler(dataclasses.replace(policy, max_interval=1.0))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    times, action = run_until_done(sched, NOT_FOUND)
+    assert action is Action.NOT_FOUND and times[-1] - times[0] >= 60.0
+    # Two 404s far apart are not enough either.
+    sched = PollScheduler(policy)
+    sched.add("k", "t1", "m", now=0.0, deadline=10_000.0)
+    entry = sched.pop_due(100.0)
+    assert entry is not None
+    assert sched.on_answer(entry, NOT_FOUND, 100.0).action is Action.CONTINUE
+    entry = sched.pop_due(1000.0)
+    assert entry is not None
+    assert sched.on_answer(entry, NOT_FOUND, 1000.0).action is Action.CONTINUE
+    entry = sched.pop_due(2000.0)
+    assert entry is not None
+    decision = sched.on_answer(entry, NOT_FOUND, 2000.0)
+    assert decision.action is Action.NOT_FOUND
+    assert decision.error is not None and "3 polls" in decision.error and "404" in decision.error
+
+
+def test_h3_an_answer_between_404s_starts_the_count_again() -> None:
+    """H3: any real answer between 404s resets the streak: it must start over to end."""
+    policy = PollPolicy(jitter=0.0, not_found_grace=0.0, not_found_span=10.0, max_interval=4.0)
+    sched = PollScheduler(policy)
+    sched.add("k", "t1", "m", now=0.0, deadline=100.0)
+    # A 404 every poll except one in every three: no streak ever spans 10 s.
+    count = itertools.count()
+    times, action = run_until_done(
+        sched, lambda now: snap("in_progress") if next(count) % 3 == 2 else NOT_FOUND
+    )
+    assert action is Action.TIMED_OUT and times[-1] == pytest.approx(100.0)
+
+
+def test_h3_server_errors_neither_reset_nor_count_towards_not_found() -> None:
+    """H3: a 5xx between 404s says nothing about the task: the streak goes on, uncounted."""
+    policy = PollPolicy(
+        jitter=0.0, not_found_grace=0.0, not_found_span=10.0, not_found_polls=3, max_interval=4.0
+    )
+    sched = PollScheduler(policy)
+    sched.add("k", "t1", "m", now=0.0, deadline=1000.0)
+    count = itertools.count()
+    boom = ServerError("boom", status_code=503)
+    times, action = run_until_done(sched, lambda now: boom if next(count) % 2 else NOT_FOUND)
+    assert action is Action.NOT_FOUND and times[-1] - times[0] >= 10.0
+
+
+def test_h3_timed_out_while_404s_says_so() -> None:
+    """H3: a deadline reached during 404s ends timed out, saying the server did not know it."""
+    policy = PollPolicy(jitter=0.0, not_found_grace=0.0, not_found_span=1000.0)
+    sched = PollScheduler(policy)
+    sched.add("k", "t1", "m", now=0.0, deadline=100.0)
+    due = sched.next_due()
+    decision = None
+    while due is not None:
+        entry = sched.pop_due(due)
+        assert entry is not None
+        decision = sched.on_answer(entry, NOT_FOUND, due)
+        due = sched.next_due()
+    assert decision is not None and decision.action is Action.TIMED_OUT
+    assert decision.error is not None and "404" in decision.error
+
+
+def empty_success(task_id: str = "t1", result: object = None) -> TaskSnapshot:
+    return TaskSnapshot.from_data({"task_id": task_id, "status": "success", "result": result})
+
+
+def with_image(task_id: str = "t1") -> TaskSnapshot:
+    return TaskSnapshot.from_data(
+        {"task_id": task_id, "status": "success", "result": {"image": "https://x/y.png"}}
+    )
+
+
+def test_h2_success_before_its_result_is_written_is_polled_again() -> None:
+    """H2: a success with a null result is polled again soon; the filled answer finishes."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    answers = [snap("in_progress"), empty_success(), empty_success(), with_image()]
+    decisions = []
+    now = 0.0
+    times = []
+    while answers:
+        due = sched.next_due()
+        assert due is not None
+        now = due
+        entry = sched.pop_due(now)
+        assert entry is not None
+        times.append(now)
+        decisions.append(sched.on_answer(entry, answers.pop(0), now))
+    actions = [d.action for d in decisions]
+    assert actions == [Action.CONTINUE] * 3 + [Action.FINISHED]
+    assert decisions[-1].snapshot is not None and decisions[-1].snapshot.images
+    # The empty successes are never passed on as a state to record (success is final).
+    assert all(d.snapshot is None for d in decisions[1:3])
+    # Looked at again soon, not on the task's slow schedule.
+    assert times[2] - times[1] <= 2 * sched.policy.min_interval + 1e-9
+    assert times[3] - times[1] <= 6 * sched.policy.min_interval + 1e-9
+
+
+@pytest.mark.parametrize("result", [None, [], {}, [{"image": None}], "javascript:x"])
+def test_h2_success_that_never_carries_an_image_ends_no_result_bounded(result: object) -> None:
+    """H2: a success with no image or text is looked at a bounded number of times more."""
+    policy = PollPolicy(jitter=0.0, empty_success_polls=3)
+    sched = PollScheduler(policy)
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    times, action = run_until_done(sched, lambda now: empty_success(result=result))
+    assert action is Action.NO_RESULT
+    assert len(times) == 1 + 3
+    assert times[-1] - times[0] < 10 * policy.min_interval
+    assert "k" not in sched and sched.next_due() is None
+
+
+def test_h2_no_result_decision_carries_the_last_answer() -> None:
+    """H2: the no-result decision hands the session the last answer, with its raw result."""
+    sched = PollScheduler(PollPolicy(jitter=0.0, empty_success_polls=0))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    entry = sched.pop_due(10.0)
+    assert entry is not None
+    decision = sched.on_answer(entry, empty_success(result={"image": None}), 10.0)
+    assert decision.action is Action.NO_RESULT
+    assert decision.snapshot is not None and decision.snapshot.raw_result == '{"image": null}'
+
+
+def test_h2_empty_success_at_the_deadline_ends_no_result_not_timed_out() -> None:
+    """H2: the server said success: at the deadline the task ends no-result, not timed out."""
+    sched = PollScheduler(PollPolicy(jitter=0.0, empty_success_polls=100))
+    sched.add("k", "t1", "m", now=0.0, deadline=20.0)
+    times, action = run_until_done(
+        sched, lambda now: empty_success() if now >= 10 else snap("in_progress")
+    )
+    assert action is Action.NO_RESULT and times[-1] == pytest.approx(20.0)
+
+
+def test_h2_text_only_success_is_final_at_once() -> None:
+    """H2: a success whose entries carry only text is a genuine answer: finished at once."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    sched.add("k", "t1", "m", now=0.0, deadline=600.0)
+    times, action = run_until_done(
+        sched, lambda now: empty_success(result=[{"text": "I would rather not"}])
+    )
+    assert action is Action.FINISHED and len(times) == 1
 
 
 def test_p4_auth_failure_stops_polling() -> None:

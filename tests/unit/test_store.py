@@ -471,10 +471,27 @@ def test_find_reusable_falls_back_to_an_active_task(store: Store, tmp_path: Path
 
 
 def test_find_reusable_ignores_ended_tasks(store: Store) -> None:
-    """Failed, not-sent, abandoned, timed-out and unavailable tasks are never reused."""
+    """Failed, not-sent and abandoned tasks are never reused (nor resumable ones with no id)."""
     for i, status in enumerate([S.FAILED, S.NOT_SENT, S.ABANDONED, S.TIMED_OUT, S.UNAVAILABLE]):
         store.insert(rec(f"r{i}", status, fingerprint="F"))
+    store.insert(rec("given-up", S.ABANDONED, fingerprint="F", task_id="t-abandoned"))
     assert store.find_reusable("F") is None
+
+
+@pytest.mark.parametrize("status", [S.TIMED_OUT, S.UNAVAILABLE])
+def test_h2_h3_find_reusable_returns_a_resumable_task_before_paying_again(
+    store: Store, status: TaskStatus
+) -> None:
+    """H2/H3: a timed-out or unavailable task the server knows is reused, not paid again."""
+    store.insert(rec("failed", S.FAILED, fingerprint="F", task_id="t0", created_at=T0 + 9))
+    store.insert(rec("unknown", S.SUBMIT_UNKNOWN, fingerprint="F", created_at=T0 + 8))
+    store.insert(rec("old", status, fingerprint="F", task_id="t1", created_at=T0 + 1))
+    store.insert(rec("resumable", status, fingerprint="F", task_id="t2", created_at=T0 + 2))
+    got = store.find_reusable("F")
+    assert got is not None and got.local_id == "resumable"  # the newest, before an unknown
+    store.insert(rec("running", S.PENDING, fingerprint="F", task_id="t3"))
+    got = store.find_reusable("F")
+    assert got is not None and got.local_id == "running"  # a task in flight comes first
 
 
 def test_find_reusable_returns_an_unknown_submit_last(store: Store) -> None:
@@ -490,11 +507,12 @@ def test_find_reusable_returns_an_unknown_submit_last(store: Store) -> None:
 
 
 def test_unfinished_lists_active_and_timed_out_oldest_first(store: Store) -> None:
-    """unfinished() is what resume() polls: active or timed out, oldest first, nothing else."""
+    """unfinished() is what resume() polls: active, timed out or unavailable, oldest first."""
     for i, status in enumerate(S):
         store.insert(rec(f"r-{status}", status, created_at=T0 - i))
     got = [r.status for r in store.unfinished()]
-    expected = {S.PENDING, S.SUBMITTED, S.IN_PROGRESS, S.UNRECOGNIZED, S.TIMED_OUT}
+    # Unavailable since issue 14 item 2: the server succeeded but no image is here yet.
+    expected = {S.PENDING, S.SUBMITTED, S.IN_PROGRESS, S.UNRECOGNIZED, S.TIMED_OUT, S.UNAVAILABLE}
     assert set(got) == expected
     assert len(got) == len(expected)
     created = [r.created_at for r in store.unfinished()]
