@@ -23,18 +23,27 @@ import hashlib
 import io
 import math
 import os
+import struct
 import tempfile
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from PIL import Image, ImageOps
+from PIL import (
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    WebPImagePlugin,
+)
 
 from ._models import sniff_image_type
 from ._record import ImageRecord
 
-__all__ = ["ImageStore", "make_preview"]
+__all__ = ["ImageStore", "TooManyPixelsError", "decode_image", "make_preview"]
 
 TEMP_PREFIX = ".tmp-"
 """Every temporary file starts with this, so orphans from a crash can be found."""
@@ -47,7 +56,13 @@ old at most, so anything this old was left by a process that died between write 
 """
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-_PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
+# Each format's own class: opening with it reads the header without Pillow's global bomb check.
+_OPENERS: dict[str, Callable[[IO[bytes]], ImageFile.ImageFile]] = {
+    "image/png": PngImagePlugin.PngImageFile,
+    "image/jpeg": JpegImagePlugin.JpegImageFile,
+    "image/webp": WebPImagePlugin.WebPImageFile,
+    "image/gif": GifImagePlugin.GifImageFile,
+}
 # JPEG quality of the previews notebooks embed: a 512 px preview of a photo is about 27 KB
 # (35 KB as base64) at 75, against 39 KB at 85 (benchmarks: "Notebook weight").
 PREVIEW_QUALITY = 75
@@ -217,30 +232,41 @@ def make_preview(
 def _decode(
     data: bytes, media_type: str, max_pixels: int, *, draft: int | None = None
 ) -> Image.Image:
-    """Fully decode ``data`` (frame 0), refusing bombs and broken files with ValueError."""
+    """Fully decode ``data`` (frame 0), refusing bombs and broken files with ValueError.
+
+    The pixel count is checked by this module, on the size the header declares, before
+    anything is decoded. The file is opened with its format's own class rather than
+    :func:`PIL.Image.open`, which would run Pillow's process-wide decompression-bomb check
+    (a warning, or an error at twice ``Image.MAX_IMAGE_PIXELS``) first. Turning that warning
+    into an error with ``warnings.catch_warnings()`` is not thread-safe: decodes run in
+    executor threads, and interleaved save/restore pairs left ``error::DecompressionBombWarning``
+    in the process-wide filters (issue 14, H17). Nothing here touches ``warnings``.
+    """
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (rather than fails) for large images; here that is a refusal.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[media_type]])
-            # Image.open reads the header only: the size is known before any decoding.
-            width, height = img.size
-            if width * height > max_pixels:
-                raise _Refused(
-                    f"image declares {width}x{height} pixels, more than the {max_pixels} "
-                    "pixel limit (refused before decoding)"
-                )
-            if draft is not None and img.format == "JPEG" and max(width, height) > draft:
-                # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding: far less
-                # work. Twice the final size keeps room for a clean resampling step, as
-                # Image.thumbnail's own reducing_gap does.
-                scale = 2 * draft / max(width, height)
-                img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            # load() decodes every byte of frame 0: a truncated file fails here.
-            img.load()
-    except _Refused:
+        img = _OPENERS[media_type](io.BytesIO(data))
+        # Opening reads the header only: the size is known before any decoding.
+        width, height = img.size
+        if width * height > max_pixels:
+            raise TooManyPixelsError(
+                f"image declares {width}x{height} pixels, more than the {max_pixels} "
+                "pixel limit (refused before decoding)",
+                size=(width, height),
+            )
+        if draft is not None and img.format == "JPEG" and max(width, height) > draft:
+            # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding: far less
+            # work. Twice the final size keeps room for a clean resampling step, as
+            # Image.thumbnail's own reducing_gap does.
+            scale = 2 * draft / max(width, height)
+            img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        # load() decodes every byte of frame 0: a truncated file fails here.
+        img.load()
+        if img.width * img.height > max_pixels:  # a GIF frame may outgrow its screen
+            raise TooManyPixelsError(
+                f"image decodes to more than the {max_pixels} pixel limit", size=img.size
+            )
+    except TooManyPixelsError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ValueError(f"image declares too many pixels (refused): {exc}") from exc
     except (
         OSError,
@@ -250,14 +276,35 @@ def _decode(
         IndexError,
         TypeError,
         MemoryError,
+        struct.error,
     ) as exc:
         # Pillow reports damaged data with any of these, depending on the codec.
         raise ValueError(f"the {media_type} image is truncated or damaged: {exc}") from exc
     return img
 
 
-class _Refused(ValueError):
-    """An image refused on purpose (not a decoding failure)."""
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode a PNG, JPEG, WebP or GIF (frame 0) fully, within ``max_pixels``.
+
+    Thread-safe, and leaves the process-wide ``warnings`` filters alone.
+
+    Raises:
+        TooManyPixelsError: more pixels than ``max_pixels`` (checked on the header, before
+            decoding); its ``size`` is the declared size.
+        ValueError: not one of those types, or truncated/damaged data.
+    """
+    media_type = sniff_image_type(data)
+    if media_type is None:
+        raise ValueError("the data is not a PNG, JPEG, WebP or GIF image")
+    return _decode(data, media_type, max_pixels)
+
+
+class TooManyPixelsError(ValueError):
+    """An image refused for its pixel count (not a decoding failure); ``size`` says why."""
+
+    def __init__(self, message: str, *, size: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 def _encode_preview(image: Image.Image, side: int, fmt: str, quality: int) -> bytes:

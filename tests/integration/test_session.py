@@ -151,6 +151,43 @@ def test_bad_input_raises_at_once_and_writes_nothing(session: Session) -> None:
     assert len(session.history) == 0
 
 
+def test_a_huge_reference_image_is_refused_before_anything_is_sent(
+    session: Session, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """H16: a 300-megapixel reference is a ValidationError saying to downscale; nothing sent."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 15_000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(ValidationError, match="downscale"):
+        session.generate("edit this", images=[huge])
+    assert len(session.history) == 0
+    assert sandbox.ledger.submits_received == 0
+
+
+def test_image_of_a_deleted_file_says_which_file_and_what_to_do(session: Session) -> None:
+    """H16: task.image after its file was deleted raises TaskUnavailableError naming the file."""
+    task = session.generate("soon deleted").wait(timeout=20)
+    assert task.status is TaskStatus.SUCCESS, task.error
+    path = Path(task.images[0].path)
+    path.unlink()
+    with pytest.raises(TaskUnavailableError) as info:
+        _ = task.image
+    message = str(info.value)
+    assert str(path) in message and "force=True" in message
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+
+
 def test_stuck_task_times_out_and_resumes(sandbox: Sandbox, tmp_path: Path) -> None:
     """P5: a stuck task times out locally (resumable); resume() after it finishes completes it."""
     sandbox.plan(TaskPlan(stuck=True))

@@ -452,3 +452,50 @@ def test_cleanup_temp_removes_only_old_temp_files(store: ImageStore) -> None:
     assert Path(record.path).is_file()
     assert record.thumb_path is not None
     assert Path(record.thumb_path).is_file()
+
+
+# -- thread safety (H17) ---------------------------------------------------------------
+
+
+def test_concurrent_decodes_leave_the_process_wide_warning_filters_unchanged(
+    tmp_path: Path,
+) -> None:
+    """Many decodes at once in threads (as the executor runs them) change no warnings filter."""
+    import threading
+    import warnings
+
+    before = list(warnings.filters)
+    store = ImageStore(tmp_path)
+    inputs = [png((32 + i, 24)) for i in range(6)] + [png_header_only(100_000, 100_000)] * 6
+    start = threading.Barrier(12)
+
+    def work(data: bytes) -> None:
+        start.wait(5)
+        for _ in range(30):
+            try:
+                make_preview(data, side=16)
+                store.put(data)
+            except ValueError:
+                pass  # the bomb headers are refused; that is not what this test checks
+
+    threads = [threading.Thread(target=work, args=(data,)) for data in inputs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert warnings.filters == before
+
+
+def test_a_header_between_pillows_warning_and_error_limits_is_refused_without_a_warning(
+    store: ImageStore,
+) -> None:
+    """10^8 pixels (over Pillow's warning threshold) is refused by our check; Pillow never warns."""
+    import warnings
+
+    assert Image.MAX_IMAGE_PIXELS is not None
+    assert Image.MAX_IMAGE_PIXELS < 100_000_000 < 2 * Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="pixel limit"):
+            store.put(png_header_only(10_000, 10_000))
+    assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
