@@ -405,7 +405,16 @@ class Session:
                 data_dir = Path(base) / "sandbox"
             directory = data_dir
             kwargs.setdefault("poll_policy", PollPolicy().scaled(time_scale))
-            session = cls(api_key=server.api_key, base_url=server.url, data_dir=directory, **kwargs)
+            # The sandbox serves its images from 127.0.0.1: the one place local result URLs
+            # are allowed without being asked for (a loopback base URL alone does not).
+            settings = Settings.resolve(
+                api_key=server.api_key,
+                base_url=server.url,
+                data_dir=directory,
+                model=kwargs.pop("model", None),
+                allow_local_urls=True,
+            )
+            session = cls(settings=settings, **kwargs)
         except BaseException:
             server.stop()
             raise

@@ -40,6 +40,7 @@ def make_session(sb: Sandbox, data_dir: Path, **kwargs: object) -> Session:
         base_url=sb.url,
         data_dir=data_dir,
         environ={},
+        allow_local_urls=True,  # the sandbox's images come from 127.0.0.1
         **kwargs.pop("settings", {}),  # type: ignore[arg-type]
     )
     kwargs.setdefault("poll_policy", PollPolicy().scaled(SCALE))
@@ -298,6 +299,7 @@ def _worker(args: list[str], sb: Sandbox, data_dir: Path) -> subprocess.Popen[st
     env = {
         **os.environ,
         "NANOBANANA_BASE_URL": sb.url,
+        "NANOBANANA_ALLOW_LOCAL_URLS": "1",
         "NANOBANANA_API_KEY": sb.api_key,
         "NANOBANANA_DATA_DIR": str(data_dir),
         "PYTHONPATH": str(ROOT),
@@ -535,3 +537,13 @@ def test_a_429_slows_the_submits_that_follow(sandbox: Sandbox, tmp_path: Path) -
     # Without the slow-down, the ten fit in the burst of 20 and leave at once; at half the
     # rate (10/s, recovering slowly), with no tokens left, they take most of a second.
     assert times[-1] - times[2] >= 0.6
+
+
+def test_session_sandbox_allows_its_own_local_images(tmp_path: Path) -> None:
+    """H9: Session.sandbox() asks for local result URLs explicitly, and its images arrive."""
+    with Session.sandbox(data_dir=tmp_path, time_scale=SCALE) as session:
+        assert session.settings.allow_local_urls
+        task = session.generate("a sandbox banana").wait(timeout=20)
+        assert task.status is TaskStatus.SUCCESS, task.error
+    plain = Settings.resolve(base_url=session.settings.base_url, environ={})
+    assert not plain.allow_local_urls
