@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import ipaddress
 import json
 import logging
@@ -31,7 +32,7 @@ import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -75,6 +76,16 @@ QUERY_PATH = "/api/task/query"
 MAX_API_BODY = 1024 * 1024
 MAX_REDIRECTS = 3
 _T = TypeVar("_T")
+
+
+class DownloadSink(Protocol):
+    """Where :meth:`AsyncClient.download_to` writes: any binary file open for writing."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def seek(self, offset: int, /) -> object: ...
+
+    def truncate(self) -> object: ...
 
 
 class _Kind(enum.Enum):
@@ -1023,23 +1034,96 @@ class AsyncClient(_BaseClient):
 
     async def download(self, url_or_data_uri: str) -> tuple[bytes, str]:
         """Fetch a result image or decode a data URI. See :meth:`Client.download`."""
+        buffer = io.BytesIO()
+        media_type = await self.download_to(url_or_data_uri, buffer)
+        return buffer.getvalue(), media_type
+
+    async def download_to(self, url_or_data_uri: str, sink: DownloadSink) -> str:
+        """Stream a result image (or a decoded data URI) into ``sink``; return its media type.
+
+        The bytes are written as they arrive, so a large image never sits in memory whole;
+        more than ``settings.max_download_bytes`` is refused while streaming. ``sink`` is a
+        binary file open for writing; before a retry it is rewound with ``seek(0)`` and
+        emptied with ``truncate()``. Never sends the API key; follows at most 3 redirects,
+        each checked again.
+        """
         self._check_open()
         limit = self.settings.max_download_bytes
         if url_or_data_uri.startswith("data:"):
-            return _decode_data_uri(url_or_data_uri, limit)
+            data, media_type = _decode_data_uri(url_or_data_uri, limit)
+            sink.write(data)
+            return media_type
 
-        async def once() -> tuple[bytes, str]:
+        async def once() -> str:
+            sink.seek(0)
+            sink.truncate()
             url = url_or_data_uri
             for _ in range(MAX_REDIRECTS + 1):
                 req = self._build_download(url)
-                status, body, headers, _ = await self._send(self._cdn, req, limit)
-                target = self._redirect_target(url, status, headers)
+                media_type, target = await self._stream_download(req, url, limit, sink)
                 if target is None:
-                    return self._parse_download(status, body, headers, _safe_url(url))
+                    return media_type
                 url = target
             raise ProtocolError("too many redirects for a result URL", url=_safe_url(url))
 
         return await self._with_retries(_Kind.DOWNLOAD, once)
+
+    async def _stream_download(
+        self, request: httpx.Request, url: str, limit: int, sink: DownloadSink
+    ) -> tuple[str, str | None]:
+        """One download exchange: ``(media type, None)`` with the body in ``sink``, or
+        ``("", target)`` for a redirect. Error answers are read (bounded) and raised."""
+        safe = _safe_url(request.url)
+        total = _total_time(request, limit)
+
+        async def exchange() -> tuple[str, str | None]:
+            try:
+                response = await self._cdn.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise self._map_transport_error(exc, safe) from exc
+            try:
+                status, headers = response.status_code, response.headers
+                target = self._redirect_target(url, status, headers)
+                if target is not None:
+                    return "", target
+                if not 200 <= status < 300:
+                    body = _Body(response, MAX_API_BODY, safe)
+                    async for chunk in response.aiter_bytes():
+                        body.add(chunk)
+                    self._parse_download(status, body.value(), headers, safe)
+                    raise ProtocolError(f"unexpected answer ({status}) for an image", url=safe)
+                head = _Head(response, limit, safe)
+                async for chunk in response.aiter_bytes():
+                    head.add(chunk)
+                    sink.write(chunk)
+                _, media_type = self._parse_download(status, head.value(), headers, safe)
+                return media_type, None
+            except httpx.TransportError as exc:
+                raise self._map_transport_error(exc, safe) from exc
+            finally:
+                await response.aclose()
+
+        # A body that dribbles in never trips the read timeout: bound the whole exchange.
+        try:
+            return await asyncio.wait_for(exchange(), total)
+        except asyncio.TimeoutError:
+            raise APITimeoutError(
+                f"no complete image within {total:g} s from {urlsplit(safe).netloc}", url=safe
+            ) from None
+
+
+class _Head(_Body):
+    """Counts a streamed body against ``limit`` but keeps only its first bytes (to sniff)."""
+
+    _KEEP = 64
+
+    def add(self, chunk: bytes) -> None:
+        kept = sum(len(c) for c in self._chunks)
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise self._too_large()
+        if kept < self._KEEP:
+            self._chunks.append(chunk[: self._KEEP - kept])
 
 
 def _as_request(

@@ -43,7 +43,13 @@ from PIL import (
 from ._models import sniff_image_type
 from ._record import ImageRecord
 
-__all__ = ["ImageStore", "TooManyPixelsError", "decode_image", "make_preview"]
+__all__ = [
+    "ImageStore",
+    "IncomingImage",
+    "TooManyPixelsError",
+    "decode_image",
+    "make_preview",
+]
 
 TEMP_PREFIX = ".tmp-"
 """Every temporary file starts with this, so orphans from a crash can be found."""
@@ -126,10 +132,53 @@ class ImageStore:
             )
         image = _decode(data, media_type, self.max_pixels)
         digest = hashlib.sha256(data).hexdigest()
+        return self._keep(
+            digest, media_type, image, len(data), url, lambda path: _atomic_write(path, data)
+        )
+
+    def incoming(self) -> IncomingImage:
+        """A temporary file in the store to stream one image into; see :meth:`put_incoming`.
+
+        Use it as a context manager: whatever was not stored is removed on exit.
+        """
+        return IncomingImage(self.root, self.max_bytes)
+
+    def put_incoming(self, incoming: IncomingImage, *, url: str | None = None) -> ImageRecord:
+        """Check, store and thumbnail an image streamed into ``incoming``; return its record.
+
+        The same checks as :meth:`put`, decoding from the temporary file (the bytes are never
+        all in memory at once); the file is then renamed into place, so a stored image is
+        always whole. ``incoming`` is used up either way.
+
+        Raises:
+            ValueError, OSError: as :meth:`put`; the temporary file is removed.
+        """
+        with incoming:
+            size, digest, head = incoming.finish()
+            media_type = sniff_image_type(head)
+            if media_type is None:
+                raise ValueError(
+                    "the data is not a PNG, JPEG, WebP or GIF image (checked by its first "
+                    "bytes); other types such as SVG or HTML are never stored"
+                )
+            with open(incoming.path, "rb") as file:
+                image = _decode(file, media_type, self.max_pixels)
+            return self._keep(digest, media_type, image, size, url, incoming.move_to)
+
+    def _keep(
+        self,
+        digest: str,
+        media_type: str,
+        image: Image.Image,
+        size: int,
+        url: str | None,
+        place: Callable[[Path], None],
+    ) -> ImageRecord:
+        """File a checked image under its hash (``place`` writes it there) with a thumbnail."""
         path = self.root / digest[:2] / f"{digest}.{_EXTENSIONS[media_type]}"
         # Same name means same bytes; the size check guards against a file damaged by hand.
-        if not _is_file_of_size(path, len(data)):
-            _atomic_write(path, data)
+        if not _is_file_of_size(path, size):
+            place(path)
         thumb = self.root / "thumbs" / digest[:2] / f"{digest}-{self.thumb_side}.jpg"
         if not _is_file_of_size(thumb, None):
             preview = _encode_preview(image, self.thumb_side, "JPEG", PREVIEW_QUALITY)
@@ -140,7 +189,7 @@ class ImageStore:
             media_type=media_type,
             width=image.width,
             height=image.height,
-            size=len(data),
+            size=size,
             thumb_path=str(thumb),
             url=url,
         )
@@ -192,6 +241,85 @@ class ImageStore:
         return f"<ImageStore {str(self.root)!r}>"
 
 
+class IncomingImage:
+    """One image being streamed into the store: a temporary file, hashed and counted as the
+    bytes arrive, so a large download never sits in memory whole.
+
+    A download that is retried starts again with ``seek(0)`` and ``truncate()``. More than
+    the store's ``max_bytes`` is refused while writing. Removed on exit unless it was moved
+    into the store by :meth:`ImageStore.put_incoming`.
+    """
+
+    _HEAD = 16  # enough bytes to recognise the image type
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=root)
+        self.path = Path(name)
+        try:
+            self._file: IO[bytes] = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+        self._max_bytes = max_bytes
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._head = b""
+
+    def write(self, chunk: bytes) -> int:
+        self._size += len(chunk)
+        if self._size > self._max_bytes:
+            raise ValueError(f"image is more than the {self._max_bytes} byte limit")
+        if len(self._head) < self._HEAD:
+            self._head += chunk[: self._HEAD - len(self._head)]
+        self._hash.update(chunk)
+        return self._file.write(chunk)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise ValueError("an incoming image can only start again from the beginning")
+        return self._file.seek(0)
+
+    def truncate(self, size: int | None = None) -> int:
+        """Start again (size 0 only): the bytes so far and their hash are dropped."""
+        if size not in (None, 0) or self._file.tell() != 0:
+            raise ValueError("an incoming image can only be truncated to nothing, after seek(0)")
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._head = b""
+        return self._file.truncate(0)
+
+    def finish(self) -> tuple[int, str, bytes]:
+        """Flush, sync and close the file: ``(size, sha256 hex, first bytes)``."""
+        if not self._file.closed:
+            _write_and_sync(self._file, b"")
+            self._file.close()
+        return self._size, self._hash.hexdigest(), self._head
+
+    def move_to(self, path: Path) -> None:
+        """Rename the (finished) file to ``path`` atomically, and make the rename durable."""
+        directory = path.parent
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        if created:
+            _fsync_dir(directory.parent)
+        os.replace(self.path, path)
+        _fsync_dir(directory)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file, if it is still there."""
+        if not self._file.closed:
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __enter__(self) -> IncomingImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
 def make_preview(
     source: bytes | str | Path,
     *,
@@ -230,7 +358,7 @@ def make_preview(
 
 
 def _decode(
-    data: bytes, media_type: str, max_pixels: int, *, draft: int | None = None
+    data: bytes | IO[bytes], media_type: str, max_pixels: int, *, draft: int | None = None
 ) -> Image.Image:
     """Fully decode ``data`` (frame 0), refusing bombs and broken files with ValueError.
 
@@ -243,7 +371,7 @@ def _decode(
     in the process-wide filters (issue 14, H17). Nothing here touches ``warnings``.
     """
     try:
-        img = _OPENERS[media_type](io.BytesIO(data))
+        img = _OPENERS[media_type](io.BytesIO(data) if isinstance(data, bytes) else data)
         # Opening reads the header only: the size is known before any decoding.
         width, height = img.size
         if width * height > max_pixels:

@@ -546,3 +546,63 @@ def test_a_redirect_to_a_non_canonical_ipv4_host_is_refused(fake_sleep: FakeSlee
     with make_client(script, fake_sleep) as client, pytest.raises(ProtocolError, match="canonical"):
         client.download("https://cdn.example/a.png")
     assert len(script.requests) == 1
+
+
+# -- streaming downloads (H13) -------------------------------------------------------------
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A body that arrives in chunks and may break after some of them."""
+
+    def __init__(self, chunks: list[bytes], *, break_after: int | None = None) -> None:
+        self.chunks, self.break_after = chunks, break_after
+
+    async def __aiter__(self) -> Any:
+        for i, chunk in enumerate(self.chunks):
+            if self.break_after is not None and i == self.break_after:
+                raise httpx.ReadError("connection reset")
+            yield chunk
+
+
+def test_download_to_streams_into_the_sink_and_a_retry_starts_it_again(
+    fake_sleep: FakeSleep,
+) -> None:
+    """A download broken mid-body is retried; the sink holds the whole image once."""
+    data = png_bytes() * 1  # a real PNG, split below
+    parts = [data[:20], data[20:40], data[40:]]
+    answers = [Chunks(parts, break_after=2), Chunks(parts)]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=answers.pop(0))
+
+    async def main() -> tuple[str, bytes]:
+        sink = io.BytesIO()
+        async with AsyncClient(
+            "dk-x", transport=httpx.MockTransport(handler), sleep=fake_sleep.asleep
+        ) as client:
+            media = await client.download_to("https://cdn.example/a.png", sink)
+        return media, sink.getvalue()
+
+    media, body = asyncio.run(main())
+    assert media == "image/png" and body == data
+    assert answers == [] and len(fake_sleep.calls) == 1
+
+
+def test_download_to_refuses_a_body_over_the_cap_while_streaming(fake_sleep: FakeSleep) -> None:
+    """R5: more than max_download_bytes stops the stream; no declared length needed."""
+    settings = Settings.resolve(api_key="dk-x", environ={}).replace(max_download_bytes=100)
+    head = png_bytes()[:16]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Chunks([head] + [b"\0" * 50] * 100))
+
+    async def main() -> int:
+        sink = io.BytesIO()
+        async with AsyncClient(
+            settings=settings, transport=httpx.MockTransport(handler), sleep=fake_sleep.asleep
+        ) as client:
+            with pytest.raises(ProtocolError, match="larger than 100 bytes"):
+                await client.download_to("https://cdn.example/a.png", sink)
+        return len(sink.getvalue())
+
+    assert asyncio.run(main()) <= 100
