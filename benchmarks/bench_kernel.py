@@ -42,6 +42,7 @@ def run(*, quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
         with SandboxProcess(root / "sandbox", time_scale=1.0, duration=600.0, image_side=64) as sb:
             env = {
                 "NANOBANANA_BASE_URL": sb.url,
+                "NANOBANANA_ALLOW_LOCAL_URLS": "1",
                 "NANOBANANA_API_KEY": sb.api_key,
                 "NANOBANANA_DATA_DIR": str(root / "data"),
             }

@@ -69,6 +69,7 @@ def sandbox_images(root: Path, k: int) -> dict[str, Any]:
     with SandboxProcess(root / "sandbox", time_scale=0.02, max_side=1024) as sandbox:
         env = child_env(
             NANOBANANA_BASE_URL=sandbox.url,
+            NANOBANANA_ALLOW_LOCAL_URLS="1",
             NANOBANANA_API_KEY=sandbox.api_key,
             NANOBANANA_DATA_DIR=str(root / "data"),
             NANOBANANA_WAIT="1",

@@ -205,6 +205,7 @@ def _settings(url: str, key: str, data_dir: Path) -> Settings:
         environ={},
         dotenv=data_dir / "no.env",
         colab=lambda name: None,
+        allow_local_urls=True,  # the sandbox's images come from 127.0.0.1
     )
 
 

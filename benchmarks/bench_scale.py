@@ -83,6 +83,7 @@ def _worker(config: dict[str, Any]) -> dict[str, Any]:
         environ={},
         dotenv=data_dir / "no.env",
         colab=lambda name: None,
+        allow_local_urls=True,  # the sandbox's images come from 127.0.0.1
     )
     session = Session(
         settings=settings,

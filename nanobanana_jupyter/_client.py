@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import ipaddress
 import json
 import logging
 import random
+import re
+import socket
 import ssl
 import time
+import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from ._exceptions import (
@@ -71,6 +76,16 @@ QUERY_PATH = "/api/task/query"
 MAX_API_BODY = 1024 * 1024
 MAX_REDIRECTS = 3
 _T = TypeVar("_T")
+
+
+class DownloadSink(Protocol):
+    """Where :meth:`AsyncClient.download_to` writes: any binary file open for writing."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def seek(self, offset: int, /) -> object: ...
+
+    def truncate(self) -> object: ...
 
 
 class _Kind(enum.Enum):
@@ -286,7 +301,15 @@ class _BaseClient:
         )
 
     def _check_image_url(self, url: str) -> None:
-        """Refuse result URLs that could reach into this machine or its network (SSRF)."""
+        """Refuse result URLs that could reach into this machine or its network (SSRF).
+
+        This is the early, name-level check (a clear message before anything is sent). The
+        binding one is at the connection: :class:`_GuardedSyncBackend` and
+        :class:`_GuardedAsyncBackend` resolve the host, check every address, and connect to
+        the address they checked. Whether local hosts are allowed depends on
+        ``settings.allow_local_urls`` alone (the sandbox sets it), never on the base URL: a
+        local proxy in front of the API says nothing about where images may come from.
+        """
         parts = urlsplit(url)
         allow_local = self.settings.allow_local_urls
         if parts.scheme not in ({"https", "http"} if allow_local else {"https"}):
@@ -298,15 +321,23 @@ class _BaseClient:
         host = parts.hostname
         if not host:
             raise ProtocolError("refusing to fetch an image from a URL with no host")
+        if _is_non_canonical_ipv4(host):
+            # 2130706433, 127.1, 0x7f000001, 017700000001: resolvers read these as IPv4
+            # addresses; no real image host is written so. Refused whatever the settings.
+            raise ProtocolError(
+                f"refusing to fetch an image from host {host!r}: not a canonical dotted-quad "
+                "IPv4 address (decimal, octal, hex and shortened forms are refused)",
+                url=_safe_url(url),
+            )
         if allow_local:
             return
-        if is_loopback_host(host) or host.lower().endswith(".localhost"):
+        if is_loopback_host(host) or host.lower().rstrip(".").endswith(".localhost"):
             raise ProtocolError("refusing to fetch an image from this machine", url=_safe_url(url))
         try:
             address = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
-            return
-        if not address.is_global:
+            return  # a name: checked on every address it resolves to, at the connection
+        if _local_reason(address) is not None:
             raise ProtocolError(
                 "refusing to fetch an image from a private, link-local or reserved address",
                 url=_safe_url(url),
@@ -492,6 +523,224 @@ def _limits() -> httpx.Limits:
     return httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=4.0)
 
 
+_NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _is_non_canonical_ipv4(host: str) -> bool:
+    """True for a host that resolvers read as IPv4 but that is not written ``a.b.c.d``.
+
+    As the URL standard does, a host whose last label is a number is an IPv4 address; it
+    must then be canonical (four decimal parts, no leading zeros) or it is refused.
+    """
+    labels = host.rstrip(".").split(".")
+    if not _NUMERIC_LABEL.fullmatch(labels[-1]):
+        return False
+    try:
+        ipaddress.IPv4Address(host.rstrip("."))
+    except ValueError:
+        return True
+    return host.endswith(".")
+
+
+def _local_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why an image may not be fetched from ``address`` (not a public address), or None."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded: list[ipaddress.IPv4Address] = []
+        if address.ipv4_mapped is not None:
+            embedded.append(address.ipv4_mapped)
+        if address.sixtofour is not None:
+            embedded.append(address.sixtofour)
+        if address.teredo is not None:
+            embedded.append(address.teredo[1])
+        if address in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        for inner in embedded:
+            reason = _local_reason(inner)
+            if reason is not None:
+                return f"{reason} (inside {address})"
+    if address.is_loopback:
+        return f"{address} is this machine"
+    if not address.is_global or address.is_multicast:
+        return f"{address} is a private, link-local or reserved address"
+    return None
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, in the resolver's order (a test seam)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _checked_addresses(host: str, addresses: list[str]) -> list[str]:
+    """``addresses`` when every one is public; else refuse. One bad answer refuses them all."""
+    if not addresses:
+        raise httpcore.ConnectError(f"{host} resolves to no address")
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            raise ProtocolError(
+                f"refusing to fetch an image from {host}: it resolves to {text!r}"
+            ) from None
+        reason = _local_reason(address)
+        if reason is not None:
+            raise ProtocolError(f"refusing to fetch an image from {host}: {reason}")
+    return addresses
+
+
+class _GuardedSyncBackend(httpcore.NetworkBackend):
+    """Connects image downloads only to public addresses, checked at the connection.
+
+    The host is resolved once, every address is checked, and the socket is opened to an
+    address that was checked, so a name that answers a public address to a first lookup
+    and a loopback one to a second (DNS rebinding) gets no second lookup. TLS still
+    verifies the certificate against the host name (httpcore passes the origin's name as
+    ``server_hostname``), and the Host header is the URL's.
+    """
+
+    def __init__(
+        self,
+        inner: httpcore.NetworkBackend | None = None,
+        *,
+        resolve: Callable[[str, int], list[str]] | None = None,
+    ) -> None:
+        self._inner = inner or httpcore.SyncBackend()
+        self._resolve = resolve
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        resolve = self._resolve or _resolve
+        try:
+            addresses = resolve(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        error: Exception | None = None
+        for address in _checked_addresses(host, addresses):
+            try:
+                return self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise ProtocolError("refusing to fetch an image over a Unix socket")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
+    """The asyncio twin of :class:`_GuardedSyncBackend` (the lookup runs in a thread)."""
+
+    def __init__(
+        self,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+        *,
+        resolve: Callable[[str, int], list[str]] | None = None,
+    ) -> None:
+        self._inner = inner or httpcore.AnyIOBackend()
+        self._resolve = resolve
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        resolve = self._resolve or _resolve
+        loop = asyncio.get_running_loop()
+        try:
+            addresses = await asyncio.wait_for(
+                loop.run_in_executor(None, resolve, host, port), timeout
+            )
+        except asyncio.TimeoutError:
+            raise httpcore.ConnectTimeout(
+                f"resolving {host} took longer than {timeout} s"
+            ) from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        error: Exception | None = None
+        for address in _checked_addresses(host, addresses):
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise ProtocolError("refusing to fetch an image over a Unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _env_proxies() -> bool:
+    """True when the environment routes http(s) through a proxy (which resolves names)."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
+def _install_backend(
+    transport: Any, backend: httpcore.NetworkBackend | httpcore.AsyncNetworkBackend
+) -> Any:
+    """Put ``backend`` under an httpx transport's connection pool.
+
+    httpx (up to 0.28) takes no network backend; its pool (httpcore) does, as the attribute
+    set here. Should a future httpx change that shape, this fails at construction (closed)
+    rather than downloading without the guard.
+    """
+    pool = getattr(transport, "_pool", None)
+    if not isinstance(pool, (httpcore.ConnectionPool, httpcore.AsyncConnectionPool)) or not (
+        hasattr(pool, "_network_backend")
+    ):
+        raise RuntimeError("this httpx version hides its connection pool; cannot guard downloads")
+    pool._network_backend = backend
+    return transport
+
+
+def _image_transport(
+    settings: Settings, transport: Any, limits: httpx.Limits, *, blocking: bool
+) -> Any:
+    """The transport for image hosts: the caller's, or one that refuses local addresses.
+
+    None (httpx's default, with environment proxies) when local URLs are allowed, or when an
+    environment proxy is set: a proxy resolves the names itself, so only the URL check
+    applies there.
+    """
+    if transport is not None or settings.allow_local_urls or _env_proxies():
+        return transport
+    if blocking:
+        return _install_backend(httpx.HTTPTransport(limits=limits), _GuardedSyncBackend())
+    return _install_backend(httpx.AsyncHTTPTransport(limits=limits), _GuardedAsyncBackend())
+
+
 class Client(_BaseClient):
     """A blocking client: submit a generation, query a task, download a result image.
 
@@ -529,8 +778,9 @@ class Client(_BaseClient):
         )
         self._sleep = sleep
         self._http = httpx.Client(transport=transport, limits=_limits(), follow_redirects=False)
-        # A separate client with no credentials, for image hosts.
-        self._cdn = httpx.Client(transport=transport, limits=_limits(), follow_redirects=False)
+        # A separate client with no credentials, for image hosts, guarded at the connection.
+        cdn = _image_transport(self.settings, transport, _limits(), blocking=True)
+        self._cdn = httpx.Client(transport=cdn, limits=_limits(), follow_redirects=False)
 
     def __enter__(self) -> Client:
         return self
@@ -686,7 +936,8 @@ class AsyncClient(_BaseClient):
             keepalive_expiry=4.0,
         )
         self._http = httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False)
-        self._cdn = httpx.AsyncClient(transport=transport, limits=_limits(), follow_redirects=False)
+        cdn = _image_transport(self.settings, transport, _limits(), blocking=False)
+        self._cdn = httpx.AsyncClient(transport=cdn, limits=_limits(), follow_redirects=False)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -783,23 +1034,96 @@ class AsyncClient(_BaseClient):
 
     async def download(self, url_or_data_uri: str) -> tuple[bytes, str]:
         """Fetch a result image or decode a data URI. See :meth:`Client.download`."""
+        buffer = io.BytesIO()
+        media_type = await self.download_to(url_or_data_uri, buffer)
+        return buffer.getvalue(), media_type
+
+    async def download_to(self, url_or_data_uri: str, sink: DownloadSink) -> str:
+        """Stream a result image (or a decoded data URI) into ``sink``; return its media type.
+
+        The bytes are written as they arrive, so a large image never sits in memory whole;
+        more than ``settings.max_download_bytes`` is refused while streaming. ``sink`` is a
+        binary file open for writing; before a retry it is rewound with ``seek(0)`` and
+        emptied with ``truncate()``. Never sends the API key; follows at most 3 redirects,
+        each checked again.
+        """
         self._check_open()
         limit = self.settings.max_download_bytes
         if url_or_data_uri.startswith("data:"):
-            return _decode_data_uri(url_or_data_uri, limit)
+            data, media_type = _decode_data_uri(url_or_data_uri, limit)
+            sink.write(data)
+            return media_type
 
-        async def once() -> tuple[bytes, str]:
+        async def once() -> str:
+            sink.seek(0)
+            sink.truncate()
             url = url_or_data_uri
             for _ in range(MAX_REDIRECTS + 1):
                 req = self._build_download(url)
-                status, body, headers, _ = await self._send(self._cdn, req, limit)
-                target = self._redirect_target(url, status, headers)
+                media_type, target = await self._stream_download(req, url, limit, sink)
                 if target is None:
-                    return self._parse_download(status, body, headers, _safe_url(url))
+                    return media_type
                 url = target
             raise ProtocolError("too many redirects for a result URL", url=_safe_url(url))
 
         return await self._with_retries(_Kind.DOWNLOAD, once)
+
+    async def _stream_download(
+        self, request: httpx.Request, url: str, limit: int, sink: DownloadSink
+    ) -> tuple[str, str | None]:
+        """One download exchange: ``(media type, None)`` with the body in ``sink``, or
+        ``("", target)`` for a redirect. Error answers are read (bounded) and raised."""
+        safe = _safe_url(request.url)
+        total = _total_time(request, limit)
+
+        async def exchange() -> tuple[str, str | None]:
+            try:
+                response = await self._cdn.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise self._map_transport_error(exc, safe) from exc
+            try:
+                status, headers = response.status_code, response.headers
+                target = self._redirect_target(url, status, headers)
+                if target is not None:
+                    return "", target
+                if not 200 <= status < 300:
+                    body = _Body(response, MAX_API_BODY, safe)
+                    async for chunk in response.aiter_bytes():
+                        body.add(chunk)
+                    self._parse_download(status, body.value(), headers, safe)
+                    raise ProtocolError(f"unexpected answer ({status}) for an image", url=safe)
+                head = _Head(response, limit, safe)
+                async for chunk in response.aiter_bytes():
+                    head.add(chunk)
+                    sink.write(chunk)
+                _, media_type = self._parse_download(status, head.value(), headers, safe)
+                return media_type, None
+            except httpx.TransportError as exc:
+                raise self._map_transport_error(exc, safe) from exc
+            finally:
+                await response.aclose()
+
+        # A body that dribbles in never trips the read timeout: bound the whole exchange.
+        try:
+            return await asyncio.wait_for(exchange(), total)
+        except asyncio.TimeoutError:
+            raise APITimeoutError(
+                f"no complete image within {total:g} s from {urlsplit(safe).netloc}", url=safe
+            ) from None
+
+
+class _Head(_Body):
+    """Counts a streamed body against ``limit`` but keeps only its first bytes (to sniff)."""
+
+    _KEEP = 64
+
+    def add(self, chunk: bytes) -> None:
+        kept = sum(len(c) for c in self._chunks)
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise self._too_large()
+        if kept < self._KEEP:
+            self._chunks.append(chunk[: self._KEEP - kept])
 
 
 def _as_request(

@@ -23,18 +23,33 @@ import hashlib
 import io
 import math
 import os
+import struct
 import tempfile
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from PIL import Image, ImageOps
+from PIL import (
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    WebPImagePlugin,
+)
 
 from ._models import sniff_image_type
 from ._record import ImageRecord
 
-__all__ = ["ImageStore", "make_preview"]
+__all__ = [
+    "ImageStore",
+    "IncomingImage",
+    "TooManyPixelsError",
+    "decode_image",
+    "make_preview",
+]
 
 TEMP_PREFIX = ".tmp-"
 """Every temporary file starts with this, so orphans from a crash can be found."""
@@ -47,7 +62,13 @@ old at most, so anything this old was left by a process that died between write 
 """
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-_PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
+# Each format's own class: opening with it reads the header without Pillow's global bomb check.
+_OPENERS: dict[str, Callable[[IO[bytes]], ImageFile.ImageFile]] = {
+    "image/png": PngImagePlugin.PngImageFile,
+    "image/jpeg": JpegImagePlugin.JpegImageFile,
+    "image/webp": WebPImagePlugin.WebPImageFile,
+    "image/gif": GifImagePlugin.GifImageFile,
+}
 # JPEG quality of the previews notebooks embed: a 512 px preview of a photo is about 27 KB
 # (35 KB as base64) at 75, against 39 KB at 85 (benchmarks: "Notebook weight").
 PREVIEW_QUALITY = 75
@@ -111,10 +132,53 @@ class ImageStore:
             )
         image = _decode(data, media_type, self.max_pixels)
         digest = hashlib.sha256(data).hexdigest()
+        return self._keep(
+            digest, media_type, image, len(data), url, lambda path: _atomic_write(path, data)
+        )
+
+    def incoming(self) -> IncomingImage:
+        """A temporary file in the store to stream one image into; see :meth:`put_incoming`.
+
+        Use it as a context manager: whatever was not stored is removed on exit.
+        """
+        return IncomingImage(self.root, self.max_bytes)
+
+    def put_incoming(self, incoming: IncomingImage, *, url: str | None = None) -> ImageRecord:
+        """Check, store and thumbnail an image streamed into ``incoming``; return its record.
+
+        The same checks as :meth:`put`, decoding from the temporary file (the bytes are never
+        all in memory at once); the file is then renamed into place, so a stored image is
+        always whole. ``incoming`` is used up either way.
+
+        Raises:
+            ValueError, OSError: as :meth:`put`; the temporary file is removed.
+        """
+        with incoming:
+            size, digest, head = incoming.finish()
+            media_type = sniff_image_type(head)
+            if media_type is None:
+                raise ValueError(
+                    "the data is not a PNG, JPEG, WebP or GIF image (checked by its first "
+                    "bytes); other types such as SVG or HTML are never stored"
+                )
+            with open(incoming.path, "rb") as file:
+                image = _decode(file, media_type, self.max_pixels)
+            return self._keep(digest, media_type, image, size, url, incoming.move_to)
+
+    def _keep(
+        self,
+        digest: str,
+        media_type: str,
+        image: Image.Image,
+        size: int,
+        url: str | None,
+        place: Callable[[Path], None],
+    ) -> ImageRecord:
+        """File a checked image under its hash (``place`` writes it there) with a thumbnail."""
         path = self.root / digest[:2] / f"{digest}.{_EXTENSIONS[media_type]}"
         # Same name means same bytes; the size check guards against a file damaged by hand.
-        if not _is_file_of_size(path, len(data)):
-            _atomic_write(path, data)
+        if not _is_file_of_size(path, size):
+            place(path)
         thumb = self.root / "thumbs" / digest[:2] / f"{digest}-{self.thumb_side}.jpg"
         if not _is_file_of_size(thumb, None):
             preview = _encode_preview(image, self.thumb_side, "JPEG", PREVIEW_QUALITY)
@@ -125,7 +189,7 @@ class ImageStore:
             media_type=media_type,
             width=image.width,
             height=image.height,
-            size=len(data),
+            size=size,
             thumb_path=str(thumb),
             url=url,
         )
@@ -177,6 +241,85 @@ class ImageStore:
         return f"<ImageStore {str(self.root)!r}>"
 
 
+class IncomingImage:
+    """One image being streamed into the store: a temporary file, hashed and counted as the
+    bytes arrive, so a large download never sits in memory whole.
+
+    A download that is retried starts again with ``seek(0)`` and ``truncate()``. More than
+    the store's ``max_bytes`` is refused while writing. Removed on exit unless it was moved
+    into the store by :meth:`ImageStore.put_incoming`.
+    """
+
+    _HEAD = 16  # enough bytes to recognise the image type
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=root)
+        self.path = Path(name)
+        try:
+            self._file: IO[bytes] = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+        self._max_bytes = max_bytes
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._head = b""
+
+    def write(self, chunk: bytes) -> int:
+        self._size += len(chunk)
+        if self._size > self._max_bytes:
+            raise ValueError(f"image is more than the {self._max_bytes} byte limit")
+        if len(self._head) < self._HEAD:
+            self._head += chunk[: self._HEAD - len(self._head)]
+        self._hash.update(chunk)
+        return self._file.write(chunk)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise ValueError("an incoming image can only start again from the beginning")
+        return self._file.seek(0)
+
+    def truncate(self, size: int | None = None) -> int:
+        """Start again (size 0 only): the bytes so far and their hash are dropped."""
+        if size not in (None, 0) or self._file.tell() != 0:
+            raise ValueError("an incoming image can only be truncated to nothing, after seek(0)")
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._head = b""
+        return self._file.truncate(0)
+
+    def finish(self) -> tuple[int, str, bytes]:
+        """Flush, sync and close the file: ``(size, sha256 hex, first bytes)``."""
+        if not self._file.closed:
+            _write_and_sync(self._file, b"")
+            self._file.close()
+        return self._size, self._hash.hexdigest(), self._head
+
+    def move_to(self, path: Path) -> None:
+        """Rename the (finished) file to ``path`` atomically, and make the rename durable."""
+        directory = path.parent
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        if created:
+            _fsync_dir(directory.parent)
+        os.replace(self.path, path)
+        _fsync_dir(directory)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file, if it is still there."""
+        if not self._file.closed:
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __enter__(self) -> IncomingImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
 def make_preview(
     source: bytes | str | Path,
     *,
@@ -215,32 +358,43 @@ def make_preview(
 
 
 def _decode(
-    data: bytes, media_type: str, max_pixels: int, *, draft: int | None = None
+    data: bytes | IO[bytes], media_type: str, max_pixels: int, *, draft: int | None = None
 ) -> Image.Image:
-    """Fully decode ``data`` (frame 0), refusing bombs and broken files with ValueError."""
+    """Fully decode ``data`` (frame 0), refusing bombs and broken files with ValueError.
+
+    The pixel count is checked by this module, on the size the header declares, before
+    anything is decoded. The file is opened with its format's own class rather than
+    :func:`PIL.Image.open`, which would run Pillow's process-wide decompression-bomb check
+    (a warning, or an error at twice ``Image.MAX_IMAGE_PIXELS``) first. Turning that warning
+    into an error with ``warnings.catch_warnings()`` is not thread-safe: decodes run in
+    executor threads, and interleaved save/restore pairs left ``error::DecompressionBombWarning``
+    in the process-wide filters (issue 14, H17). Nothing here touches ``warnings``.
+    """
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (rather than fails) for large images; here that is a refusal.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[media_type]])
-            # Image.open reads the header only: the size is known before any decoding.
-            width, height = img.size
-            if width * height > max_pixels:
-                raise _Refused(
-                    f"image declares {width}x{height} pixels, more than the {max_pixels} "
-                    "pixel limit (refused before decoding)"
-                )
-            if draft is not None and img.format == "JPEG" and max(width, height) > draft:
-                # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding: far less
-                # work. Twice the final size keeps room for a clean resampling step, as
-                # Image.thumbnail's own reducing_gap does.
-                scale = 2 * draft / max(width, height)
-                img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            # load() decodes every byte of frame 0: a truncated file fails here.
-            img.load()
-    except _Refused:
+        img = _OPENERS[media_type](io.BytesIO(data) if isinstance(data, bytes) else data)
+        # Opening reads the header only: the size is known before any decoding.
+        width, height = img.size
+        if width * height > max_pixels:
+            raise TooManyPixelsError(
+                f"image declares {width}x{height} pixels, more than the {max_pixels} "
+                "pixel limit (refused before decoding)",
+                size=(width, height),
+            )
+        if draft is not None and img.format == "JPEG" and max(width, height) > draft:
+            # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding: far less
+            # work. Twice the final size keeps room for a clean resampling step, as
+            # Image.thumbnail's own reducing_gap does.
+            scale = 2 * draft / max(width, height)
+            img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        # load() decodes every byte of frame 0: a truncated file fails here.
+        img.load()
+        if img.width * img.height > max_pixels:  # a GIF frame may outgrow its screen
+            raise TooManyPixelsError(
+                f"image decodes to more than the {max_pixels} pixel limit", size=img.size
+            )
+    except TooManyPixelsError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ValueError(f"image declares too many pixels (refused): {exc}") from exc
     except (
         OSError,
@@ -250,14 +404,35 @@ def _decode(
         IndexError,
         TypeError,
         MemoryError,
+        struct.error,
     ) as exc:
         # Pillow reports damaged data with any of these, depending on the codec.
         raise ValueError(f"the {media_type} image is truncated or damaged: {exc}") from exc
     return img
 
 
-class _Refused(ValueError):
-    """An image refused on purpose (not a decoding failure)."""
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode a PNG, JPEG, WebP or GIF (frame 0) fully, within ``max_pixels``.
+
+    Thread-safe, and leaves the process-wide ``warnings`` filters alone.
+
+    Raises:
+        TooManyPixelsError: more pixels than ``max_pixels`` (checked on the header, before
+            decoding); its ``size`` is the declared size.
+        ValueError: not one of those types, or truncated/damaged data.
+    """
+    media_type = sniff_image_type(data)
+    if media_type is None:
+        raise ValueError("the data is not a PNG, JPEG, WebP or GIF image")
+    return _decode(data, media_type, max_pixels)
+
+
+class TooManyPixelsError(ValueError):
+    """An image refused for its pixel count (not a decoding failure); ``size`` says why."""
+
+    def __init__(self, message: str, *, size: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 def _encode_preview(image: Image.Image, side: int, fmt: str, quality: int) -> bytes:

@@ -28,6 +28,8 @@ MAX_INLINE_BYTES = 7 * 1024 * 1024
 """Largest data URI payload sent for one reference image, after downscaling."""
 MAX_SOURCE_BYTES = 64 * 1024 * 1024
 """Largest file read as a reference image before downscaling."""
+MAX_SOURCE_PIXELS = 100_000_000
+"""Most pixels a reference image may declare; checked on its header, before decoding."""
 
 
 def _encode(image: Any) -> str:
@@ -56,20 +58,26 @@ def _encode(image: Any) -> str:
 
 
 def _from_bytes(data: bytes, what: str) -> str:
-    from PIL import Image, UnidentifiedImageError
+    from ._images import TooManyPixelsError, decode_image
 
     if sniff_image_type(data) is None:
         raise ValidationError(f"{what} is not a PNG, JPEG, WebP or GIF image")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > 100_000_000:
-                raise ValidationError(f"{what} is {img.width}x{img.height} pixels: too large")
-            img.load()
-            return _encode(img)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            raise
+        # The pixel count is checked on the header before decoding, without Pillow's
+        # process-wide bomb check (which raised DecompressionBombError past 179 MP).
+        img = decode_image(data, max_pixels=MAX_SOURCE_PIXELS)
+    except TooManyPixelsError as exc:
+        width, height = exc.size
+        raise ValidationError(
+            f"{what} is {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than "
+            f"the {MAX_SOURCE_PIXELS // 1_000_000} MP a reference image may have; downscale "
+            f"it ({MAX_REFERENCE_SIDE} px on the long side is enough: larger references are "
+            "reduced to that anyway) and pass the smaller file. Nothing was sent"
+        ) from None
+    except ValueError as exc:
         raise ValidationError(f"{what} could not be read as an image ({exc})") from None
+    with img:
+        return _encode(img)
 
 
 def _from_path(path: Path) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -59,6 +60,11 @@ logger = logging.getLogger("nanobanana_jupyter")
 
 # Seconds close() lets submits in flight finish before cancelling them.
 SUBMIT_GRACE_ON_CLOSE = 3.0
+
+# Result images a session fetches and decodes at once. Each streams to disk in chunks, but
+# checking one decodes it fully (up to 64 MP, about 200 MB of pixels): a small number keeps
+# a task with 30 large results to a few hundred MB at worst, and still overlaps the network.
+IMAGE_FETCHES = 3
 
 # With callbacks, polling is only the safety net for a callback that never comes.
 # With callbacks on, polls are only a backup for a callback that never comes: the first at
@@ -170,6 +176,7 @@ class Session:
         self._submitting: set[asyncio.Task[Any]] = set()
         self._early_hints: dict[str, str | None] = {}
         self._background: set[asyncio.Task[None]] = set()  # reconciliations in flight
+        self._image_slots: asyncio.Semaphore | None = None  # result images fetched at once
         self._receiver: WebhookReceiver | None = None
         if webhook or webhook_url:
             self._receiver = WebhookReceiver(self._on_hint, public_url=webhook_url)
@@ -409,7 +416,16 @@ class Session:
                 data_dir = Path(base) / "sandbox"
             directory = data_dir
             kwargs.setdefault("poll_policy", PollPolicy().scaled(time_scale))
-            session = cls(api_key=server.api_key, base_url=server.url, data_dir=directory, **kwargs)
+            # The sandbox serves its images from 127.0.0.1: the one place local result URLs
+            # are allowed without being asked for (a loopback base URL alone does not).
+            settings = Settings.resolve(
+                api_key=server.api_key,
+                base_url=server.url,
+                data_dir=directory,
+                model=kwargs.pop("model", None),
+                allow_local_urls=True,
+            )
+            session = cls(settings=settings, **kwargs)
         except BaseException:
             server.stop()
             raise
@@ -864,14 +880,27 @@ class Session:
             self._store.release_lease(key, self._owner)
 
     async def _collect(self, local_id: str, snapshot: Any, polls: int) -> None:
-        """Fetch every image of a successful task into the image store, at once."""
+        """Fetch every image of a successful task into the image store, at once.
+
+        Each image streams into a temporary file of the store (hashed and size-checked as it
+        arrives) and is checked and renamed into place from there, so no image sits in memory
+        whole; at most ``IMAGE_FETCHES`` of the session's images are fetched and decoded at
+        a time, which bounds the memory a task with many large results can take.
+        """
         client, _ = self._ensure_engine_objects()
         loop = asyncio.get_running_loop()
+        if self._image_slots is None:
+            self._image_slots = asyncio.Semaphore(IMAGE_FETCHES)
+        slots = self._image_slots
 
         async def fetch(ref: str) -> ImageRecord:
-            data, _ = await client.download(ref)
             url = None if ref.startswith("data:") else ref
-            return await loop.run_in_executor(None, lambda: self._images.put(data, url=url))
+            async with slots:
+                with self._images.incoming() as incoming:
+                    await client.download_to(ref, incoming)
+                    return await loop.run_in_executor(
+                        None, functools.partial(self._images.put_incoming, incoming, url=url)
+                    )
 
         refs = list(dict.fromkeys(snapshot.images))  # duplicates fetched once
         results = await asyncio.gather(*(fetch(r) for r in refs), return_exceptions=True)

@@ -34,6 +34,8 @@ class ENV:
     DATA_DIR = "NANOBANANA_DATA_DIR"
     DEADLINE = "NANOBANANA_DEADLINE"
     TIMEOUT = "NANOBANANA_TIMEOUT"
+    ALLOW_LOCAL_URLS = "NANOBANANA_ALLOW_LOCAL_URLS"
+    """Truthy: result images may come from loopback/private hosts and plain http (sandbox)."""
     WAIT = "NANOBANANA_WAIT"
     """Truthy: the magic blocks until done by default (Run All, nbclient, papermill)."""
 
@@ -220,7 +222,11 @@ class Settings:
     data_dir: Path | None = None
     """Where history and images are kept; ``None`` means the per-user default."""
     allow_local_urls: bool = False
-    """Allow result URLs on loopback/private hosts and plain http (sandbox and tests)."""
+    """Allow result URLs on loopback/private hosts and plain http (sandbox and tests).
+
+    Explicit only (argument or ``NANOBANANA_ALLOW_LOCAL_URLS``; ``Session.sandbox()`` sets
+    it): a loopback base URL does not imply it, since a local proxy in front of the real API
+    says nothing about where result images may come from."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", _check_base_url(self.base_url))
@@ -266,7 +272,9 @@ class Settings:
             "key_source": source,
             "base_url": resolved_url,
             "model": model or pick(ENV.MODEL) or DEFAULT_MODEL,
-            "allow_local_urls": is_loopback_host(urlsplit(resolved_url.strip()).hostname),
+            "allow_local_urls": env_flag(
+                ENV.ALLOW_LOCAL_URLS, {ENV.ALLOW_LOCAL_URLS: pick(ENV.ALLOW_LOCAL_URLS) or ""}
+            ),
         }
         directory = data_dir if data_dir is not None else pick(ENV.DATA_DIR)
         if directory is not None:

@@ -123,11 +123,37 @@ class Task:
 
     @property
     def image(self) -> PILImage.Image:
-        """The first image as a PIL image, waiting for the task if it is still running."""
+        """The first image as a PIL image, waiting for the task if it is still running.
+
+        Raises:
+            TaskUnavailableError: the task has no image, or its file is no longer on disk
+                (deleted or moved). The message names the file and the ways back: put the
+                file back; fetch the result URL again while it is valid (result URLs
+                expire, typically within hours); or generate again with
+                ``generate(..., force=True)``, a new paid task (without ``force`` the
+                identical request would reuse this task). ``task.resume()`` does not help:
+                the task finished, and the server keeps no copy beyond that URL.
+            The errors of :meth:`result`, when the task ended badly.
+        """
         images = self.result()
         if not images:
             raise TaskUnavailableError("the task succeeded but returned no image", task_id=self.id)
-        return images[0].to_pil()
+        first = images[0]
+        try:
+            return first.to_pil()
+        except FileNotFoundError as exc:
+            again = (
+                f"fetch {_url_for_message(first.url)} again while it is still valid (result "
+                "URLs expire), e.g. with nanobanana_jupyter.Client().download(url), or "
+                if first.url
+                else ""
+            )
+            raise TaskUnavailableError(
+                f"the image file of task {self.id} is gone: {first.path} (deleted or moved). "
+                f"Put the file back, {again}generate it again with "
+                "session.generate(..., force=True) (a new paid task)",
+                task_id=self.id,
+            ) from exc
 
     @property
     def elapsed(self) -> float:
@@ -271,6 +297,14 @@ class Task:
             self._compact_repr_once = False
             return {"text/plain": repr(self)}
         return self._session._bundle(self)
+
+
+def _url_for_message(url: str) -> str:
+    """A result URL without its query string (it may carry a signature)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def _safe_call(fn: Callable[[Task], object], task: Task) -> None:

@@ -555,14 +555,18 @@ The rehearsal session keeps its history in a temporary directory, away from your
         "code",
         """import tempfile
 
-from nanobanana_jupyter import PollPolicy
+from nanobanana_jupyter import PollPolicy, Settings
 from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
 
 lab = Sandbox(time_scale=0.05).start()
-rehearsal = Session(
+settings = Settings.resolve(
     api_key=lab.api_key,
     base_url=lab.url,
     data_dir=tempfile.mkdtemp(prefix="nanobanana-rehearsal-"),
+    allow_local_urls=True,  # the sandbox serves its images from 127.0.0.1
+)
+rehearsal = Session(
+    settings=settings,
     poll_policy=PollPolicy().scaled(0.05),  # poll on the sandbox's faster clock
 )
 lab""",
@@ -653,8 +657,9 @@ lab.stop()""",
         """## Outside a notebook
 
 - `python -m nanobanana_jupyter.sandbox --port 8765 --accept-any-key` runs the sandbox in a
-  terminal; point anything at it with `NANOBANANA_BASE_URL=http://127.0.0.1:8765` and
-  `NANOBANANA_API_KEY=dk-anything`.
+  terminal; point anything at it with `NANOBANANA_BASE_URL=http://127.0.0.1:8765`,
+  `NANOBANANA_API_KEY=dk-anything` and `NANOBANANA_ALLOW_LOCAL_URLS=1` (its images come from
+  127.0.0.1, which sessions refuse unless told).
 - `nanobanana --sandbox generate "a banana lighthouse"` generates from the terminal, offline.
 - `make demo` runs `quickstart.ipynb` against a sandbox and writes an HTML copy.""",
     ),

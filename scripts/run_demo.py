@@ -54,6 +54,7 @@ def main() -> int:
         os.environ.update(
             {
                 "NANOBANANA_BASE_URL": sandbox.url,
+                "NANOBANANA_ALLOW_LOCAL_URLS": "1",
                 "NANOBANANA_API_KEY": sandbox.api_key,
                 "NANOBANANA_DATA_DIR": str(data_dir),
                 "NANOBANANA_WAIT": "1",

@@ -20,6 +20,7 @@ def main() -> int:
         env = {
             **os.environ,
             "NANOBANANA_BASE_URL": sandbox.url,
+            "NANOBANANA_ALLOW_LOCAL_URLS": "1",
             "NANOBANANA_API_KEY": sandbox.api_key,
             "NANOBANANA_DATA_DIR": str(ROOT / "out" / "lab-data"),
         }

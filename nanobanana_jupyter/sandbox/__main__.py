@@ -59,7 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def announce(sb: Sandbox) -> None:
         print(f"url={sb.url}", flush=True)
         print(f"api_key={sb.api_key}", flush=True)
-        print("nanobanana sandbox running; press Ctrl-C to stop", file=sys.stderr, flush=True)
+        print(
+            f"nanobanana sandbox running; press Ctrl-C to stop. Point a client at it with "
+            f"NANOBANANA_BASE_URL={sb.url} and NANOBANANA_ALLOW_LOCAL_URLS=1 (its images "
+            "come from 127.0.0.1, which clients refuse unless told)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         serve(sandbox, on_ready=announce)

@@ -34,7 +34,9 @@ pytestmark = pytest.mark.integration
 
 
 def client_for(sb: Sandbox, **kwargs: object) -> Client:
-    settings = Settings.resolve(api_key=sb.api_key, base_url=sb.url, environ={})
+    settings = Settings.resolve(
+        api_key=sb.api_key, base_url=sb.url, environ={}, allow_local_urls=True
+    )
     return Client(settings=settings, **kwargs)  # type: ignore[arg-type]
 
 
@@ -173,7 +175,9 @@ def test_s8_bad_parameters_are_refused_by_the_server_with_detail(sandbox: Sandbo
 
 def test_s9_wrong_key_is_refused_once_and_never_shown(sandbox: Sandbox, sentinel_key: str) -> None:
     """S9: a refused key: one request, no retry, and the error never shows the key."""
-    settings = Settings.resolve(api_key=sentinel_key, base_url=sandbox.url, environ={})
+    settings = Settings.resolve(
+        api_key=sentinel_key, base_url=sandbox.url, environ={}, allow_local_urls=True
+    )
     with Client(settings=settings) as client, pytest.raises(AuthenticationError) as info:
         client.submit("a cat")
     assert sandbox.ledger.submits_received == 1
@@ -245,7 +249,9 @@ def test_async_client_end_to_end(sandbox: Sandbox) -> None:
     """The async client generates and downloads just like the blocking one."""
 
     async def run() -> bytes:
-        settings = Settings.resolve(api_key=sandbox.api_key, base_url=sandbox.url, environ={})
+        settings = Settings.resolve(
+            api_key=sandbox.api_key, base_url=sandbox.url, environ={}, allow_local_urls=True
+        )
         async with AsyncClient(settings=settings) as client:
             task_id = await client.submit("an async cat")
             for _ in range(500):

@@ -40,6 +40,7 @@ def make_session(sb: Sandbox, data_dir: Path, **kwargs: object) -> Session:
         base_url=sb.url,
         data_dir=data_dir,
         environ={},
+        allow_local_urls=True,  # the sandbox's images come from 127.0.0.1
         **kwargs.pop("settings", {}),  # type: ignore[arg-type]
     )
     kwargs.setdefault("poll_policy", PollPolicy().scaled(SCALE))
@@ -149,6 +150,43 @@ def test_bad_input_raises_at_once_and_writes_nothing(session: Session) -> None:
     with pytest.raises(ValidationError):
         session.map(["good", ""])
     assert len(session.history) == 0
+
+
+def test_a_huge_reference_image_is_refused_before_anything_is_sent(
+    session: Session, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """H16: a 300-megapixel reference is a ValidationError saying to downscale; nothing sent."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 15_000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(ValidationError, match="downscale"):
+        session.generate("edit this", images=[huge])
+    assert len(session.history) == 0
+    assert sandbox.ledger.submits_received == 0
+
+
+def test_image_of_a_deleted_file_says_which_file_and_what_to_do(session: Session) -> None:
+    """H16: task.image after its file was deleted raises TaskUnavailableError naming the file."""
+    task = session.generate("soon deleted").wait(timeout=20)
+    assert task.status is TaskStatus.SUCCESS, task.error
+    path = Path(task.images[0].path)
+    path.unlink()
+    with pytest.raises(TaskUnavailableError) as info:
+        _ = task.image
+    message = str(info.value)
+    assert str(path) in message and "force=True" in message
+    assert isinstance(info.value.__cause__, FileNotFoundError)
 
 
 def test_stuck_task_times_out_and_resumes(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -261,6 +299,7 @@ def _worker(args: list[str], sb: Sandbox, data_dir: Path) -> subprocess.Popen[st
     env = {
         **os.environ,
         "NANOBANANA_BASE_URL": sb.url,
+        "NANOBANANA_ALLOW_LOCAL_URLS": "1",
         "NANOBANANA_API_KEY": sb.api_key,
         "NANOBANANA_DATA_DIR": str(data_dir),
         "PYTHONPATH": str(ROOT),
@@ -502,3 +541,13 @@ def test_a_429_slows_the_submits_that_follow(sandbox: Sandbox, tmp_path: Path) -
     # Without the slow-down, the ten fit in the burst of 20 and leave at once; at half the
     # rate (10/s, recovering slowly), with no tokens left, they take most of a second.
     assert times[-1] - times[2] >= 0.6
+
+
+def test_session_sandbox_allows_its_own_local_images(tmp_path: Path) -> None:
+    """H9: Session.sandbox() asks for local result URLs explicitly, and its images arrive."""
+    with Session.sandbox(data_dir=tmp_path, time_scale=SCALE) as session:
+        assert session.settings.allow_local_urls
+        task = session.generate("a sandbox banana").wait(timeout=20)
+        assert task.status is TaskStatus.SUCCESS, task.error
+    plain = Settings.resolve(base_url=session.settings.base_url, environ={})
+    assert not plain.allow_local_urls

@@ -101,6 +101,7 @@ def start_kernel(sb: Sandbox, data_dir: Path, **extra_env: str) -> Kernel:
     env = {
         **os.environ,
         "NANOBANANA_BASE_URL": sb.url,
+        "NANOBANANA_ALLOW_LOCAL_URLS": "1",
         "NANOBANANA_API_KEY": sb.api_key,
         "NANOBANANA_DATA_DIR": str(data_dir),
         **extra_env,

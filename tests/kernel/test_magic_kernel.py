@@ -107,6 +107,7 @@ def _run_notebook(cells: list[str], sb: Sandbox, tmp_path: Path) -> nbformat.Not
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
     env = {
         "NANOBANANA_BASE_URL": sb.url,
+        "NANOBANANA_ALLOW_LOCAL_URLS": "1",
         "NANOBANANA_API_KEY": sb.api_key,
         "NANOBANANA_DATA_DIR": str(tmp_path / "data"),
         "NANOBANANA_WAIT": "1",

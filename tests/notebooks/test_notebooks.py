@@ -87,6 +87,7 @@ def test_notebook_runs_against_the_sandbox(
     """The notebook executes without an error and its saved form shows at least one image."""
     # The kernel inherits these: its default session talks to the sandbox.
     monkeypatch.setenv("NANOBANANA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("NANOBANANA_ALLOW_LOCAL_URLS", "1")
     monkeypatch.setenv("NANOBANANA_API_KEY", sandbox.api_key)
     monkeypatch.setenv("NANOBANANA_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("NANOBANANA_WAIT", "1")

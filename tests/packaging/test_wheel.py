@@ -229,6 +229,7 @@ DRIVER = textwrap.dedent(
     with Sandbox(time_scale=0.05, max_side=256) as sandbox:
         os.environ.update({
             "NANOBANANA_BASE_URL": sandbox.url,
+            "NANOBANANA_ALLOW_LOCAL_URLS": "1",
             "NANOBANANA_API_KEY": sandbox.api_key,
             "NANOBANANA_DATA_DIR": os.path.join(workdir, "data"),
             "NANOBANANA_WAIT": "1",

@@ -42,9 +42,17 @@ def proxy(sandbox: Sandbox) -> Iterator[FaultProxy]:
 
 
 def make_settings(base_url: str, api_key: str, data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for one test: no environment, no .env, no Colab; overrides applied."""
+    """Settings for one test: no environment, no .env, no Colab; overrides applied.
+
+    Local result URLs are allowed: the sandbox serves its images from 127.0.0.1.
+    """
     settings = Settings.resolve(
-        api_key=api_key, base_url=base_url, data_dir=data_dir, environ={}, colab=lambda n: None
+        api_key=api_key,
+        base_url=base_url,
+        data_dir=data_dir,
+        environ={},
+        colab=lambda n: None,
+        allow_local_urls=True,
     )
     return settings.replace(**overrides) if overrides else settings
 

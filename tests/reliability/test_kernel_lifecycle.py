@@ -31,6 +31,7 @@ def _env(sb: Sandbox, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NANOBANANA_", "DEFAPI_"))}
     env.update(
         NANOBANANA_BASE_URL=sb.url,
+        NANOBANANA_ALLOW_LOCAL_URLS="1",
         NANOBANANA_API_KEY=sb.api_key,
         NANOBANANA_DATA_DIR=str(data_dir),
         **extra,

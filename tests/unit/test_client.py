@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,9 +26,11 @@ from nanobanana_jupyter import (
     NotFoundError,
     ProtocolError,
     RateLimitError,
+    Settings,
     SubmitOutcomeUnknownError,
     TaskStatus,
     ValidationError,
+    _client,
 )
 from tests.conftest import FakeSleep
 
@@ -441,3 +444,165 @@ def test_missing_key_is_reported_before_sending(fake_sleep: FakeSleep) -> None:
     ):
         client.submit("a cat")
     assert script.requests == []
+
+
+# -- local addresses at the connection (H9) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["2130706433", "127.1", "0x7f000001", "017700000001", "0177.0.0.1", "127.0.0.01"]
+)
+@pytest.mark.parametrize("allow_local", [False, True])
+def test_non_canonical_ipv4_hosts_are_refused_outright(
+    host: str, allow_local: bool, fake_sleep: FakeSleep
+) -> None:
+    """H9: decimal, octal, hex and shortened IPv4 forms are refused, whatever the setting."""
+    script = Script(httpx.Response(200, content=png_bytes()))
+    settings = Settings.resolve(api_key="dk-test", environ={}).replace(allow_local_urls=allow_local)
+    client = Client(settings=settings, transport=httpx.MockTransport(script), sleep=fake_sleep)
+    with client, pytest.raises(ProtocolError, match="canonical"):
+        client.download(f"https://{host}/a.png")
+    assert script.requests == []
+
+
+class RecordingBackend(httpcore.MockBackend):
+    """A network backend that records where it was asked to connect, and answers nothing."""
+
+    def __init__(self) -> None:
+        super().__init__([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+        self.connected: list[tuple[str, int]] = []
+
+    def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        self.connected.append((host, port))
+        return super().connect_tcp(host, port, *args, **kwargs)
+
+
+class AsyncRecordingBackend(httpcore.AsyncMockBackend):
+    def __init__(self) -> None:
+        super().__init__([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+        self.connected: list[tuple[str, int]] = []
+
+    async def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        self.connected.append((host, port))
+        return await super().connect_tcp(host, port, *args, **kwargs)
+
+
+LOCAL_ANSWERS = [
+    ["127.0.0.1"],
+    ["169.254.169.254"],
+    ["93.184.216.34", "10.0.0.7"],  # one bad address among good ones is enough
+    ["::1"],
+    ["::ffff:127.0.0.1"],
+    ["2002:7f00:1::"],  # 6to4 around 127.0.0.1
+    ["64:ff9b::a9fe:a9fe"],  # NAT64 around 169.254.169.254
+]
+
+
+@pytest.mark.parametrize("answer", LOCAL_ANSWERS)
+def test_a_name_resolving_to_a_local_address_is_never_connected_to(answer: list[str]) -> None:
+    """H9: every address the name resolves to is checked; one local one refuses the connect."""
+    inner = RecordingBackend()
+    backend = _client._GuardedSyncBackend(inner, resolve=lambda host, port: answer)
+    with pytest.raises(ProtocolError, match="refusing"):
+        backend.connect_tcp("images.example.com", 443)
+    assert inner.connected == []
+
+
+@pytest.mark.parametrize("answer", LOCAL_ANSWERS)
+def test_the_async_backend_refuses_the_same(answer: list[str]) -> None:
+    """H9: the asyncio client's backend checks every resolved address too."""
+    inner = AsyncRecordingBackend()
+    backend = _client._GuardedAsyncBackend(inner, resolve=lambda host, port: answer)
+    with pytest.raises(ProtocolError, match="refusing"):
+        asyncio.run(backend.connect_tcp("images.example.com", 443))
+    assert inner.connected == []
+
+
+def test_the_connection_goes_to_the_address_that_was_checked() -> None:
+    """H9: one lookup per connection, and the connect uses its checked IP (no DNS rebinding)."""
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+    lookups: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return next(answers)
+
+    inner = RecordingBackend()
+    backend = _client._GuardedSyncBackend(inner, resolve=rebinding)
+    backend.connect_tcp("images.example.com", 443)
+    assert inner.connected == [("93.184.216.34", 443)] and lookups == ["images.example.com"]
+    async_inner = AsyncRecordingBackend()
+    async_answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+    async_backend = _client._GuardedAsyncBackend(
+        async_inner, resolve=lambda host, port: next(async_answers)
+    )
+    asyncio.run(async_backend.connect_tcp("images.example.com", 443))
+    assert async_inner.connected == [("93.184.216.34", 443)]
+
+
+def test_a_redirect_to_a_non_canonical_ipv4_host_is_refused(fake_sleep: FakeSleep) -> None:
+    """H9: every redirect hop gets the same host checks as the first URL."""
+    script = Script(httpx.Response(302, headers={"Location": "https://0x7f000001/x.png"}))
+    with make_client(script, fake_sleep) as client, pytest.raises(ProtocolError, match="canonical"):
+        client.download("https://cdn.example/a.png")
+    assert len(script.requests) == 1
+
+
+# -- streaming downloads (H13) -------------------------------------------------------------
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A body that arrives in chunks and may break after some of them."""
+
+    def __init__(self, chunks: list[bytes], *, break_after: int | None = None) -> None:
+        self.chunks, self.break_after = chunks, break_after
+
+    async def __aiter__(self) -> Any:
+        for i, chunk in enumerate(self.chunks):
+            if self.break_after is not None and i == self.break_after:
+                raise httpx.ReadError("connection reset")
+            yield chunk
+
+
+def test_download_to_streams_into_the_sink_and_a_retry_starts_it_again(
+    fake_sleep: FakeSleep,
+) -> None:
+    """A download broken mid-body is retried; the sink holds the whole image once."""
+    data = png_bytes() * 1  # a real PNG, split below
+    parts = [data[:20], data[20:40], data[40:]]
+    answers = [Chunks(parts, break_after=2), Chunks(parts)]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=answers.pop(0))
+
+    async def main() -> tuple[str, bytes]:
+        sink = io.BytesIO()
+        async with AsyncClient(
+            "dk-x", transport=httpx.MockTransport(handler), sleep=fake_sleep.asleep
+        ) as client:
+            media = await client.download_to("https://cdn.example/a.png", sink)
+        return media, sink.getvalue()
+
+    media, body = asyncio.run(main())
+    assert media == "image/png" and body == data
+    assert answers == [] and len(fake_sleep.calls) == 1
+
+
+def test_download_to_refuses_a_body_over_the_cap_while_streaming(fake_sleep: FakeSleep) -> None:
+    """R5: more than max_download_bytes stops the stream; no declared length needed."""
+    settings = Settings.resolve(api_key="dk-x", environ={}).replace(max_download_bytes=100)
+    head = png_bytes()[:16]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Chunks([head] + [b"\0" * 50] * 100))
+
+    async def main() -> int:
+        sink = io.BytesIO()
+        async with AsyncClient(
+            settings=settings, transport=httpx.MockTransport(handler), sleep=fake_sleep.asleep
+        ) as client:
+            with pytest.raises(ProtocolError, match="larger than 100 bytes"):
+                await client.download_to("https://cdn.example/a.png", sink)
+        return len(sink.getvalue())
+
+    assert asyncio.run(main()) <= 100

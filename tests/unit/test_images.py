@@ -452,3 +452,106 @@ def test_cleanup_temp_removes_only_old_temp_files(store: ImageStore) -> None:
     assert Path(record.path).is_file()
     assert record.thumb_path is not None
     assert Path(record.thumb_path).is_file()
+
+
+# -- thread safety (H17) ---------------------------------------------------------------
+
+
+def test_concurrent_decodes_leave_the_process_wide_warning_filters_unchanged(
+    tmp_path: Path,
+) -> None:
+    """Many decodes at once in threads (as the executor runs them) change no warnings filter."""
+    import threading
+    import warnings
+
+    before = list(warnings.filters)
+    store = ImageStore(tmp_path)
+    inputs = [png((32 + i, 24)) for i in range(6)] + [png_header_only(100_000, 100_000)] * 6
+    start = threading.Barrier(12)
+
+    def work(data: bytes) -> None:
+        start.wait(5)
+        for _ in range(30):
+            try:
+                make_preview(data, side=16)
+                store.put(data)
+            except ValueError:
+                pass  # the bomb headers are refused; that is not what this test checks
+
+    threads = [threading.Thread(target=work, args=(data,)) for data in inputs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert warnings.filters == before
+
+
+def test_a_header_between_pillows_warning_and_error_limits_is_refused_without_a_warning(
+    store: ImageStore,
+) -> None:
+    """10^8 pixels (over Pillow's warning threshold) is refused by our check; Pillow never warns."""
+    import warnings
+
+    assert Image.MAX_IMAGE_PIXELS is not None
+    assert Image.MAX_IMAGE_PIXELS < 100_000_000 < 2 * Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="pixel limit"):
+            store.put(png_header_only(10_000, 10_000))
+    assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
+
+
+# -- streaming into the store (H13) ------------------------------------------------------
+
+
+def test_an_incoming_image_is_stored_like_put_without_holding_its_bytes(
+    store: ImageStore,
+) -> None:
+    """Chunks written to incoming() are hashed as they come; put_incoming files them whole."""
+    data = png((300, 200))
+    with store.incoming() as incoming:
+        for start in range(0, len(data), 1000):
+            incoming.write(data[start : start + 1000])
+        record = store.put_incoming(incoming, url="https://cdn.example/a.png")
+    assert record.sha256 == hashlib.sha256(data).hexdigest() and record.size == len(data)
+    assert Path(record.path).read_bytes() == data and record.url == "https://cdn.example/a.png"
+    assert record == store.put(data, url="https://cdn.example/a.png")
+    assert [p for p in files_under(store.root) if p.name.startswith(TEMP_PREFIX)] == []
+
+
+def test_a_restarted_incoming_image_forgets_the_bytes_before(store: ImageStore) -> None:
+    """seek(0) + truncate() (a retried download) starts the hash and the size again."""
+    data = png()
+    with store.incoming() as incoming:
+        incoming.write(b"half of a broken first attempt")
+        incoming.seek(0)
+        incoming.truncate()
+        incoming.write(data)
+        record = store.put_incoming(incoming)
+    assert record.sha256 == hashlib.sha256(data).hexdigest()
+    assert Path(record.path).read_bytes() == data
+
+
+def test_an_incoming_image_over_the_byte_limit_is_refused_while_writing(tmp_path: Path) -> None:
+    """The size cap applies chunk by chunk; the temporary file is removed."""
+    store = ImageStore(tmp_path, max_bytes=5000)
+    with store.incoming() as incoming:
+        for _ in range(5):
+            incoming.write(b"\0" * 1000)
+        with pytest.raises(ValueError, match="byte limit"):
+            incoming.write(b"\0")
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "data", [b"<svg onload=alert(1)>", png((300, 200))[:400], png_header_only(9000, 9000)]
+)
+def test_put_incoming_refuses_what_put_refuses_and_leaves_nothing(
+    store: ImageStore, data: bytes
+) -> None:
+    """Not an image, truncated, or a bomb header: refused, and no file stays behind."""
+    with store.incoming() as incoming:
+        incoming.write(data)
+        with pytest.raises(ValueError):
+            store.put_incoming(incoming)
+    assert files_under(store.root) == []

@@ -44,6 +44,7 @@ def make_session(sb: Sandbox, data_dir: Path, **settings: Any) -> Session:
         data_dir=data_dir,
         environ={},
         colab=lambda name: None,
+        allow_local_urls=True,  # the sandbox's images come from 127.0.0.1
         **settings,
     )
     return Session(settings=resolved, poll_policy=PollPolicy().scaled(SCALE))

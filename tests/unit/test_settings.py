@@ -72,11 +72,29 @@ def test_unsafe_base_urls_are_refused(url: str, message: str) -> None:
         Settings.resolve(base_url=url, environ={})
 
 
-def test_loopback_base_url_may_be_http_and_allows_local_result_urls() -> None:
-    """The sandbox on 127.0.0.1 is reachable over http, and its CDN URLs are allowed."""
+def test_loopback_base_url_may_be_http_but_does_not_allow_local_result_urls() -> None:
+    """H9: a loopback base URL (the sandbox, or a local proxy to the API) may be plain http,
+    but says nothing about image hosts: local result URLs stay refused unless asked for."""
     s = Settings.resolve(base_url="http://127.0.0.1:8000/", environ={})
-    assert s.base_url == "http://127.0.0.1:8000" and s.allow_local_urls
+    assert s.base_url == "http://127.0.0.1:8000" and not s.allow_local_urls
     assert not Settings.resolve(environ={}).allow_local_urls
+
+
+@pytest.mark.parametrize(
+    ("environ", "argument", "expected"),
+    [
+        ({"NANOBANANA_ALLOW_LOCAL_URLS": "1"}, None, True),
+        ({"NANOBANANA_ALLOW_LOCAL_URLS": "no"}, None, False),
+        ({}, True, True),
+        ({"NANOBANANA_ALLOW_LOCAL_URLS": "1"}, False, False),
+    ],
+)
+def test_local_result_urls_are_allowed_only_when_asked_for(
+    environ: dict[str, str], argument: bool | None, expected: bool
+) -> None:
+    """H9: the argument, then NANOBANANA_ALLOW_LOCAL_URLS, decide; the default is to refuse."""
+    extra = {} if argument is None else {"allow_local_urls": argument}
+    assert Settings.resolve(environ=environ, **extra).allow_local_urls is expected
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "0", "inf"])
