@@ -7,11 +7,17 @@
 
 Progress goes to stderr (one line, rewritten in place on a terminal); the saved image paths
 go to stdout, one per line, so the command composes with other tools.
+
+Everything printed passes through :func:`terminal_text`: task ids, prompts and failure
+reasons come from the server or the history, and an escape sequence in them would drive the
+terminal (recolour it, retitle it, forge a hyperlink or a line). Files copied with ``--out``
+are named by their content hash, never by the server's task id.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import time
@@ -24,7 +30,32 @@ from ._models import ASPECT_RATIOS, IMAGE_SIZES
 from ._session import Session
 from ._task import Task
 
-__all__ = ["main"]
+__all__ = ["main", "terminal_text"]
+
+# Escape sequences a terminal acts on: CSI (ESC [ or the C1 byte 0x9b), strings ended by BEL
+# or ST (OSC, DCS, SOS, PM, APC: ESC ] P X ^ _ or their C1 bytes), and two-character escapes.
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
+    r"|\x1b[ -~]"
+)
+# Whatever control is left (C0, DEL, C1) and the bidirectional overrides (which reorder what
+# is shown); line breaks and tabs become spaces, so one message stays one line.
+_WHITESPACE_CONTROL = re.compile(r"[\t\n\r\v\f\x85\u2028\u2029]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# The suffixes the image store gives its files; anything else is dropped from a copy's name.
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
+
+
+def terminal_text(text: object) -> str:
+    """``text`` fit for a terminal: no escape sequence, no control character, one line."""
+    cleaned = _ESCAPE_SEQUENCE.sub("", str(text))
+    return _CONTROL.sub("", _WHITESPACE_CONTROL.sub(" ", cleaned))
+
+
+def _say(text: object, stream: TextIO | None = None) -> None:
+    """Print one line of text, cleaned for the terminal (stdout unless ``stream``)."""
+    print(terminal_text(text), file=sys.stdout if stream is None else stream)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +105,7 @@ class _Progress:
         states = ", ".join(sorted({t.status.value for t in tasks}))
         width = 20
         filled = round(width * done / len(tasks))
-        line = (
+        line = terminal_text(
             f"[{'#' * filled}{'.' * (width - filled)}] {done}/{len(tasks)} "
             f"{states} {time.monotonic() - started:5.1f} s"
         )
@@ -117,25 +148,40 @@ def _generate(session: Session, args: argparse.Namespace) -> int:
     status = 0
     for task in tasks:
         if not task.done():
-            print(f"still running after {args.timeout:g} s: {task.id}", file=sys.stderr)
+            _say(f"still running after {args.timeout:g} s: {task.id}", sys.stderr)
             status = 1
             continue
         error = task.exception()
         if error is not None:
-            print(f"{task.id}: {error}", file=sys.stderr)
+            _say(f"{task.id}: {error}", sys.stderr)
             status = 1
             continue
         for image in task.images:
             path = Path(image.path)
             if args.out is not None:
-                args.out.mkdir(parents=True, exist_ok=True)
-                target = args.out / f"{task.id}-{image.sha256[:8]}{path.suffix}"
-                shutil.copyfile(path, target)
-                path = target
-            print(path)
+                path = _copy_into(args.out, path, image.sha256)
+            _say(path)
         if task.cost is not None:
-            print(f"{task.id}: {task.cost} credits", file=sys.stderr)
+            _say(f"{task.id}: {task.cost} credits", sys.stderr)
     return status
+
+
+def _copy_into(directory: Path, source: Path, sha256: str) -> Path:
+    """Copy an image into ``directory``, named by its content hash; return the new path.
+
+    The name never comes from the server (a task id may be ``../../x`` or absolute), and the
+    target is checked to be directly inside ``directory`` before anything is written.
+    """
+    digest = "".join(c for c in sha256.lower() if c in "0123456789abcdef")[:16]
+    if not digest:
+        raise NanoBananaError(f"image {source.name!r} has no content hash to name its copy")
+    suffix = source.suffix.lower() if source.suffix.lower() in _IMAGE_SUFFIXES else ""
+    target = directory / f"{digest}{suffix}"
+    directory.mkdir(parents=True, exist_ok=True)
+    if target.resolve().parent != directory.resolve():
+        raise NanoBananaError(f"refusing to write {target}: it is not inside {directory}")
+    shutil.copyfile(source, target)
+    return target
 
 
 def _history(session: Session, args: argparse.Namespace) -> int:
@@ -146,15 +192,16 @@ def _history(session: Session, args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created_at))
         cost = "" if record.consumed is None else f"{record.consumed} cr"
         prompt = record.prompt if len(record.prompt) <= 50 else record.prompt[:49] + "…"
-        print(f"{when}  {record.status.value:<14} {cost:>8}  {record.task_id or '-':<40} {prompt}")
-    print(f"{len(history)} tasks, {history.total_cost} credits", file=sys.stderr)
+        task_id = terminal_text(record.task_id or "-")
+        _say(f"{when}  {record.status.value:<14} {cost:>8}  {task_id:<40} {terminal_text(prompt)}")
+    _say(f"{len(history)} tasks, {history.total_cost} credits", sys.stderr)
     return 0
 
 
 def _resume(session: Session) -> int:
     tasks = session.resume()
     if not tasks:
-        print("nothing to resume", file=sys.stderr)
+        _say("nothing to resume", sys.stderr)
         return 0
     progress = _Progress(sys.stderr)
     started = time.monotonic()
@@ -165,7 +212,7 @@ def _resume(session: Session) -> int:
     progress.end()
     for task in tasks:
         for image in task.images:
-            print(image.path)
+            _say(image.path)
     return 0
 
 
@@ -179,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         session = Session.sandbox() if args.sandbox else Session()
     except NanoBananaError as exc:
-        print(f"nanobanana: {exc.message}", file=sys.stderr)
+        _say(f"nanobanana: {exc.message}", sys.stderr)
         return 2
     try:
         if args.command == "generate":
@@ -188,10 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _history(session, args)
         return _resume(session)
     except NanoBananaError as exc:
-        print(f"nanobanana: {exc.message}", file=sys.stderr)
+        _say(f"nanobanana: {exc.message}", sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; unfinished tasks go on: `nanobanana resume`", file=sys.stderr)
+        print(file=sys.stderr)
+        _say("interrupted; unfinished tasks go on: `nanobanana resume`", sys.stderr)
         return 130
     finally:
         session.close()

@@ -26,14 +26,22 @@ NanoBananaError
 ```
 
 Errors from the API never contain the API key: messages and server text pass through
-:func:`redact` before they are stored. Developer misuse (a closed client, a wrong type)
-raises the built-in ``RuntimeError``/``TypeError`` instead, and waiting with a timeout of
-your own raises the built-in ``TimeoutError``.
+:func:`redact` before they are stored. :func:`redact` knows every key this process was given
+(:class:`~nanobanana_jupyter.SecretKey` registers its value, whatever its shape), masks
+anything shaped like a defapi key besides, and hides the credentials of URLs
+(``https://user:pass@host`` becomes ``https://***@host``). Developer misuse (a closed
+client, a wrong type) raises the built-in ``RuntimeError``/``TypeError`` instead, and
+waiting with a timeout of your own raises the built-in ``TimeoutError``.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import logging
 import re
+import threading
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "APIConnectionError",
@@ -61,18 +69,97 @@ __all__ = [
     "redact",
 ]
 
-# Anything shaped like a defapi key, wherever it appears (a server may echo a key back).
-_KEY_PATTERN = re.compile(r"dk-[A-Za-z0-9_\-]{4,}")
+# Anything shaped like a defapi key, wherever it appears (a server may echo a key back):
+# the second line of defence, after the keys themselves. Dots, slashes, plus signs and
+# padding inside the key are part of it ("dk-ab.cd" is masked whole, not up to the dot).
+_KEY_PATTERN = re.compile(r"dk-[A-Za-z0-9_\-]{4,}(?:[.+/~][A-Za-z0-9_\-]+)*=*")
+# The user information of a URL (``scheme://user:pass@``): credentials, never shown.
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@\[\]]+@")
 # Server text is shown to people; a page of HTML is not a message.
 MAX_SERVER_TEXT = 500
+MIN_SECRET_CHARS = 8
+"""Keys shorter than this are not masked by value: masking a 3-character key would mangle
+every word that contains those letters. Real keys are far longer (``dk-`` and 32 hex); a
+short key still never shows in a repr (:class:`SecretKey` shows a fingerprint)."""
+
+_secrets_lock = threading.Lock()
+_secrets: dict[str, str] = {}
+_secret_pattern: re.Pattern[str] | None = None
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` in everything :func:`redact` sees from now on, in this process.
+
+    :class:`~nanobanana_jupyter.SecretKey` calls this for every key it holds, so a key of
+    any shape (``sk-live-...``, a bare token, base64 with ``/`` and ``+``) is masked by value.
+    Its JSON-, URL- and HTML-escaped forms are masked too (a server may quote the key back
+    in any of them). Values shorter than :data:`MIN_SECRET_CHARS` are ignored.
+    """
+    global _secret_pattern
+    if len(value) < MIN_SECRET_CHARS:
+        return
+    mask = "dk-***" if value.startswith("dk-") else "***"
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+        html.escape(value, quote=True),
+    }
+    with _secrets_lock:
+        if all(form in _secrets for form in forms):
+            return
+        for form in forms:
+            _secrets[form] = mask
+        # Longest first, so a key that contains another is masked whole.
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _secret_pattern = re.compile("|".join(re.escape(form) for form in ordered))
+
+
+def _mask_secret(match: re.Match[str]) -> str:
+    return _secrets.get(match.group(0), "***")
 
 
 def redact(text: str, limit: int | None = MAX_SERVER_TEXT) -> str:
-    """Return ``text`` with anything shaped like an API key masked, cut to ``limit`` chars."""
-    cleaned = _KEY_PATTERN.sub("dk-***", text)
+    """Return ``text`` with secrets masked, cut to ``limit`` characters.
+
+    Masked, in this order: every key this process was given (by value, see
+    :func:`register_secret`), anything shaped like a defapi key (``dk-***``), and URL
+    credentials (``https://***@host/...``). Masking happens before cutting, so a key is never
+    cut into a piece that no longer matches. Masking twice changes nothing.
+    """
+    pattern = _secret_pattern
+    cleaned = text if pattern is None else pattern.sub(_mask_secret, text)
+    cleaned = _KEY_PATTERN.sub("dk-***", cleaned)
+    if "@" in cleaned:
+        cleaned = _URL_CREDENTIALS.sub(r"\1***@", cleaned)
     if limit is not None and len(cleaned) > limit:
         cleaned = cleaned[: limit - 1] + "…"
     return cleaned
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record through :func:`redact`.
+
+    Installed on the package's logger, so text a log call formats in (a server's words, an
+    exception's message, a traceback) never carries a key into a log file or a notebook.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message, limit=None)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, limit=None)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, limit=None)
+        return True
+
+
+logging.getLogger("nanobanana_jupyter").addFilter(RedactingFilter())
 
 
 class NanoBananaError(Exception):

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._exceptions import redact
 from ._models import TaskStatus
 
 if TYPE_CHECKING:
@@ -36,7 +37,11 @@ class ImageRecord:
     thumb_path: str | None = None
     """A downscaled JPEG preview for notebooks (long side at most 512 px by default)."""
     url: str | None = None
-    """Where it was fetched from, when it came as a URL (such URLs expire)."""
+    """Where it was fetched from, when it came as a URL (such URLs expire); secrets masked."""
+
+    def __post_init__(self) -> None:
+        if self.url:
+            object.__setattr__(self, "url", redact(self.url, limit=None))
 
     def to_pil(self) -> PILImage.Image:
         """Open the full-size image with Pillow (loaded into memory, file closed)."""
@@ -81,7 +86,8 @@ class TaskRecord:
     image_size: str | None = None
     callback_url: str | None = None
     references: tuple[str, ...] = ()
-    """Reference images: URLs as given; inline images as ``sha256:<hex>`` descriptors."""
+    """Reference images: URLs as given, credentials masked (``https://***@host/...``);
+    inline images as ``sha256:<hex>`` descriptors."""
     submitted_at: float | None = None
     finished_at: float | None = None
     consumed: Decimal | None = None
@@ -95,6 +101,20 @@ class TaskRecord:
     """Text answers, when the model replied in words."""
     polls: int = 0
     """Queries made for this task."""
+
+    def __post_init__(self) -> None:
+        # A record is what is stored and shown, so it never holds a secret: a key (the
+        # configured one, or dk-shaped) or URL credentials in a prompt, reference, reason or
+        # text answer are masked here, once for every path. What is sent to the server is
+        # the user's own request, kept apart from the record.
+        for name in ("prompt", "callback_url", "error"):
+            value = getattr(self, name)
+            if value:
+                object.__setattr__(self, name, redact(value, limit=None))
+        for name in ("references", "result_urls", "texts"):
+            values = getattr(self, name)
+            if values:
+                object.__setattr__(self, name, tuple(redact(v, limit=None) for v in values))
 
     @property
     def is_terminal(self) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import nanobanana_jupyter
@@ -26,6 +27,7 @@ from nanobanana_jupyter import (
     Client,
     MissingAPIKeyError,
     NanoBananaError,
+    PollPolicy,
     SecretKey,
     Session,
     Settings,
@@ -274,3 +276,157 @@ def test_k6_errors_carrying_settings_do_not_pickle_the_key(sentinel_key: str) ->
     restored = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes, just made
     assert not _leaks(str(restored), sentinel_key)
     assert not _leaks(pickle.dumps(error).decode("latin-1"), sentinel_key)
+
+
+# -- H8: a key of any shape, echoed by the server ------------------------------------------
+
+_KEY_SHAPES = {
+    "sk-live": "sk-live-" + "4f7c2a9e1b6d3058" * 2,
+    "bare token": "Zq8rT2vLx0PmW4sN7bYc1HdK",
+    "dk with a dot": "dk-SENT.INEL" + "a1b2c3d4e5f60718",
+    "base64-ish": "QmFuYW5h/Ym9hdA+c2VjcmV0==",
+}
+
+
+def _echoing_api(seen: list[str]) -> httpx.MockTransport:
+    """An API that quotes the bearer token back: in a 401 body and in a failure reason."""
+    count = 0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal count
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        if request.url.path == "/api/image/gen":
+            body = json.loads(request.content)
+            seen.append(body["prompt"])
+            if body["prompt"] == "refused":
+                return httpx.Response(401, json={"code": 1, "message": f"Invalid API key: {token}"})
+            if body["prompt"] == "refused as text":
+                return httpx.Response(403, text=f"forbidden for bearer {token}")
+            count += 1
+            return httpx.Response(200, json={"code": 0, "data": {"task_id": f"t-{count}"}})
+        task_id = request.url.params["task_id"]
+        return httpx.Response(
+            200,
+            json={
+                "code": 0,
+                "data": {
+                    "task_id": task_id,
+                    "status": "failed",
+                    "result": None,
+                    "consumed": "0",
+                    "status_reason": {"message": f"quota exhausted for key {token} today"},
+                },
+            },
+        )
+
+    return httpx.MockTransport(handle)
+
+
+def _shape_leaks(text: str, key: str) -> bool:
+    """The key, or a distinctive piece of it (either half), appears in the text."""
+    half = len(key) // 2
+    return any(part in text for part in (key, key[:half], key[half:]))
+
+
+@pytest.mark.parametrize("shape", sorted(_KEY_SHAPES))
+def test_h8_a_key_of_any_shape_echoed_by_the_server_is_masked_everywhere(
+    shape: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """H8: the configured key, whatever its shape, never reaches an error, row, log or file."""
+    key = _KEY_SHAPES[shape]
+    data_dir = tmp_path / "data"
+    seen: list[str] = []
+    shown: list[str] = []
+    settings = make_settings("https://api.example.test", key, data_dir)
+    with (
+        caplog.at_level(logging.DEBUG),
+        Session(
+            settings=settings,
+            transport=_echoing_api(seen),
+            poll_policy=PollPolicy().scaled(SCALE),
+        ) as session,
+    ):
+        logging.getLogger("nanobanana_jupyter").setLevel(logging.DEBUG)
+        tasks = [
+            session.generate(prompt).wait(timeout=15)
+            for prompt in ("refused", "refused as text", "fails", f"a cat, my key is {key}")
+        ]
+        assert [t.status for t in tasks] == [
+            TaskStatus.NOT_SENT,
+            TaskStatus.NOT_SENT,
+            TaskStatus.FAILED,
+            TaskStatus.FAILED,
+        ]
+        for task in tasks:
+            error = task.exception()
+            assert error is not None
+            shown += [str(error), repr(error), repr(vars(error)), task.error or "", repr(task)]
+            shown += [task.prompt, str(task.record), json.dumps(task.record.to_dict())]
+            shown.append(json.dumps(task._repr_mimebundle_(), default=str))
+        shown += [session.history._repr_html_(), repr(session.history.latest(10))]
+        logging.getLogger("nanobanana_jupyter").warning("the server said: %s", f"bad {key}")
+        files = list(stored_bytes(data_dir))  # while open: the WAL file holds the newest rows
+    assert any(path.name.endswith("-wal") for path, _ in files)
+    files += list(stored_bytes(data_dir))
+    # The prompt sent is the user's own; only what is stored and shown is masked.
+    assert seen[-1] == f"a cat, my key is {key}"
+    assert "***" in tasks[-1].prompt
+    for text in shown:
+        assert not _shape_leaks(text, key), text[:300]
+    for record in caplog.records:
+        text = f"{record.getMessage()} {record.args!r} {record.exc_text or ''}"
+        assert not _shape_leaks(text, key), record.name
+    assert not _shape_leaks(caplog.text, key)
+    for path, data in files:
+        assert not _shape_leaks(data.decode("latin-1"), key), path
+
+
+# -- H11: credentials in a reference URL --------------------------------------------------
+
+
+def test_h11_credentials_in_a_reference_url_are_never_stored_or_shown(tmp_path: Path) -> None:
+    """H11: user:pass in a reference URL goes to the server as given, masked everywhere else."""
+    password = "hunter2-Pa55w0rd-xyz"
+    url = f"https://alice:{password}@images.example.test/cat.png?sig=1"
+    data_dir = tmp_path / "data"
+    seen: list[list[str]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/image/gen":
+            seen.append(json.loads(request.content)["images"])
+            return httpx.Response(200, json={"code": 0, "data": {"task_id": "t-1"}})
+        return httpx.Response(
+            200,
+            json={
+                "code": 0,
+                "data": {
+                    "task_id": "t-1",
+                    "status": "failed",
+                    "status_reason": {"message": f"could not fetch {url}"},
+                },
+            },
+        )
+
+    settings = make_settings("https://api.example.test", "dk-" + "ab" * 16, data_dir)
+    with Session(
+        settings=settings,
+        transport=httpx.MockTransport(handle),
+        poll_policy=PollPolicy().scaled(SCALE),
+    ) as session:
+        task = session.generate("a cat", images=[url]).wait(timeout=15)
+        assert task.status is TaskStatus.FAILED
+        shown = [
+            repr(task),
+            task.error or "",
+            str(task.exception()),
+            json.dumps(task.record.to_dict()),
+            json.dumps(task._repr_mimebundle_(), default=str),
+            session.history._repr_html_(),
+            json.dumps([r.to_dict() for r in session.history.latest(5)]),
+        ]
+    assert seen == [[url]]
+    assert task.record.references == ("https://***@images.example.test/cat.png?sig=1",)
+    for text in shown:
+        assert password not in text and "alice" not in text, text[:300]
+    for path, data in stored_bytes(data_dir):
+        assert password.encode() not in data and b"alice:" not in data, path

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from nanobanana_jupyter import ConfigurationError, MissingAPIKeyError, SecretKey, Settings
+from nanobanana_jupyter._exceptions import MIN_SECRET_CHARS, NanoBananaError, redact
+from nanobanana_jupyter._models import TaskStatus
+from nanobanana_jupyter._record import TaskRecord
 
 
 def test_argument_beats_environment_beats_default(sentinel_key: str) -> None:
@@ -133,3 +136,92 @@ def test_malformed_keys_are_refused(value: str) -> None:
     """Empty keys or keys with spaces or control characters are refused."""
     with pytest.raises(ConfigurationError):
         SecretKey(value)
+
+
+# -- H8: masking by value, whatever the key's shape ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sk-live-9c1e5b7a3d2f4068",
+        "Yb3kP0qLm7ZtR2wX",
+        "dk-SENT.INEL5e6f7a8b9c0d",
+        "a1b2/c3d4+e5f6==",
+        'quote"back\\slash-k3y',
+    ],
+)
+def test_a_key_of_any_shape_is_masked_by_value_in_every_escaped_form(value: str) -> None:
+    """H8: once a SecretKey holds it, the key and its JSON/URL/HTML forms are masked."""
+    from urllib.parse import quote, quote_plus
+
+    SecretKey(value)
+    tail = value[len(value) // 2 :]
+    for form in (
+        value,
+        json.dumps(value)[1:-1],
+        quote(value, safe=""),
+        quote_plus(value),
+        value.replace('"', "&quot;"),
+    ):
+        text = redact(f"Invalid API key: {form}.", limit=None)
+        assert form not in text and tail not in text and "***" in text, text
+        assert redact(text, limit=None) == text  # masking twice changes nothing
+        assert tail not in str(NanoBananaError(f"server said {form}"))
+
+
+def test_dk_shaped_keys_are_masked_whole_even_with_dots_and_slashes() -> None:
+    """H8: the dk- pattern (second line of defence) no longer stops at a dot or a slash."""
+    for text in ("dk-SENT.INEL0123abcd", "dk-abcd/efgh+ijkl==", "dk-abcd.efgh.ijkl"):
+        assert redact(f"key {text} refused", limit=None) == "key dk-*** refused"
+    assert redact("see dk-abcdef.", limit=None) == "see dk-***."
+
+
+def test_short_keys_are_not_masked_by_value() -> None:
+    """H8: a key under MIN_SECRET_CHARS is accepted but would mangle common words if masked."""
+    short = "x" * (MIN_SECRET_CHARS - 1)
+    SecretKey(short)
+    assert redact(f"a {short} b", limit=None) == f"a {short} b"
+    long = "y" * MIN_SECRET_CHARS
+    SecretKey(long)
+    assert redact(f"a {long} b", limit=None) == "a *** b"
+
+
+def test_log_records_of_the_package_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """H8: a key formatted into a log call, or inside a logged traceback, is masked."""
+    key = "tok_" + "Qw3rTy" * 4
+    SecretKey(key)
+    logger = logging.getLogger("nanobanana_jupyter")
+    with caplog.at_level(logging.DEBUG, logger="nanobanana_jupyter"):
+        logger.warning("server said %s", f"bad key {key}")
+        try:
+            raise KeyError(f"no entry for {key}")
+        except KeyError:
+            logger.exception("parsing failed")
+    assert len(caplog.records) == 2
+    assert key not in caplog.text and "***" in caplog.text
+    for record in caplog.records:
+        assert key not in record.getMessage() and key not in (record.exc_text or "")
+
+
+def test_a_record_never_holds_a_key_or_url_credentials(sentinel_key: str) -> None:
+    """H8/H11: prompt, references, reason and texts of a record are masked when it is built."""
+    SecretKey(sentinel_key)
+    record = TaskRecord(
+        local_id="l",
+        status=TaskStatus.FAILED,
+        prompt=f"a cat {sentinel_key}",
+        model="m",
+        fingerprint="f",
+        created_at=0.0,
+        updated_at=0.0,
+        references=("https://bob:s3cr3t@host.test/a.png", "sha256:00"),
+        error=f"refused {sentinel_key}",
+        texts=(f"echo {sentinel_key}",),
+        result_urls=("https://u:p@cdn.test/x.png",),
+    )
+    assert record.prompt == "a cat dk-***"
+    assert record.references == ("https://***@host.test/a.png", "sha256:00")
+    assert record.error == "refused dk-***" and record.texts == ("echo dk-***",)
+    assert record.result_urls == ("https://***@cdn.test/x.png",)
+    assert record.replace(polls=1) == record.replace(polls=1).replace()
