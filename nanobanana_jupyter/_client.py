@@ -579,6 +579,10 @@ class Client(_BaseClient):
         settings: resolved settings to use instead of reading the environment.
         transport: an httpx transport for API and image requests (tests pass a mock).
         sleep: how to wait between retries (tests pass a fake clock's sleep).
+
+    Each exchange runs in a short-lived worker thread while the calling thread waits for it
+    at most the whole-exchange limit (connect plus two read timeouts for API calls, as in
+    :class:`AsyncClient`), so a server that dribbles bytes cannot hold a call forever.
     """
 
     def __init__(

@@ -30,6 +30,7 @@ from nanobanana_jupyter import (
     Session,
     SubmitOutcomeUnknownError,
     TaskStatus,
+    ValidationError,
 )
 from nanobanana_jupyter.sandbox import Sandbox
 from tests.conftest import FakeSleep
@@ -312,3 +313,25 @@ def test_h17_refusal_naming_a_task_is_submit_unknown_with_its_id(tmp_path: Path)
         assert (again.status, again.task_id) == (TaskStatus.SUBMIT_UNKNOWN, None)
         assert session.get("ta-charged").local_id == task.local_id
     assert len(posts) == 2
+
+
+# -- H16: text that cannot be sent ------------------------------------------------------------
+
+
+def test_h16_lone_surrogate_is_refused_before_anything_is_stored_or_sent(tmp_path: Path) -> None:
+    """H16: a prompt with half an emoji is a ValidationError; no row is written, nothing sent."""
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"code": 0, "data": {"task_id": "ta1"}})
+
+    settings = make_settings("https://api.defapi.org", "dk-surrogate", tmp_path)
+    with Session(settings=settings, transport=httpx.MockTransport(answer)) as session:
+        with pytest.raises(ValidationError, match="lone surrogate") as info:
+            session.generate("a cat \ud83d on a mat")
+        assert "remove or replace" in str(info.value)
+        with pytest.raises(ValidationError, match="lone surrogate"):
+            session.map(["a fine cat", "a broken \udc31 cat"])
+        assert len(session.history) == 0
+    assert sent == []
