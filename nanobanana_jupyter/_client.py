@@ -18,6 +18,7 @@ second HTTP client that has no credentials at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import io
 import ipaddress
@@ -27,10 +28,11 @@ import random
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -47,6 +49,7 @@ from ._exceptions import (
     BadRequestError,
     CertificateError,
     ConnectionLostError,
+    NanoBananaError,
     NotFoundError,
     ProtocolError,
     RateLimitError,
@@ -129,10 +132,7 @@ def _describe_body(body: bytes, content_type: str) -> str | None:
     """The server's explanation in an error body: ``detail``/``message`` of JSON, else text."""
     if not body:
         return None
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        obj = None
+    obj = _json_or_none(body)
     if isinstance(obj, dict):
         for key in ("detail", "message", "error"):
             value = obj.get(key)
@@ -143,6 +143,36 @@ def _describe_body(body: bytes, content_type: str) -> str | None:
     if "html" in content_type.lower() or text.startswith("<"):
         return "(the server answered with an HTML page)"
     return redact(" ".join(text.split()), limit=200) or None
+
+
+def _json_or_none(body: bytes) -> Any:
+    """The decoded JSON of an answer, or ``None`` when it is no JSON this code can read.
+
+    JSON nested too deeply for the parser (a few kilobytes of ``[``) is unreadable too.
+    """
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _usable_task_id(value: object) -> str | None:
+    """A task id as an answer writes it (a string, or a number), or ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        return None
+    return value.strip()
+
+
+def _named_task(body: bytes) -> str | None:
+    """The task id an answer names (``data.task_id``, else ``task_id``), whatever its code."""
+    obj = _json_or_none(body)
+    if not isinstance(obj, dict):
+        return None
+    data = obj.get("data")
+    named = _usable_task_id(data.get("task_id")) if isinstance(data, dict) else None
+    return named if named is not None else _usable_task_id(obj.get("task_id"))
 
 
 def _safe_url(url: httpx.URL | str) -> str:
@@ -192,6 +222,25 @@ class _Body:
 
 
 _REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@contextlib.contextmanager
+def _answer_guard(what: str, url: str) -> Iterator[None]:
+    """Whatever fails while reading an API answer makes it an unreadable answer.
+
+    Parsing is written to raise only :class:`ProtocolError`; this keeps that promise for
+    anything it missed (a number no arithmetic can hold, nesting too deep), so only the
+    documented errors ever leave the client, and a submit stays "outcome unknown".
+    """
+    try:
+        yield
+    except NanoBananaError:
+        raise
+    except Exception as exc:
+        logger.debug("the %s answer could not be read", what, exc_info=True)
+        raise ProtocolError(
+            f"the {what} answer could not be read ({type(exc).__name__})", url=url
+        ) from exc
 
 
 class _BaseClient:
@@ -368,12 +417,13 @@ class _BaseClient:
             raise self._error_from_response(status, body, headers, url, what=what)
         if status >= 300:
             raise ProtocolError(f"unexpected redirect ({status}) from the API", url=url)
-        try:
-            obj = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        obj = _json_or_none(body)
+        if obj is None and body.strip() != b"null":
             raise ProtocolError(
-                f"the {what} answer is not JSON ({_describe_body(body, '') or 'empty'})", url=url
-            ) from None
+                f"the {what} answer is not JSON this client can read "
+                f"({_describe_body(body, '') or 'empty'})",
+                url=url,
+            )
         if not isinstance(obj, dict):
             raise ProtocolError(f"the {what} answer is not a JSON object", url=url)
         code = obj.get("code", 0)
@@ -387,19 +437,41 @@ class _BaseClient:
         return obj["data"]
 
     def _parse_submit(self, status: int, body: bytes, headers: httpx.Headers, url: str) -> str:
-        data = self._read_envelope(status, body, headers, url, what="submit")
-        task_id = data.get("task_id") if isinstance(data, dict) else None
-        if isinstance(task_id, int) and not isinstance(task_id, bool):
-            task_id = str(task_id)
-        if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 200:
+        try:
+            with _answer_guard("submit", url):
+                data = self._read_envelope(status, body, headers, url, what="submit")
+                task_id = _usable_task_id(data.get("task_id") if isinstance(data, dict) else None)
+        except APIError as error:
+            # An answer that names a task says the task exists, whatever else it says (an
+            # error code, a 5xx): it may have been charged, so it is never sent again.
+            named = _named_task(body)
+            if named is None:
+                raise
+            raise SubmitOutcomeUnknownError(
+                f"the submit's answer was an error ({error.message}) yet it names task "
+                f"{redact(named, 100)}; that task may exist and may have been charged, so it "
+                "was not sent again",
+                cause=error,
+                task_id=named,
+            ) from error
+        if task_id is None:
             raise ProtocolError("the submit answer carries no usable task_id", url=url)
-        return task_id.strip()
+        return task_id
 
     def _parse_query(
         self, task_id: str, status: int, body: bytes, headers: httpx.Headers, url: str
     ) -> TaskSnapshot:
-        data = self._read_envelope(status, body, headers, url, what="query")
-        return TaskSnapshot.from_data(data, task_id=task_id)
+        with _answer_guard("query", url):
+            data = self._read_envelope(status, body, headers, url, what="query")
+            snapshot = TaskSnapshot.from_data(data, task_id=task_id)
+        if snapshot.task_id != task_id.strip():
+            # Never this task's result: a proxy's mix-up, a cache, or a server bug.
+            raise ProtocolError(
+                f"the query for task {task_id} answered about task "
+                f"{redact(snapshot.task_id, 100)}; the answer was ignored",
+                url=url,
+            )
+        return snapshot
 
     @staticmethod
     def _redirect_target(url: str, status: int, headers: httpx.Headers) -> str | None:
@@ -515,6 +587,12 @@ def _total_time(request: httpx.Request, limit: int) -> float:
     limits = request.extensions.get("timeout", {})
     reads = 8 if limit > MAX_API_BODY else 2
     return float(limits.get("connect") or 5.0) + reads * float(limits.get("read") or 30.0)
+
+
+def _exchange_timeout(total: float, url: str) -> APITimeoutError:
+    return APITimeoutError(
+        f"no complete answer within {total:g} s from {urlsplit(url).netloc}", url=url
+    )
 
 
 def _limits() -> httpx.Limits:
@@ -750,6 +828,10 @@ class Client(_BaseClient):
         settings: resolved settings to use instead of reading the environment.
         transport: an httpx transport for API and image requests (tests pass a mock).
         sleep: how to wait between retries (tests pass a fake clock's sleep).
+
+    Each exchange runs in a short-lived worker thread while the calling thread waits for it
+    at most the whole-exchange limit (connect plus two read timeouts for API calls, as in
+    :class:`AsyncClient`), so a server that dribbles bytes cannot hold a call forever.
     """
 
     def __init__(
@@ -806,13 +888,49 @@ class Client(_BaseClient):
         limit: int,
     ) -> tuple[int, bytes, httpx.Headers, httpx.URL]:
         url = _safe_url(request.url)
+        total = _total_time(request, limit)
+        gave_up = threading.Event()
+        outcome: list[tuple[int, bytes, httpx.Headers, httpx.URL] | BaseException] = []
+
+        def exchange() -> None:
+            try:
+                outcome.append(self._exchange(http, request, limit, url, total, gave_up))
+            except BaseException as exc:  # handed to the caller's thread as it is
+                outcome.append(exc)
+
+        # Headers or a body that dribble in never trip the read timeout, and a blocking read
+        # cannot be cut short from outside: the exchange runs in a worker thread and the
+        # caller waits for it at most ``total`` seconds, as AsyncClient does with wait_for.
+        # Past this, the request may have been received (a submit is not re-sent).
+        worker = threading.Thread(target=exchange, name="nanobanana-exchange", daemon=True)
+        worker.start()
+        worker.join(total)
+        if not outcome:
+            gave_up.set()  # the worker stops reading as soon as it can, and closes
+            raise _exchange_timeout(total, url)
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _exchange(
+        self,
+        http: httpx.Client,
+        request: httpx.Request,
+        limit: int,
+        url: str,
+        total: float,
+        gave_up: threading.Event,
+    ) -> tuple[int, bytes, httpx.Headers, httpx.URL]:
         try:
             response = http.send(request, stream=True)
         except httpx.TransportError as exc:
             raise self._map_transport_error(exc, url) from exc
         try:
-            body = _Body(response, limit, url, _total_time(request, limit))
+            body = _Body(response, limit, url, total)
             for chunk in response.iter_bytes():
+                if gave_up.is_set():
+                    raise _exchange_timeout(total, url)
                 body.add(chunk)
         except httpx.TransportError as exc:
             raise self._map_transport_error(exc, url) from exc
@@ -985,9 +1103,7 @@ class AsyncClient(_BaseClient):
         try:
             return await asyncio.wait_for(exchange(), total)
         except asyncio.TimeoutError:
-            raise APITimeoutError(
-                f"no complete answer within {total:g} s from {urlsplit(url).netloc}", url=url
-            ) from None
+            raise _exchange_timeout(total, url) from None
 
     async def _with_retries(self, kind: _Kind, attempt_once: Callable[[], Awaitable[_T]]) -> _T:
         attempt = 0

@@ -272,12 +272,16 @@ class SubmitOutcomeUnknownError(NanoBananaError):
     """A submit may have reached the server, but no task id came back.
 
     The task may exist and may have been charged. It is never re-sent automatically,
-    since a second submit is paid twice. ``cause`` is the error that hid the outcome.
+    since a second submit is paid twice. ``cause`` is the error that hid the outcome;
+    ``task_id`` is the task the server's answer named, when it named one.
     """
 
-    def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
+    def __init__(
+        self, message: str, *, cause: BaseException | None = None, task_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.cause = cause
+        self.task_id = task_id
 
 
 class TaskError(NanoBananaError):

@@ -13,10 +13,11 @@ import dataclasses
 import enum
 import hashlib
 import json
+import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -204,6 +205,20 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_sendable(text: str, what: str) -> None:
+    """Refuse text that cannot be sent as UTF-8 (a lone surrogate, e.g. half an emoji)."""
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise ValidationError(
+            f"{what} holds a lone surrogate (U+{ord(found.group()):04X}) at character "
+            f"{found.start() + 1}, which cannot be sent as UTF-8 (usually half of an emoji "
+            "broken by a copy or a text slice): remove or replace that character and try again"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationRequest:
     """One generation as sent to ``POST /api/image/gen``.
@@ -229,6 +244,14 @@ class GenerationRequest:
         """Return a normalised copy, or raise :class:`ValidationError` saying what to fix."""
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValidationError("the prompt is empty: describe the image to generate")
+        _check_sendable(self.prompt, "the prompt")
+        if isinstance(self.model, str):
+            _check_sendable(self.model, "the model")
+        for i, image in enumerate(self.images, 1):
+            if isinstance(image, str):
+                _check_sendable(image, f"reference image {i}")
+        if isinstance(self.callback_url, str):
+            _check_sendable(self.callback_url, "the callback URL")
         if len(self.prompt) > MAX_PROMPT_CHARS:
             raise ValidationError(
                 f"the prompt has {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS} are sent"
@@ -327,25 +350,69 @@ class ResultItem:
         return self.image is not None and self.image.startswith("data:")
 
 
+MAX_CREDITS = Decimal(10) ** 9
+"""The largest cost one task (or a sum shown) is believed at: anything above is no real charge."""
+# Exact enough for any usable cost (up to 10**9 with 18 decimals) and traps nothing, so
+# arithmetic on credits never raises whatever a server or an old store wrote.
+_CREDITS_CONTEXT = Context(prec=28, Emax=999_999, Emin=-999_999, traps=[])
+
+
+def usable_credits(number: Decimal) -> Decimal | None:
+    """``number`` if it can be a cost (finite, from 0 to :data:`MAX_CREDITS`), else ``None``.
+
+    Zero comes back as plain ``0`` (not ``-0`` or ``0E-8``), so no view shows ``-0 credits``.
+    """
+    if not number.is_finite() or number < 0 or number > MAX_CREDITS:
+        return None
+    return Decimal(0) if number.is_zero() else number
+
+
 def normalize_credits(number: Decimal) -> Decimal:
-    """``0.500000`` -> ``0.5``, ``2.000000`` -> ``2`` (never ``2E+0`` or ``1E+2``)."""
-    normal = number.normalize()
+    """``0.500000`` -> ``0.5``, ``2.000000`` -> ``2`` (never ``2E+0`` or ``1E+2``); ``-0`` -> ``0``.
+
+    Never raises: a value too large to write out in full is returned normalised, as it is.
+    """
+    if not number.is_finite():
+        return number
+    normal = number.normalize(_CREDITS_CONTEXT)
+    if normal.is_zero():
+        return Decimal(0)
     exponent = normal.as_tuple().exponent
-    return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
+    if isinstance(exponent, int) and exponent > 0 and normal.adjusted() < _CREDITS_CONTEXT.prec:
+        return normal.quantize(Decimal(1), context=_CREDITS_CONTEXT)
+    return normal
 
 
-def _parse_consumed(value: object) -> Decimal | None:
+def credits_sum(total: Decimal, amount: Decimal) -> Decimal:
+    """``total + amount`` that never raises (rounded to 28 digits past any real total)."""
+    return _CREDITS_CONTEXT.add(total, amount)
+
+
+def parse_credits(value: object) -> Decimal | None:
+    """A cost as the server (or a store) writes it: a decimal string or a JSON number.
+
+    Anything that cannot be a cost (text, NaN, infinity, negative, absurdly large, huge
+    numbers of digits) is ``None``: an unknown cost, never an error.
+    """
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float, str)):
+    if isinstance(value, int):
+        if value.bit_length() > 64:
+            return None
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(repr(value)) if math.isfinite(value) else Decimal("NaN")
+    elif isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, str) and len(value) <= 100:
         try:
-            number = Decimal(str(value).strip())
+            number = Decimal(value.strip())
         except (InvalidOperation, ValueError):
             return None
-        if not number.is_finite() or number < 0:
-            return None
-        return normalize_credits(number)
-    return None
+    else:
+        return None
+    usable = usable_credits(number)
+    return None if usable is None else normalize_credits(usable)
 
 
 def _parse_reason(value: object) -> str | None:
@@ -499,7 +566,7 @@ class TaskSnapshot:
                 if status is TaskStatus.SUCCESS and not results
                 else None
             ),
-            consumed=_parse_consumed(data.get("consumed")),
+            consumed=parse_credits(data.get("consumed")),
             reason=_parse_reason(data.get("status_reason")),
             created_at=(
                 str(data["created_at"])[:64]

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import urlsplit
 
 from ._exceptions import redact
-from ._models import RASTER_TYPES, TaskStatus
+from ._models import RASTER_TYPES, TaskStatus, normalize_credits, usable_credits
 from ._record import TaskRecord
 
 __all__ = [
@@ -351,21 +351,23 @@ def _img(preview: Preview, alt: str, style: str) -> str:
 def format_cost(value: Decimal | None) -> str:
     """Credits as people read them: ``0.5 credits``, ``1 credit``; ``—`` when unknown.
 
-    At most four decimal places; trailing zeros dropped.
+    At most four decimal places; trailing zeros dropped; zero is ``0``, never ``-0``. A value
+    that cannot be a cost (negative, infinite, beyond any real charge) is unknown.
     """
     if value is None:
         return "—"
     try:
-        amount = value if isinstance(value, Decimal) else Decimal(str(value))
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
     except (InvalidOperation, ValueError):
         return "—"
-    if not amount.is_finite():
+    amount = usable_credits(number)
+    if amount is None:
         return "—"
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -4:
         amount = amount.quantize(Decimal("0.0001"))
-    text = format(amount.normalize(), "f")
-    return f"{text} {'credit' if amount == 1 else 'credits'}"
+    amount = normalize_credits(amount)
+    return f"{format(amount, 'f')} {'credit' if amount == 1 else 'credits'}"
 
 
 def format_duration(seconds: float | None) -> str:

@@ -620,12 +620,17 @@ class Session:
             )
             raise
         except SubmitOutcomeUnknownError as exc:
-            self._set(
-                local_id,
-                status=TaskStatus.SUBMIT_UNKNOWN,
-                error=f"{_message(exc.cause) if exc.cause else exc.message}: {SUBMIT_UNKNOWN_HELP}",
-                finished_at=time.time(),
-            )
+            unknown = {
+                "status": TaskStatus.SUBMIT_UNKNOWN,
+                "error": f"{_message(exc.cause) if exc.cause else exc.message}: "
+                f"{SUBMIT_UNKNOWN_HELP}",
+                "finished_at": time.time(),
+            }
+            try:
+                # The answer named the task: keep its id with the row.
+                self._set(local_id, task_id=exc.task_id, **unknown)
+            except ValueError:  # another row holds that id: it is not this task's to keep
+                self._set(local_id, **unknown)
             # A callback that came while the submit hung names the task: use it (W8).
             hint = self._early_hints.pop(local_id, None)
             if hint is not None:
@@ -851,7 +856,7 @@ class Session:
         forged callback), or when this account's API does not know it (404 or any error).
         """
         client, _ = self._ensure_engine_objects()
-        if self._store.get_by_task_id(task_id) is not None:
+        if not self._holds_only(local_id, task_id):
             logger.warning("ignoring a callback naming a task another submission holds")
             return
         try:
@@ -864,12 +869,17 @@ class Session:
         record = self._store.get(local_id)
         if record is None or record.status is not TaskStatus.SUBMIT_UNKNOWN:
             return
-        if self._store.get_by_task_id(task_id) is not None:
+        if not self._holds_only(local_id, task_id):
             return
         self._register(record)
         recovered = self._set(local_id, task_id=task_id, status=TaskStatus.PENDING, error=None)
         if recovered.status.is_active:
             self._track(recovered, poll_now=True, fresh_deadline=True)
+
+    def _holds_only(self, local_id: str, task_id: str) -> bool:
+        """True when no row but ``local_id``'s holds ``task_id`` (a refusal may have named it)."""
+        holder = self._store.get_by_task_id(task_id)
+        return holder is None or holder.local_id == local_id
 
     def _stop_all_polling(self, message: str, *, first: str) -> None:
         """The key was refused: stop every poll (each would fail the same way)."""

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigurationError, redact
-from ._models import TaskStatus
+from ._models import TaskStatus, credits_sum, usable_credits
 from ._record import ImageRecord, TaskRecord
 
 __all__ = ["Store", "StoreRecoveredWarning", "StoreWarning", "new_lease_owner"]
@@ -735,7 +735,7 @@ class Store:
         for (value,) in self._read(f"SELECT consumed FROM tasks{where}", params):  # noqa: S608
             amount = _decimal(value)
             if amount is not None:
-                total += amount
+                total = credits_sum(total, amount)
         return total
 
     # -- lifetime ---------------------------------------------------------------------
@@ -1017,9 +1017,14 @@ def _from_row(row: Sequence[Any]) -> TaskRecord:
 
 
 def _decimal(value: object) -> Decimal | None:
+    """A stored cost, exactly as written; ``None`` when it cannot be a cost.
+
+    An older version stored any number the server sent (``1E+27``, ``-0``): such a value reads
+    as an unknown cost, so no sum or view built on it can fail.
+    """
     if value is None:
         return None
     try:
-        return Decimal(str(value))
-    except InvalidOperation:
+        return usable_credits(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
         return None

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from nanobanana_jupyter import PollPolicy, TaskStatus
+from nanobanana_jupyter import PollPolicy, Session, TaskStatus
 from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
-from tests.reliability.conftest import make_session, wait_until
+from tests.reliability.conftest import make_session, make_settings, wait_until
 from tests.reliability.faultproxy import FaultProxy, Plan, Toxics
 
 pytestmark = pytest.mark.integration
@@ -584,3 +584,96 @@ def test_h3_resume_after_a_restart_survives_a_404_on_its_first_poll(tmp_path: Pa
         assert resumed.wait(timeout=10).status is TaskStatus.SUCCESS, resumed.error
         assert after and len(after) >= 2
     assert api.submits == 1
+
+
+# -- H1, H17: answers the server gives -------------------------------------------------------
+
+
+def _png_data_uri() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class _Answers:
+    """A mock API: every submit gets a new task id; queries answer with ``data(task_id)``."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.posts = 0
+        self.queries = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            self.posts += 1
+            return httpx.Response(200, json={"code": 0, "data": {"task_id": f"ta{self.posts}"}})
+        self.queries += 1
+        task_id = request.url.params["task_id"]
+        return httpx.Response(
+            200, content=b'{"code": 0, "message": "ok", "data": ' + self.data(task_id) + b"}"
+        )
+
+
+@pytest.mark.parametrize(
+    "consumed", ['"1e30"', '"1e309"', "1e28", "1" + "0" * 28, '"1e27"', '"-0"', "-0.0"]
+)
+def test_h1_unusable_cost_never_costs_the_result(
+    tmp_path: Path, consumed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """H1: a success whose `consumed` cannot be used ends success (image saved), cost unknown.
+
+    No poll logs an unexpected error, and the history's total, repr and HTML keep working.
+    """
+    uri = _png_data_uri()
+    answers = _Answers(
+        lambda task_id: (
+            f'{{"task_id": "{task_id}", "status": "success", "consumed": {consumed}, '
+            f'"result": [{{"image": "{uri}"}}]}}'
+        ).encode()
+    )
+    settings = make_settings("https://api.defapi.org", "dk-odd-costs", tmp_path, deadline=5.0)
+    with Session(
+        settings=settings,
+        transport=httpx.MockTransport(answers),
+        poll_policy=PollPolicy().scaled(0.01),
+    ) as session:
+        tasks = [session.generate(f"odd cost {i}") for i in range(10)]
+        for task in tasks:
+            task.wait(timeout=20)
+            assert task.status is TaskStatus.SUCCESS, task.error
+            assert task.path is not None and Path(task.path).exists()
+            assert task.cost is None or (task.cost == 0 and str(task.cost) == "0")
+        history = session.history
+        assert history.total_cost == 0 and str(history.total_cost) == "0"
+        assert repr(history) == "<History: 10 tasks, 0 credits>"
+        page = history._repr_html_()
+        assert "10 tasks · 0 credits" in page and "-0 credit" not in page
+    assert answers.posts == 10
+    assert "unexpected error" not in caplog.text
+
+
+def test_h17_an_answer_about_another_task_is_never_this_tasks_result(tmp_path: Path) -> None:
+    """H17: polls answered about another task are ignored; the task never takes that result."""
+    uri = _png_data_uri()
+    answers = _Answers(
+        lambda task_id: (
+            f'{{"task_id": "ta-other", "status": "success", "consumed": "0.5", '
+            f'"result": [{{"image": "{uri}"}}]}}'
+        ).encode()
+    )
+    settings = make_settings("https://api.defapi.org", "dk-other-task", tmp_path, deadline=1.0)
+    with Session(
+        settings=settings,
+        transport=httpx.MockTransport(answers),
+        poll_policy=PollPolicy().scaled(0.01),
+    ) as session:
+        task = session.generate("about another task")
+        task.wait(timeout=20)
+        assert task.status is TaskStatus.TIMED_OUT, task.status
+        assert task.path is None and task.cost is None
+    assert answers.queries >= 2 and answers.posts == 1

@@ -8,10 +8,13 @@ are skipped, saying so, when it does not). The TLS server is Python's ``ssl`` on
 from __future__ import annotations
 
 import contextlib
+import itertools
+import random
 import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +24,23 @@ import pytest
 
 from nanobanana_jupyter import (
     APIConnectionError,
+    APITimeoutError,
     Client,
+    RetryPolicy,
     Session,
     SubmitOutcomeUnknownError,
     TaskStatus,
+    ValidationError,
 )
 from nanobanana_jupyter.sandbox import Sandbox
 from tests.conftest import FakeSleep
-from tests.reliability.conftest import loopback_server, make_session, make_settings
+from tests.reliability.conftest import (
+    ResourceBaseline,
+    loopback_server,
+    make_session,
+    make_settings,
+    thread_names,
+)
 from tests.reliability.faultproxy import FaultProxy, Plan, Toxics
 
 pytestmark = pytest.mark.integration
@@ -210,3 +222,116 @@ def test_s13_never_falls_back_to_plain_http_or_no_verification(tmp_path: Path) -
             client.submit("no fallback")
     assert received, "the client never connected"
     assert all(chunk.startswith(b"\x16\x03") for chunk in received), received
+
+
+# -- H12: the blocking client bounds the whole exchange ---------------------------------------
+
+_LIMITS = {"connect_timeout": 0.5, "read_timeout": 0.5, "submit_timeout": 0.5}
+_WHOLE = 0.5 + 2 * 0.5  # connect + two reads: the most one exchange may take (_total_time)
+
+
+@contextlib.contextmanager
+def dribbling_server(interval: float) -> Iterator[tuple[int, list[bytes]]]:
+    """A server that reads each request, then sends its status line one byte at a time.
+
+    Each byte comes well inside the read timeout, so only a bound on the whole exchange
+    ends the wait. It stops (and closes) when the test leaves the block.
+    """
+    requests: list[bytes] = []
+    stop = threading.Event()
+
+    def dribble(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2)
+            with contextlib.suppress(OSError):
+                requests.append(conn.recv(65536))
+                for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: "):
+                    if stop.wait(interval * random.uniform(0.7, 1.3)):
+                        return
+                    conn.sendall(bytes([byte]))
+
+    with loopback_server(dribble, name="dribbler", threaded=True, stop=stop) as port:
+        yield port, requests
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_h12_blocking_client_bounds_a_dribbling_answer(
+    tmp_path: Path, sentinel_key: str, repeat: int
+) -> None:
+    """H12: header bytes every ~0.15 s end query and submit at the whole-exchange limit.
+
+    The query gives up with APITimeoutError; the submit (which may have arrived) is
+    SubmitOutcomeUnknownError and was sent once. No thread is left behind.
+    """
+    baseline = ResourceBaseline()
+    with dribbling_server(interval=0.15) as (port, requests):
+        settings = make_settings(f"http://127.0.0.1:{port}", sentinel_key, tmp_path, **_LIMITS)
+        with Client(
+            settings=settings, sleep=FakeSleep(), query_policy=RetryPolicy(max_retries=0)
+        ) as client:
+            started = time.monotonic()
+            with pytest.raises(APITimeoutError, match="no complete answer"):
+                client.query("ta-dribble")
+            query_took = time.monotonic() - started
+            started = time.monotonic()
+            with pytest.raises(SubmitOutcomeUnknownError, match="may have been charged"):
+                client.submit("a dribbled answer")
+            submit_took = time.monotonic() - started
+    assert _WHOLE - 0.2 < query_took < _WHOLE + 1.5, query_took
+    assert _WHOLE - 0.2 < submit_took < _WHOLE + 1.5, submit_took
+    assert [r.split(b" ", 1)[0] for r in requests] == [b"GET", b"POST"]
+    assert baseline.growth()[1] <= 0, thread_names()
+
+
+# -- H17: a refusal that names a task ---------------------------------------------------------
+
+
+def test_h17_refusal_naming_a_task_is_submit_unknown_with_its_id(tmp_path: Path) -> None:
+    """H17: HTTP 200, code 1, yet a task id: submit_unknown with that id, sent once, never again."""
+    posts: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            posts.append(request)
+            body = {"code": 1, "message": "failed", "data": {"task_id": "ta-charged"}}
+            return httpx.Response(200, json=body)
+        return httpx.Response(404, json={"code": 1, "message": "task not found"})
+
+    settings = make_settings("https://api.defapi.org", "dk-refused-but-named", tmp_path)
+    with Session(settings=settings, transport=httpx.MockTransport(answer)) as session:
+        task = session.generate("named in a refusal").wait(timeout=20)
+        assert task.status is TaskStatus.SUBMIT_UNKNOWN, (task.status, task.error)
+        assert task.task_id == "ta-charged"
+        assert "may have been charged" in (task.error or "")
+        assert session.generate("named in a refusal").local_id == task.local_id
+        assert session.get("ta-charged").local_id == task.local_id
+        assert len(posts) == 1
+        # Sent again on purpose, and the server names the same task: that id stays with the
+        # first row; the second is submit_unknown too, without an id that is not its own.
+        again = session.generate("named in a refusal", force=True).wait(timeout=20)
+        assert again.local_id != task.local_id
+        assert (again.status, again.task_id) == (TaskStatus.SUBMIT_UNKNOWN, None)
+        assert session.get("ta-charged").local_id == task.local_id
+    assert len(posts) == 2
+
+
+# -- H16: text that cannot be sent ------------------------------------------------------------
+
+
+def test_h16_lone_surrogate_is_refused_before_anything_is_stored_or_sent(tmp_path: Path) -> None:
+    """H16: a prompt with half an emoji is a ValidationError; no row is written, nothing sent."""
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"code": 0, "data": {"task_id": "ta1"}})
+
+    settings = make_settings("https://api.defapi.org", "dk-surrogate", tmp_path)
+    with Session(settings=settings, transport=httpx.MockTransport(answer)) as session:
+        with pytest.raises(ValidationError, match="lone surrogate") as info:
+            session.generate("a cat \ud83d on a mat")
+        assert "remove or replace" in str(info.value)
+        with pytest.raises(ValidationError, match="lone surrogate"):
+            session.map(["a fine cat", "a broken \udc31 cat"])
+        assert len(session.history) == 0
+    assert sent == []

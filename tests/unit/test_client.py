@@ -276,21 +276,204 @@ def test_query_honours_retry_after(fake_sleep: FakeSleep) -> None:
     assert fake_sleep.calls == [3.0]
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_IDS = st.sampled_from(["ta1", "ta2", 1, "", None, "  ta1  "])
+_CONSUMED = st.sampled_from(
+    [
+        '"0.500000"', '"1e30"', '"1e309"', "1e28", "1e309", "NaN", "Infinity", "-Infinity",
+        '"NaN"', '"-0"', "-0", "-0.0", "1" + "0" * 28, '"' + "9" * 29 + '"', '"abc"', "null",
+        "true", "[1]", '{"a": 1}', '"-1"', "0.5",
+    ]
+)  # fmt: skip
+_RESULT = st.sampled_from(
+    [
+        "null", '"https://cdn.example/a.png"', '{"image": "https://cdn.example/a.png"}',
+        '[{"big_image_url": "https://cdn.example/a.png"}]',
+        '[{"image": null, "url": "https://cdn.example/a.png"}]',
+        '[{"image": "https://cdn.example/a.png"}]', '[{"text": "words"}]', "[null, 1, []]",
+        '{"big_image_url": "https://cdn.example/a.png"}', "[[[[]]]]", "0", '""',
+    ]
+)  # fmt: skip
+_STATUS = st.sampled_from(
+    ['"success"', '"failed"', '"in_progress"', '"odd"', "null", "1", '{"a": [1]}', "[]"]
+)
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@st.composite
+def _envelopes(draw: st.DrawFn) -> str:
+    """A query answer shaped like the API's, with odd values in every field."""
+    fields = {
+        "task_id": json.dumps(draw(_IDS)),
+        "status": draw(_STATUS),
+        "consumed": draw(_CONSUMED),
+        "result": draw(_RESULT | st.integers(1, 200_000).map(_nested)),
+        "status_reason": draw(st.sampled_from(['{"message": "why"}', "null", '"why"', "[]"])),
+        "created_at": draw(st.sampled_from(['"2024-01-01"', "1e400", "null", "{}"])),
+    }
+    chosen = draw(st.sets(st.sampled_from(sorted(fields))))
+    data = "{" + ", ".join(f'"{k}": {fields[k]}' for k in sorted(chosen)) + "}"
+    data = draw(st.sampled_from([data, _nested(draw(st.integers(1, 200_000))), "null", "[]"]))
+    code = draw(st.sampled_from(["0", "1", '"0"', "401", "null", "500", '"x"']))
+    return f'{{"code": {code}, "message": "ok", "data": {data}}}'
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    status=st.integers(100, 599),
-    body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
+    status=st.integers(100, 599) | st.sampled_from([200, 200, 200, 500]),
+    body=st.binary(max_size=300)
+    | st.text(max_size=300).map(str.encode)
+    | _envelopes().map(str.encode)
+    | st.integers(1, 200_000).map(lambda d: _nested(d).encode()),
 )
 def test_any_answer_gives_a_snapshot_or_a_documented_error(
     status: int, body: bytes, fake_sleep: FakeSleep
 ) -> None:
-    """Whatever status and body come back, query returns or raises a NanoBananaError only."""
+    """Whatever status and body come back, query returns or raises a NanoBananaError only.
+
+    A snapshot returned is always about the task asked for, and its cost is usable.
+    """
     script = Script(httpx.Response(status, content=body))
     with make_client(script, fake_sleep) as client:
         try:
-            client.query("ta1")
+            snap = client.query("ta1")
+        except NanoBananaError:
+            return
+    assert snap.task_id == "ta1"
+    assert snap.consumed is None or (snap.consumed.is_finite() and not snap.consumed.is_signed())
+    assert all(isinstance(image, str) and image for image in snap.images)
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    status=st.sampled_from([200, 200, 201, 400, 401, 500, 502]),
+    body=_envelopes().map(str.encode)
+    | st.integers(1, 200_000).map(lambda d: _nested(d).encode())
+    | st.binary(max_size=100),
+)
+def test_any_submit_answer_gives_a_task_id_or_a_documented_error(
+    status: int, body: bytes, fake_sleep: FakeSleep
+) -> None:
+    """Whatever a submit gets back, it returns a task id or raises a NanoBananaError, once."""
+    script = Script(httpx.Response(status, content=body))
+    with make_client(script, fake_sleep) as client:
+        try:
+            task_id = client.submit("a cat")
         except NanoBananaError:
             pass
+        else:
+            assert isinstance(task_id, str) and task_id.strip() == task_id != ""
+    assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "consumed", ['"1e30"', '"1e309"', "1e28", "1" + "0" * 28, '"1e27"', "NaN", "Infinity"]
+)
+def test_query_with_an_unusable_cost_still_gives_the_result(
+    consumed: str, fake_sleep: FakeSleep
+) -> None:
+    """H1: a success whose `consumed` cannot be used is still a success, with an unknown cost."""
+    body = (
+        '{"code": 0, "message": "ok", "data": {"task_id": "ta1", "status": "success", '
+        f'"consumed": {consumed}, "result": [{{"image": "https://cdn.example/a.png"}}]}}}}'
+    )
+    script = Script(httpx.Response(200, content=body.encode()))
+    with make_client(script, fake_sleep) as client:
+        snap = client.query("ta1")
+    assert snap.status is TaskStatus.SUCCESS and snap.consumed is None
+    assert snap.images == ("https://cdn.example/a.png",)
+
+
+def test_deeply_nested_answers_are_documented_errors(fake_sleep: FakeSleep) -> None:
+    """H16: JSON nested 100,000 deep (200 KB) is an unreadable answer, never RecursionError.
+
+    From a submit that is "outcome unknown" after one send (it may have been charged).
+    """
+    deep = _nested(100_000).encode()
+    envelope = b'{"code": 0, "data": ' + deep + b"}"
+    for answer in (httpx.Response(200, content=deep), httpx.Response(200, content=envelope)):
+        script = Script(answer, ok({"task_id": "never"}))
+        with (
+            make_client(script, fake_sleep) as client,
+            pytest.raises(SubmitOutcomeUnknownError, match="may have been charged"),
+        ):
+            client.submit("a cat")
+        assert len(script.requests) == 1
+        with make_client(Script(answer), fake_sleep) as client, pytest.raises(ProtocolError):
+            client.query("ta1")
+    for status, error in ((500, SubmitOutcomeUnknownError), (400, BadRequestError)):
+        with (
+            make_client(Script(httpx.Response(status, content=deep)), fake_sleep) as client,
+            pytest.raises(error),
+        ):
+            client.submit("a cat")
+
+
+def test_a_query_answer_about_another_task_is_refused(fake_sleep: FakeSleep) -> None:
+    """H17: an answer naming a different task id is never taken as this task's result."""
+    other = {"task_id": "ta-other", "status": "success", "result": [{"image": "https://x/a"}]}
+    script = Script(ok(other))
+    with make_client(script, fake_sleep) as client, pytest.raises(ProtocolError) as info:
+        client.query("ta1")
+    assert "ta-other" in str(info.value) and "ta1" in str(info.value)
+    # The same id written as a number, or with spaces around it, is the same task.
+    for same in (" ta1 ", 123):
+        asked = "123" if same == 123 else "ta1"
+        script = Script(ok({"task_id": same, "status": "pending"}))
+        with make_client(script, fake_sleep) as client:
+            assert client.query(asked).task_id == asked
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"code": 1, "message": "failed", "data": {"task_id": "ta-charged"}},
+        {"code": 500, "message": "internal", "data": {"task_id": "ta-charged"}},
+        {"code": 401, "message": "odd", "task_id": "ta-charged"},
+    ],
+)
+def test_submit_refusal_that_names_a_task_is_outcome_unknown(
+    envelope: dict[str, Any], fake_sleep: FakeSleep
+) -> None:
+    """H17: a 200 whose code is not 0 but that names a task id may have been charged.
+
+    It is SubmitOutcomeUnknownError carrying that task id, and it is never re-sent.
+    """
+    script = Script(httpx.Response(200, json=envelope), ok({"task_id": "never"}))
+    with (
+        make_client(script, fake_sleep) as client,
+        pytest.raises(SubmitOutcomeUnknownError, match="may have been charged") as info,
+    ):
+        client.submit("a cat")
+    assert info.value.task_id == "ta-charged"
+    assert len(script.requests) == 1 and fake_sleep.calls == []
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"prompt": "a cat \ud800 on a mat"},
+        {"prompt": "a cat", "model": "google/gempix2\udfff"},
+        {"prompt": "a cat", "images": ["https://cdn.example/\ud83d.png"]},
+        {"prompt": "a cat", "callback_url": "https://hook.example/\udc00"},
+    ],
+)
+def test_lone_surrogates_are_refused_before_sending(
+    field: dict[str, Any], fake_sleep: FakeSleep
+) -> None:
+    """H16: text that cannot be sent as UTF-8 is a ValidationError that says what to do."""
+    options = dict(field)
+    prompt = options.pop("prompt")
+    script = Script(ok({"task_id": "x"}))
+    with (
+        make_client(script, fake_sleep) as client,
+        pytest.raises(ValidationError, match="surrogate") as info,
+    ):
+        client.submit(prompt, **options)
+    assert "remove" in str(info.value) or "replace" in str(info.value)
+    assert script.requests == []
 
 
 # -- download -------------------------------------------------------------------------

@@ -123,6 +123,54 @@ def test_odd_consumed_is_none(consumed: object) -> None:
     assert snap.consumed is None
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '"1e30"',
+        '"1e309"',
+        "1e28",
+        "1e309",
+        '"1e27"',
+        "1" + "0" * 28,
+        '"' + "9" * 29 + '"',
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        '"-1e-9"',
+        '"1e999999999"',
+        '"' + "1" * 5000 + '"',
+        "1" + "0" * 4000,
+    ],
+)
+def test_unusable_consumed_becomes_none_and_keeps_the_snapshot(raw: str) -> None:
+    """H1: a huge, infinite or impossible `consumed` (string or JSON number) is unknown cost."""
+    data = json.loads(f'{{"task_id": "t", "status": "success", "consumed": {raw}}}')
+    snap = TaskSnapshot.from_data(data, task_id="t")
+    assert snap.consumed is None
+    assert snap.status is TaskStatus.SUCCESS
+
+
+@pytest.mark.parametrize("raw", ['"-0"', "-0", "-0.0", '"-0.000000"', '"0E-8"', '"0e+5"'])
+def test_a_zero_cost_is_zero_never_minus_zero(raw: str) -> None:
+    """H17: every way of writing zero reads as 0 (never -0, never 0E-8)."""
+    data = json.loads(f'{{"task_id": "t", "status": "success", "consumed": {raw}}}')
+    consumed = TaskSnapshot.from_data(data).consumed
+    assert consumed == 0 and str(consumed) == "0"
+
+
+@given(st.decimals(allow_nan=True, allow_infinity=True) | st.integers() | st.floats())
+def test_normalize_credits_and_parse_never_raise(value: object) -> None:
+    """H1: any number at all gives a usable cost or None, and normalising never raises."""
+    from nanobanana_jupyter._models import normalize_credits
+
+    consumed = TaskSnapshot.from_data({"task_id": "t", "consumed": value}).consumed
+    assert consumed is None or (consumed.is_finite() and consumed >= 0)
+    if consumed is not None:
+        assert not consumed.is_signed()
+    if isinstance(value, Decimal):
+        normalize_credits(value)
+
+
 def test_text_entries_and_odd_result_entries() -> None:
     """Entries with text instead of an image are kept as text; junk entries are skipped."""
     snap = TaskSnapshot.from_data(

@@ -821,6 +821,14 @@ def test_error_text_is_one_redacted_line() -> None:
         (Decimal("0.123456"), "0.1235 credits"),
         (Decimal("NaN"), "—"),
         (Decimal("Infinity"), "—"),
+        (Decimal("-0"), "0 credits"),
+        (Decimal("-0.000000"), "0 credits"),
+        (Decimal("-0.00001"), "—"),
+        (Decimal("0.00001"), "0 credits"),
+        (Decimal("0E-8"), "0 credits"),
+        (Decimal("123456789012345678901234567.12345"), "—"),
+        (Decimal("1E+30"), "—"),
+        (Decimal("-1"), "—"),
     ],
 )
 def test_format_cost_table(value: Decimal | None, text: str) -> None:

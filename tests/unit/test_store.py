@@ -146,6 +146,33 @@ def full_record(tmp_path: Path) -> TaskRecord:
     )
 
 
+@pytest.mark.parametrize("stored", ["1E+27", "1e309", "NaN", "-Infinity", "-1", "junk"])
+def test_unusable_stored_costs_read_as_unknown_and_sums_never_raise(
+    store: Store, stored: str
+) -> None:
+    """H1: costs a store holds that cannot be used (an older version kept 1E+27) read as None.
+
+    The total, the history's repr and its HTML keep working, and add up the usable costs.
+    """
+    from nanobanana_jupyter._history import History
+
+    for i in range(10):
+        store.insert(rec(f"big{i}", S.SUCCESS, task_id=f"tb{i}", consumed=Decimal("0.5")))
+        with store._conn:  # type: ignore[union-attr]  # written as an older version did
+            store._conn.execute(  # type: ignore[union-attr]
+                "UPDATE tasks SET consumed = ? WHERE local_id = ?", (stored, f"big{i}")
+            )
+    store.insert(rec("ok", S.SUCCESS, task_id="tok", consumed=Decimal("0.5")))
+    store.insert(rec("zero", S.SUCCESS, task_id="tz", consumed=Decimal("-0")))
+    history = History(store)
+    assert store.get("big0") is not None and store.get("big0").consumed is None  # type: ignore[union-attr]
+    assert str(store.get("zero").consumed) == "0"  # type: ignore[union-attr]
+    assert history.total_cost == Decimal("0.5")
+    assert repr(history) == "<History: 12 tasks, 0.5 credits>"
+    assert "12 tasks · 0.5 credits" in history._repr_html_()
+    assert "-0 credit" not in history._repr_html_()
+
+
 def test_round_trip_keeps_every_field(store: Store, tmp_path: Path) -> None:
     """Every TaskRecord field (Decimal, tuples, ImageRecords) reads back equal and typed."""
     record = full_record(tmp_path)
