@@ -12,6 +12,7 @@ HTML and GitHub show the image without any widget JavaScript.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import getpass
 import logging
 import re
@@ -51,10 +52,47 @@ SUBCOMMANDS: dict[str, tuple[int, str]] = {
     "config": (0, "show the settings (the key only as a fingerprint)"),
     "help": (0, "this help"),
 }
+ONE_WORD_PROMPT_HELP = (
+    'A one-word prompt is quoted: %nanobanana "sunset" (or %nanobanana -- sunset, or the '
+    "cell form); one bare word is read as a subcommand."
+)
 _KEY_ON_LINE = re.compile(r"(?:^|\s)--?(?:api[-_]?)?key\b|\bdk-[A-Za-z0-9_-]{6,}", re.IGNORECASE)
 # How often live cards refresh while tasks run (their elapsed time).
 TICK_SECONDS = 1.0
 MIN_UPDATE_INTERVAL = 0.25
+
+
+def _marked_as_prompt(line: str, words: Sequence[str]) -> bool:
+    """True when the line says its words are a prompt: the first is quoted, or ``--`` comes
+    before them. Such a line is never a subcommand."""
+    first = words[0] if words else ""
+    if len(first) >= 2 and first[0] == first[-1] and first[0] in "\"'":
+        return True  # the magic's argument split keeps the quotes
+    return "--" in line.split()
+
+
+def _unquote(word: str) -> str:
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
+        return word[1:-1]
+    return word
+
+
+def _unknown_subcommand(word: str) -> str:
+    """The one-line refusal of a bare word that is no subcommand (with a did-you-mean)."""
+    lowered = word.lower()
+    close = difflib.get_close_matches(lowered, list(SUBCOMMANDS), n=1, cutoff=0.6)
+    if not close:
+        close = [name for name in SUBCOMMANDS if len(lowered) >= 2 and name.startswith(lowered)]
+    if lowered in SUBCOMMANDS:  # a subcommand given the wrong number of words
+        arity, text = SUBCOMMANDS[lowered]
+        if lowered == word and arity:
+            return f"{word} needs {arity} more word(s): {text}"
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (
+        f"unknown subcommand {word!r}{hint}; nothing was sent. For a one-word prompt write "
+        f'%nanobanana "{word}" or use the %%nanobanana cell form (%nanobanana help lists the '
+        "subcommands)"
+    )
 
 
 class _StrictFormatter(string.Formatter):
@@ -360,6 +398,12 @@ class NanoBananaMagics(Magics):
         Line form (returns the task): ``task = %nanobanana a cat in a hat``.
         Subcommands: %nanobanana panel | history | status ID | resume | wait | sandbox |
         models | config | help.
+
+        A line of one bare word is always read as a subcommand, so a typo such as
+        ``%nanobanana histroy`` is refused ("did you mean history?") and sends nothing. A
+        one-word prompt is quoted (``%nanobanana "sunset"``), follows ``--``
+        (``%nanobanana -- sunset``), or goes in the body of ``%%nanobanana``, which is
+        always the prompt.
         """
         if _KEY_ON_LINE.search(line):
             raise UsageError(
@@ -368,10 +412,16 @@ class NanoBananaMagics(Magics):
             )
         args = parse_argstring(self.nanobanana, line)
         words: list[str] = list(args.words)
-        if cell is None and words and words[0] in SUBCOMMANDS:
+        marked = cell is None and _marked_as_prompt(line, words)
+        if cell is None and not marked and words and words[0] in SUBCOMMANDS:
             arity = SUBCOMMANDS[words[0]][0]
             if len(words) == 1 + arity:
                 return self._subcommand(words[0], words[1:])
+        if cell is None and len(words) == 1:
+            # One bare word is a subcommand, never a prompt: a typo must not spend credits.
+            if not marked:
+                raise UsageError(_unknown_subcommand(words[0]))
+            words = [_unquote(words[0])]
         prompt = cell if cell is not None else " ".join(words)
         if cell is not None and words:
             raise UsageError(
@@ -471,6 +521,7 @@ class NanoBananaMagics(Magics):
             print("%%nanobanana [options] + a prompt in the cell body generates images.")
             print("Options: %nanobanana? lists them. Subcommands:")
             print("\n".join(lines))
+            print(ONE_WORD_PROMPT_HELP)
             return None
         if name == "models":
             session_model = None

@@ -38,6 +38,7 @@ from ._exceptions import (
     NanoBananaError,
     RateLimitError,
     SubmitOutcomeUnknownError,
+    ValidationError,
 )
 from ._history import History
 from ._images import ImageStore
@@ -237,7 +238,16 @@ class Session:
         """Start one task per prompt (same options), at most ``concurrency`` submits at once.
 
         Every prompt is validated before anything is sent, so one bad prompt costs nothing.
+
+        Raises:
+            ValidationError: ``prompts`` is one string (or bytes), not a list of prompts.
         """
+        if isinstance(prompts, (str, bytes, bytearray)):
+            raise ValidationError(
+                f"map() takes a list of prompts, not a {type(prompts).__name__} (it would "
+                "start one task per character): pass a list, map([prompt]), or call "
+                "generate(prompt) for a single prompt"
+            )
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         unknown = set(options) - {"model", "images", "aspect_ratio", "image_size", "callback_url"}
