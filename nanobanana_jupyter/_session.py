@@ -159,6 +159,7 @@ class Session:
         self._handles: dict[str, Task] = {}
         self._handles_lock = threading.RLock()
         self._listeners: list[Callable[[Task], object]] = []
+        self._flush_hooks: list[Callable[[], object]] = []  # views' flush (see _after_wait)
         self._watched: set[str] = set()
         self._history = History(self._store)
         self._closed = False
@@ -358,6 +359,29 @@ class Session:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def _add_flush_hook(self, hook: Callable[[], object]) -> Callable[[], None]:
+        """Call ``hook()`` after every blocking wait, on the waiting thread (see
+        :meth:`_after_wait`). Returns a function that removes it."""
+        self._flush_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._flush_hooks:
+                self._flush_hooks.remove(hook)
+
+        return remove
+
+    def _after_wait(self) -> None:
+        """A blocking wait has ended: views bring their outputs to the current state from
+        this thread, the one running the cell. Updates sent from the engine thread carry
+        another cell's parent header, and headless runners (nbclient, papermill) drop them."""
+        if self._engine.in_engine_thread():
+            return
+        for hook in list(self._flush_hooks):
+            try:
+                hook()
+            except Exception:  # a view's failure must not break a wait
+                logger.exception("a view could not flush its outputs")
 
     def close(self) -> None:
         """Stop polling (unfinished tasks stay resumable), close connections and the store."""
