@@ -6,12 +6,15 @@ then updates those slots in place (status, elapsed time, finally the preview ima
 own thread, through the display id, so updates land in the right cell even while other
 cells run (research/jupyter-async.md section 3). Background code never prints and never
 calls ``display()``. The last update is a static mimebundle, so a saved notebook, nbconvert
-HTML and GitHub show the image without any widget JavaScript.
+HTML and GitHub show the image without any widget JavaScript. Headless runners record only
+updates sent from the thread running a cell, so every blocking wait ends with a flush that
+re-sends each live output's current state from that thread (``LiveOutputs.flush``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import getpass
 import logging
 import re
@@ -20,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from traitlets import Bool, Enum, Float, Int, Unicode, default
 
 from ._exceptions import NanoBananaError
 from ._models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
+from ._record import TaskRecord
 from ._render import Preview, batch_bundle, task_bundle
 from ._session import Session, get_default_session, set_default_session
 from ._settings import ENV, MISSING_KEY_HELP, SecretKey, env_flag
@@ -51,10 +56,47 @@ SUBCOMMANDS: dict[str, tuple[int, str]] = {
     "config": (0, "show the settings (the key only as a fingerprint)"),
     "help": (0, "this help"),
 }
+ONE_WORD_PROMPT_HELP = (
+    'A one-word prompt is quoted: %nanobanana "sunset" (or %nanobanana -- sunset, or the '
+    "cell form); one bare word is read as a subcommand."
+)
 _KEY_ON_LINE = re.compile(r"(?:^|\s)--?(?:api[-_]?)?key\b|\bdk-[A-Za-z0-9_-]{6,}", re.IGNORECASE)
 # How often live cards refresh while tasks run (their elapsed time).
 TICK_SECONDS = 1.0
 MIN_UPDATE_INTERVAL = 0.25
+
+
+def _marked_as_prompt(line: str, words: Sequence[str]) -> bool:
+    """True when the line says its words are a prompt: the first is quoted, or ``--`` comes
+    before them. Such a line is never a subcommand."""
+    first = words[0] if words else ""
+    if len(first) >= 2 and first[0] == first[-1] and first[0] in "\"'":
+        return True  # the magic's argument split keeps the quotes
+    return "--" in line.split()
+
+
+def _unquote(word: str) -> str:
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
+        return word[1:-1]
+    return word
+
+
+def _unknown_subcommand(word: str) -> str:
+    """The one-line refusal of a bare word that is no subcommand (with a did-you-mean)."""
+    lowered = word.lower()
+    close = difflib.get_close_matches(lowered, list(SUBCOMMANDS), n=1, cutoff=0.6)
+    if not close:
+        close = [name for name in SUBCOMMANDS if len(lowered) >= 2 and name.startswith(lowered)]
+    if lowered in SUBCOMMANDS:  # a subcommand given the wrong number of words
+        arity, text = SUBCOMMANDS[lowered]
+        if lowered == word and arity:
+            return f"{word} needs {arity} more word(s): {text}"
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (
+        f"unknown subcommand {word!r}{hint}; nothing was sent. For a one-word prompt write "
+        f'%nanobanana "{word}" or use the %%nanobanana cell form (%nanobanana help lists the '
+        "subcommands)"
+    )
 
 
 class _StrictFormatter(string.Formatter):
@@ -93,92 +135,175 @@ def expand_prompt(template: str, namespace: Mapping[str, Any]) -> str:
         raise UsageError(f"--expand: {exc} (write {{{{ and }}}} for literal braces)") from None
 
 
-class LiveOutputs:
-    """The output slots of one session's tasks, updated in place from the engine thread.
+@dataclass
+class _Slot:
+    """One live output (a display id) of one task, and what it last showed."""
 
-    All updates go through one lock and are throttled; a finished task gets one last,
-    static bundle.
+    display_id: str
+    local_id: str
+    embed: str
+    side: int
+    sent_at: float = 0.0
+    sent_status: str = ""
+    #: The newest state sent, from any thread (see ``_rank``): an older one is never sent.
+    sent_rank: tuple[bool, float] = (False, float("-inf"))
+    #: The state last sent from a thread running a cell (``open`` or ``flush``).
+    flushed: tuple[str, int] | None = None
+
+
+@dataclass
+class _Batch:
+    display_id: str
+    tasks: list[Task]
+    flushed: tuple[int, int] | None = None
+
+
+def _rank(record: TaskRecord) -> tuple[bool, float]:
+    """How new a state is: any final state is newer than every running one."""
+    return (record.is_terminal, record.updated_at)
+
+
+def _shown(record: TaskRecord) -> tuple[str, int]:
+    """What a card shows, apart from the elapsed time."""
+    return (record.status.value, len(record.images))
+
+
+def _batch_shown(tasks: Sequence[Task]) -> tuple[int, int]:
+    return (sum(t.done() for t in tasks), sum(t.status is TaskStatus.SUCCESS for t in tasks))
+
+
+class LiveOutputs:
+    """The output slots of one session's tasks, updated in place.
+
+    The engine thread updates them as tasks move (throttled). Those updates carry the parent
+    header of whatever cell the kernel saw last, so a headless runner (nbclient, papermill,
+    ``nbconvert --execute``) drops them; :meth:`flush`, called on the thread running a cell
+    after every blocking wait, sends each slot's current state again from that thread, and
+    retires the slots that are final. All sends go through one lock, and a slot never sends
+    a state older than one it already sent (``_rank``), so a late engine update cannot undo
+    a flush.
     """
 
     def __init__(self, session: Session) -> None:
         self._session = session
         self._lock = threading.Lock()
-        self._slots: dict[str, list[tuple[str, str, int]]] = {}  # local_id -> (id, embed, side)
-        self._last: dict[str, tuple[float, str]] = {}  # display id -> (time, status)
+        self._slots: dict[str, _Slot] = {}  # display id -> slot
+        self._by_task: dict[str, list[_Slot]] = {}  # local id -> its slots
         self._ticking = False
-        self._batches: dict[str, list[Task]] = {}  # display id -> the batch's tasks
+        self._batches: dict[str, _Batch] = {}  # display id -> the batch
         self._unsubscribe = session.subscribe(self._on_change)
+        self._unflush = session._add_flush_hook(self.flush)
 
     def close(self) -> None:
         self._unsubscribe()
+        self._unflush()
 
     def open(self, task: Task, *, embed: str, side: int) -> str:
         """Create a slot for ``task`` in the current cell (main thread) and return its id."""
         display_id = f"nanobanana-{uuid.uuid4().hex}"
-        data, metadata = self.bundle(task, embed=embed, side=side)
-        display(data, raw=True, metadata=metadata, display_id=display_id)
         with self._lock:
-            self._slots.setdefault(task.local_id, []).append((display_id, embed, side))
-            self._last[display_id] = (time.monotonic(), task.status.value)
-        if not task.done():
-            self._start_ticker()
+            record = task.record
+            data, metadata = self._bundle(record, embed=embed, side=side)
+            display(data, raw=True, metadata=metadata, display_id=display_id)
+            if record.is_terminal:
+                return display_id  # final already, and shown from the cell's own thread
+            slot = _Slot(display_id, task.local_id, embed, side)
+            slot.sent_at, slot.sent_status = time.monotonic(), record.status.value
+            slot.sent_rank, slot.flushed = _rank(record), _shown(record)
+            self._slots[display_id] = slot
+            self._by_task.setdefault(task.local_id, []).append(slot)
+        self._start_ticker()
         return display_id
 
     def bundle(self, task: Task, *, embed: str, side: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """The mimebundle for a task: previews of the chosen size, or none."""
+        return self._bundle(task.record, embed=embed, side=side)
+
+    def _bundle(
+        self, record: TaskRecord, *, embed: str, side: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         previews: list[Preview] = []
         if embed != "none":
-            for image in task.images:
+            for image in record.images:
                 preview = _preview_for(image.path, image.thumb_path, embed=embed, side=side)
                 if preview is not None:
                     previews.append(preview)
-        return task_bundle(
-            task.record, previews=previews, elapsed=None if task.done() else task.elapsed
-        )
+        elapsed = None if record.is_terminal else max(0.0, time.time() - record.created_at)
+        return task_bundle(record, previews=previews, elapsed=elapsed)
 
     def open_batch(self, tasks: Sequence[Task]) -> str:
         """One progress line for several tasks (``-n``), above their cards (main thread)."""
         display_id = f"nanobanana-batch-{uuid.uuid4().hex}"
-        display(batch_bundle(tasks), raw=True, display_id=display_id)
         with self._lock:
-            self._batches[display_id] = list(tasks)
+            display(batch_bundle(tasks), raw=True, display_id=display_id)
+            self._batches[display_id] = _Batch(display_id, list(tasks), _batch_shown(tasks))
         return display_id
+
+    def flush(self) -> None:
+        """Bring every live output to its current state from the calling thread.
+
+        Called after a blocking wait on the thread running the cell (``Session`` calls it
+        through its flush hooks; the magic calls it after ``--wait`` and ``%nanobanana
+        wait``): updates sent from there are recorded by headless runners. A slot whose task
+        has ended is retired after its final state has been sent from here.
+        """
+        with self._lock:
+            for slot in list(self._slots.values()):
+                task = self._session._handles.get(slot.local_id)
+                if task is None:
+                    continue
+                record = task.record
+                if slot.flushed != _shown(record) and self._send(slot, record, force=True):
+                    slot.flushed = _shown(record)
+                if record.is_terminal and slot.flushed == _shown(record):
+                    self._retire(slot)
+            for batch in list(self._batches.values()):
+                shown = _batch_shown(batch.tasks)
+                if batch.flushed != shown:
+                    self._send_batch(batch)
+                    batch.flushed = shown
+                if all(t.done() for t in batch.tasks):
+                    del self._batches[batch.display_id]
+
+    def _retire(self, slot: _Slot) -> None:
+        self._slots.pop(slot.display_id, None)
+        siblings = self._by_task.get(slot.local_id, [])
+        if slot in siblings:
+            siblings.remove(slot)
+        if not siblings:
+            self._by_task.pop(slot.local_id, None)
 
     def _on_change(self, task: Task) -> None:
         with self._lock:
-            slots = list(self._slots.get(task.local_id, ()))
-            batches = [(d, ts) for d, ts in self._batches.items() if task in ts]
-        for display_id, embed, side in slots:
-            self._update(task, display_id, embed, side, force=task.done())
-        if task.done():
-            with self._lock:
-                self._slots.pop(task.local_id, None)
-        for display_id, tasks in batches:
-            self._update_batch(display_id, tasks)
+            record = task.record
+            for slot in list(self._by_task.get(task.local_id, ())):
+                self._send(slot, record, force=record.is_terminal)
+            for batch in list(self._batches.values()):
+                if task in batch.tasks:
+                    self._send_batch(batch)
 
-    def _update_batch(self, display_id: str, tasks: list[Task]) -> None:
-        finished = all(t.done() for t in tasks)
-        with self._lock:
-            try:
-                update_display(batch_bundle(tasks), raw=True, display_id=display_id)
-            except Exception:  # a closed kernel channel must not break the engine
-                logger.debug("could not update display %s", display_id, exc_info=True)
-            if finished:
-                self._batches.pop(display_id, None)
+    def _send_batch(self, batch: _Batch) -> None:
+        try:
+            update_display(batch_bundle(batch.tasks), raw=True, display_id=batch.display_id)
+        except Exception:  # a closed kernel channel must not break the engine
+            logger.debug("could not update display %s", batch.display_id, exc_info=True)
 
-    def _update(self, task: Task, display_id: str, embed: str, side: int, *, force: bool) -> None:
+    def _send(self, slot: _Slot, record: TaskRecord, *, force: bool) -> bool:
+        """Send ``record`` to ``slot`` (lock held); False when throttled or older than shown."""
+        rank = _rank(record)
+        if rank < slot.sent_rank:
+            return False  # a newer state is already there: never go back
         now = time.monotonic()
-        with self._lock:
-            last_time, last_status = self._last.get(display_id, (0.0, ""))
-            changed = task.status.value != last_status
-            if not (force or changed) and now - last_time < MIN_UPDATE_INTERVAL:
-                return
-            self._last[display_id] = (now, task.status.value)
-            data, metadata = self.bundle(task, embed=embed, side=side)
-            try:
-                update_display(data, raw=True, metadata=metadata, display_id=display_id)
-            except Exception:  # a closed kernel channel must not break the engine
-                logger.debug("could not update display %s", display_id, exc_info=True)
+        changed = record.status.value != slot.sent_status
+        if not (force or changed) and now - slot.sent_at < MIN_UPDATE_INTERVAL:
+            return False
+        slot.sent_at, slot.sent_status, slot.sent_rank = now, record.status.value, rank
+        data, metadata = self._bundle(record, embed=slot.embed, side=slot.side)
+        try:
+            update_display(data, raw=True, metadata=metadata, display_id=slot.display_id)
+        except Exception:  # a closed kernel channel must not break the engine
+            logger.debug("could not update display %s", slot.display_id, exc_info=True)
+        return True
 
     def _start_ticker(self) -> None:
         with self._lock:
@@ -194,15 +319,13 @@ class LiveOutputs:
             while True:
                 await asyncio.sleep(TICK_SECONDS)
                 with self._lock:
-                    open_slots = {k: list(v) for k, v in self._slots.items()}
-                if not open_slots:
-                    return
-                for local_id, slots in open_slots.items():
-                    task = self._session._handles.get(local_id)
-                    if task is None or task.done():
-                        continue
-                    for display_id, embed, side in slots:
-                        self._update(task, display_id, embed, side, force=False)
+                    running = [s for s in self._slots.values() if s.sent_rank[0] is False]
+                    if not running:
+                        return
+                    for slot in running:
+                        task = self._session._handles.get(slot.local_id)
+                        if task is not None and not task.done():
+                            self._send(slot, task.record, force=False)
         finally:
             with self._lock:
                 self._ticking = False
@@ -360,6 +483,12 @@ class NanoBananaMagics(Magics):
         Line form (returns the task): ``task = %nanobanana a cat in a hat``.
         Subcommands: %nanobanana panel | history | status ID | resume | wait | sandbox |
         models | config | help.
+
+        A line of one bare word is always read as a subcommand, so a typo such as
+        ``%nanobanana histroy`` is refused ("did you mean history?") and sends nothing. A
+        one-word prompt is quoted (``%nanobanana "sunset"``), follows ``--``
+        (``%nanobanana -- sunset``), or goes in the body of ``%%nanobanana``, which is
+        always the prompt.
         """
         if _KEY_ON_LINE.search(line):
             raise UsageError(
@@ -368,10 +497,16 @@ class NanoBananaMagics(Magics):
             )
         args = parse_argstring(self.nanobanana, line)
         words: list[str] = list(args.words)
-        if cell is None and words and words[0] in SUBCOMMANDS:
+        marked = cell is None and _marked_as_prompt(line, words)
+        if cell is None and not marked and words and words[0] in SUBCOMMANDS:
             arity = SUBCOMMANDS[words[0]][0]
             if len(words) == 1 + arity:
                 return self._subcommand(words[0], words[1:])
+        if cell is None and len(words) == 1:
+            # One bare word is a subcommand, never a prompt: a typo must not spend credits.
+            if not marked:
+                raise UsageError(_unknown_subcommand(words[0]))
+            words = [_unquote(words[0])]
         prompt = cell if cell is not None else " ".join(words)
         if cell is not None and words:
             raise UsageError(
@@ -420,8 +555,7 @@ class NanoBananaMagics(Magics):
             self._user_ns[args.out] = result
         if args.wait or self.wait:
             self._wait(tasks, args.timeout if args.timeout is not None else self.timeout)
-            for task in tasks:
-                live._on_change(task)  # the final bundle, before the cell ends
+            live.flush()  # every card's final state, sent from this cell's thread
         if cell is None:
             for task in tasks:
                 task._compact_repr_once = True
@@ -471,6 +605,7 @@ class NanoBananaMagics(Magics):
             print("%%nanobanana [options] + a prompt in the cell body generates images.")
             print("Options: %nanobanana? lists them. Subcommands:")
             print("\n".join(lines))
+            print(ONE_WORD_PROMPT_HELP)
             return None
         if name == "models":
             session_model = None
@@ -530,6 +665,8 @@ class NanoBananaMagics(Magics):
         if name == "wait":
             open_tasks = [t for t in session.tasks if not t.done()]
             self._wait(open_tasks, self.timeout)
+            if self._live is not None and self._live_session is session:
+                self._live.flush()  # also the cards of tasks that ended before this cell
             ended = sum(t.status is TaskStatus.SUCCESS for t in open_tasks)
             print(f"{len(open_tasks)} task(s) ended, {ended} with images")
             return None

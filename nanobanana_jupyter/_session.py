@@ -39,6 +39,7 @@ from ._exceptions import (
     NanoBananaError,
     RateLimitError,
     SubmitOutcomeUnknownError,
+    ValidationError,
 )
 from ._history import History
 from ._images import ImageStore
@@ -164,6 +165,7 @@ class Session:
         self._handles: dict[str, Task] = {}
         self._handles_lock = threading.RLock()
         self._listeners: list[Callable[[Task], object]] = []
+        self._flush_hooks: list[Callable[[], object]] = []  # views' flush (see _after_wait)
         self._watched: set[str] = set()
         self._history = History(self._store)
         self._closed = False
@@ -245,7 +247,16 @@ class Session:
         """Start one task per prompt (same options), at most ``concurrency`` submits at once.
 
         Every prompt is validated before anything is sent, so one bad prompt costs nothing.
+
+        Raises:
+            ValidationError: ``prompts`` is one string (or bytes), not a list of prompts.
         """
+        if isinstance(prompts, (str, bytes, bytearray)):
+            raise ValidationError(
+                f"map() takes a list of prompts, not a {type(prompts).__name__} (it would "
+                "start one task per character): pass a list, map([prompt]), or call "
+                "generate(prompt) for a single prompt"
+            )
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         unknown = set(options) - {"model", "images", "aspect_ratio", "image_size", "callback_url"}
@@ -359,6 +370,29 @@ class Session:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def _add_flush_hook(self, hook: Callable[[], object]) -> Callable[[], None]:
+        """Call ``hook()`` after every blocking wait, on the waiting thread (see
+        :meth:`_after_wait`). Returns a function that removes it."""
+        self._flush_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._flush_hooks:
+                self._flush_hooks.remove(hook)
+
+        return remove
+
+    def _after_wait(self) -> None:
+        """A blocking wait has ended: views bring their outputs to the current state from
+        this thread, the one running the cell. Updates sent from the engine thread carry
+        another cell's parent header, and headless runners (nbclient, papermill) drop them."""
+        if self._engine.in_engine_thread():
+            return
+        for hook in list(self._flush_hooks):
+            try:
+                hook()
+            except Exception:  # a view's failure must not break a wait
+                logger.exception("a view could not flush its outputs")
 
     def close(self) -> None:
         """Stop polling (unfinished tasks stay resumable), close connections and the store."""

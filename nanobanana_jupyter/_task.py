@@ -183,6 +183,7 @@ class Task:
             future = self._future
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
+                self._session._after_wait()  # outputs final, sent from the waiting thread
                 if future.done():
                     return self
                 raise TimeoutError(
@@ -195,6 +196,7 @@ class Task:
             except concurrent.futures.TimeoutError:
                 continue
             if future is self._future:  # not re-armed by a resume meanwhile
+                self._session._after_wait()  # outputs final, sent from the waiting thread
                 return self
 
     def result(self, timeout: float | None = None) -> list[ImageRecord]:

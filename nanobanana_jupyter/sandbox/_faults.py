@@ -2,13 +2,16 @@
 
 Tests and benchmarks queue faults per endpoint (``"submit"``, ``"query"``, ``"cdn"``); each
 request that reaches that endpoint's handler takes the fault at the head of its queue (FIFO),
-whatever the request is, and a fault with ``count=n`` applies to the next *n* requests. The
-script is filled from the test thread and drained on the server's loop thread, hence the lock.
+whatever the request is, and a fault with ``count=n`` applies to the next *n* requests.
+``add_random`` adds occasional faults instead: a request that finds its queue empty suffers
+each of them with its probability (a seeded generator, so a run can be replayed). The script
+is filled from the test thread and drained on the server's loop thread, hence the lock.
 """
 
 from __future__ import annotations
 
 import enum
+import random
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -115,6 +118,8 @@ class FaultScript:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queues: dict[Endpoint, deque[_Entry]] = {e: deque() for e in ENDPOINTS}
+        self._random: dict[Endpoint, list[tuple[ScriptedFault, float]]] = {e: [] for e in ENDPOINTS}
+        self._rng = random.Random()
 
     def add(
         self,
@@ -129,26 +134,44 @@ class FaultScript:
         Raises ``ValueError`` for an unknown endpoint, a fault that does not apply to it, or a
         count below 1.
         """
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
-        if not isinstance(fault, Fault):
-            raise TypeError(f"expected a Fault, got {fault!r}")
-        if endpoint not in APPLIES_TO[fault]:
-            allowed = ", ".join(sorted(APPLIES_TO[fault]))
-            raise ValueError(f"{fault.name} does not apply to {endpoint!r} (only: {allowed})")
+        scripted = _scripted(endpoint, fault, retry_after)
         if count < 1:
             raise ValueError("count must be at least 1")
-        if isinstance(retry_after, float) and retry_after.is_integer():
-            retry_after = int(retry_after)
-        entry = _Entry(ScriptedFault(fault, str(retry_after)), count)
+        entry = _Entry(scripted, count)
         with self._lock:
             self._queues[endpoint].append(entry)
 
+    def add_random(
+        self,
+        endpoint: Endpoint,
+        fault: Fault,
+        probability: float,
+        *,
+        retry_after: str | float = 1,
+        seed: int | None = None,
+    ) -> None:
+        """Make ``fault`` hit each request to ``endpoint`` with ``probability`` (0 < p < 1),
+        for as long as the sandbox runs (or until :meth:`clear`); queued faults come first.
+
+        ``seed`` reseeds the generator shared by every random fault of this script.
+        """
+        scripted = _scripted(endpoint, fault, retry_after)
+        if not 0 < probability < 1:
+            raise ValueError("probability must be between 0 and 1 (exclusive)")
+        with self._lock:
+            if seed is not None:
+                self._rng.seed(seed)
+            self._random[endpoint].append((scripted, probability))
+
     def take(self, endpoint: Endpoint) -> ScriptedFault | None:
-        """Consume one application of the fault at the head of ``endpoint``'s queue."""
+        """Consume one application of the fault at the head of ``endpoint``'s queue, or roll
+        the dice for its random faults when the queue is empty."""
         with self._lock:
             queue = self._queues[endpoint]
             if not queue:
+                for scripted, probability in self._random[endpoint]:
+                    if self._rng.random() < probability:
+                        return scripted
                 return None
             head = queue[0]
             head.remaining -= 1
@@ -166,3 +189,18 @@ class FaultScript:
         with self._lock:
             for queue in self._queues.values():
                 queue.clear()
+            for chances in self._random.values():
+                chances.clear()
+
+
+def _scripted(endpoint: Endpoint, fault: Fault, retry_after: str | float) -> ScriptedFault:
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
+    if not isinstance(fault, Fault):
+        raise TypeError(f"expected a Fault, got {fault!r}")
+    if endpoint not in APPLIES_TO[fault]:
+        allowed = ", ".join(sorted(APPLIES_TO[fault]))
+        raise ValueError(f"{fault.name} does not apply to {endpoint!r} (only: {allowed})")
+    if isinstance(retry_after, float) and retry_after.is_integer():
+        retry_after = int(retry_after)
+    return ScriptedFault(fault, str(retry_after))

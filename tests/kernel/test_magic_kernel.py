@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -10,7 +12,7 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from nanobanana_jupyter.sandbox import Sandbox
+from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
 from tests.conftest import SENTINEL_KEY
 from tests.kernel.conftest import Kernel
 
@@ -180,3 +182,99 @@ def test_rerun_of_a_cell_reuses_the_result(slow_sandbox: Sandbox, tmp_path: Path
     assert time.monotonic() - started < 30
     outputs = [o for o in nb.cells[1].outputs if "image/jpeg" in o.get("data", {})]
     assert len(outputs) == 2
+
+
+# -- H7: headless runs save every finished image -------------------------------------------
+
+HEADLESS_RUNS = 10
+# 1 API second = 50 ms here: tasks take 0.2-1.5 s, and a new task is invisible (404) for
+# its first 0.4 s, as on the real service.
+HEADLESS_SCALE = 0.05
+HEADLESS_CELLS = [
+    "%load_ext nanobanana_jupyter",
+    # The sandbox's clock runs fast; the default session polls on the same clock.
+    "from nanobanana_jupyter import PollPolicy, Session, set_default_session\n"
+    f"set_default_session(Session(poll_policy=PollPolicy().scaled({HEADLESS_SCALE})))",
+    "%%nanobanana --wait -o a\nA lighthouse of bananas {run}",
+    "%%nanobanana --wait -n 2\nTwo bananas on a plate {run}",
+    "%%nanobanana -o c\nA banana boat, no wait {run}",
+    "%nanobanana wait",
+    "d = %nanobanana a banana kite on the line {run}",
+    "d.wait();",
+    "%%nanobanana -o e\nA banana tree at night {run}",
+    "import nanobanana_jupyter\nnanobanana_jupyter.get_default_session().wait_all();",
+]
+MAGIC_CELLS = (2, 3, 4, 6, 8)  # the cells whose saved output must hold images
+IMAGES_PER_CELL = {2: 1, 3: 2, 4: 1, 6: 1, 8: 1}
+
+
+@pytest.fixture
+def realistic_sandbox() -> Iterator[Sandbox]:
+    """Jittered durations, a 404 for each new task's first 0.4 s, occasional 500s and 429s."""
+    rng = random.Random(14)
+    with Sandbox(
+        time_scale=HEADLESS_SCALE,
+        duration=lambda prompt: rng.uniform(4.0, 30.0),
+        plan=TaskPlan(invisible_for=0.4 / HEADLESS_SCALE),
+        max_side=128,
+        api_key=SENTINEL_KEY,
+    ) as sb:
+        sb.faults.add_random("query", Fault.SERVER_ERROR_HTML, 0.05, seed=14)
+        sb.faults.add_random("query", Fault.RATE_LIMIT, 0.05, retry_after="0.2")
+        sb.faults.add_random("submit", Fault.RATE_LIMIT, 0.05, retry_after="0.2")
+        yield sb
+
+
+def _missing_images(nb: nbformat.NotebookNode) -> list[str]:
+    """What is wrong with the saved magic cells of one run (empty when all is well)."""
+    problems = []
+    for index in MAGIC_CELLS:
+        cell = nb.cells[index]
+        cards = [o for o in cell.outputs if "nanobanana" in o.get("metadata", {})]
+        statuses = [o["metadata"]["nanobanana"].get("status") for o in cards]
+        images = [o for o in cards if "image/jpeg" in o.get("data", {})]
+        if len(images) != IMAGES_PER_CELL[index] or statuses != ["success"] * len(cards):
+            problems.append(f"cell {index} ({cell.source.splitlines()[0]!r}): {statuses}")
+    return problems
+
+
+def test_h7_headless_runs_save_every_finished_image(
+    realistic_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """H7: nbclient, run after run, saves each magic cell with its image: after --wait,
+    %nanobanana wait, task.wait() and session.wait_all(), every card is final."""
+    import os
+
+    failures: dict[int, list[str]] = {}
+    started = time.monotonic()
+    for run in range(HEADLESS_RUNS):
+        cells = [c.replace("{run}", f"(run {run})") for c in HEADLESS_CELLS]
+        nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+        env = {
+            "NANOBANANA_BASE_URL": realistic_sandbox.url,
+            "NANOBANANA_API_KEY": realistic_sandbox.api_key,
+            "NANOBANANA_DATA_DIR": str(tmp_path / f"data-{run}"),
+        }
+        old = {k: os.environ.get(k) for k in [*env, "NANOBANANA_WAIT"]}
+        os.environ.update(env)
+        os.environ.pop("NANOBANANA_WAIT", None)
+        try:
+            NotebookClient(
+                nb, timeout=60, startup_timeout=60, kernel_name="python3", allow_errors=False
+            ).execute()
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        path = tmp_path / f"run-{run}.ipynb"
+        nbformat.write(nb, path)
+        problems = _missing_images(nbformat.read(path, as_version=4))
+        if problems:
+            failures[run] = problems
+    elapsed = time.monotonic() - started
+    assert not failures, (
+        f"{len(failures)} of {HEADLESS_RUNS} runs saved unfinished cards ({elapsed:.0f} s): "
+        f"{failures}"
+    )

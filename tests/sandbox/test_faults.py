@@ -110,6 +110,25 @@ def test_faults_are_consumed_fifo_with_counts(client: httpx.Client, sb: Sandbox)
     assert sb.faults.pending("submit") == []
 
 
+def test_random_faults_hit_a_share_of_requests_after_the_queue(
+    client: httpx.Client, sb: Sandbox
+) -> None:
+    """add_random: queued faults first, then each request suffers the fault with its
+    probability (seeded, so the run replays); clear() stops it."""
+    sb.faults.add("submit", Fault.SERVER_ERROR_HTML)
+    sb.faults.add_random("submit", Fault.RATE_LIMIT, 0.3, retry_after="0.2", seed=7)
+    codes = [client.post(SUBMIT, json=BODY).status_code for _ in range(60)]
+    assert codes[0] == 500
+    limited = codes[1:].count(429)
+    assert 5 <= limited <= 35 and set(codes[1:]) == {200, 429}
+    sb.faults.clear()
+    assert all(client.post(SUBMIT, json=BODY).status_code == 200 for _ in range(10))
+    with pytest.raises(ValueError, match="probability"):
+        sb.faults.add_random("query", Fault.RATE_LIMIT, 1.0)
+    with pytest.raises(ValueError, match="does not apply"):
+        sb.faults.add_random("submit", Fault.EXPIRED, 0.1)
+
+
 def test_hang_after_accept_charges_and_never_answers(client: httpx.Client, sb: Sandbox) -> None:
     """HANG_AFTER_ACCEPT: the task is charged, the client times out, other requests still work."""
     sb.faults.add("submit", Fault.HANG_AFTER_ACCEPT)
