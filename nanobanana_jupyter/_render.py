@@ -136,7 +136,7 @@ _TEXT_NOTES: dict[TaskStatus, str] = {
     TaskStatus.NOT_SENT: "nothing charged",
     TaskStatus.SUBMIT_UNKNOWN: "may have been charged; not re-sent",
     TaskStatus.TIMED_OUT: "may still finish on the server; resumable",
-    TaskStatus.UNAVAILABLE: "succeeded, but the images could not be fetched; resumable",
+    TaskStatus.UNAVAILABLE: "succeeded, but no image is here yet; resumable",
     TaskStatus.ABANDONED: "the server may still finish and charge; resumable",
     TaskStatus.UNRECOGNIZED: "the server sent a status this client does not know",
 }
@@ -157,16 +157,16 @@ _HINTS: dict[TaskStatus, str] = {
         "generating again."
     ),
     TaskStatus.TIMED_OUT: (
-        f"The local deadline passed; the task may still be running on the server. Resume it "
-        f"with {_RESUME}."
+        "Polling stopped before the server gave a final answer (the reason is above); the task "
+        f"may still be running on the server. Resume it with {_RESUME}."
     ),
     TaskStatus.ABANDONED: (
         "Cancelled here; the API has no cancel, so the server may still finish and charge. "
         f"Pick it up again with {_RESUME}."
     ),
     TaskStatus.UNAVAILABLE: (
-        "The task succeeded, but its images could not be fetched (result URLs expire). Try "
-        f"{_RESUME} soon."
+        "The server reported success, but no image is here yet (the reason is above; result "
+        f"URLs expire). Try {_RESUME} soon: it looks again at no cost."
     ),
     TaskStatus.UNRECOGNIZED: (
         "The server sent a status this client does not know; it keeps waiting until the deadline."
