@@ -670,7 +670,7 @@ def test_bundle_metadata_names_the_task() -> None:
         (TaskStatus.SUBMIT_UNKNOWN, "submit unknown (may have been charged; not re-sent)"),
         (TaskStatus.TIMED_OUT, "timed out (may still finish on the server; resumable)"),
         (TaskStatus.ABANDONED, "abandoned (the server may still finish and charge; resumable)"),
-        (TaskStatus.UNAVAILABLE, "unavailable (succeeded, but the images could not be fetched"),
+        (TaskStatus.UNAVAILABLE, "unavailable (succeeded, but no image is here yet"),
     ],
 )
 def test_task_text_per_status(status: TaskStatus, words: str) -> None:
