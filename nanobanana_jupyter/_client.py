@@ -381,14 +381,17 @@ class _BaseClient:
         if allow_local:
             return
         if is_loopback_host(host) or host.lower().rstrip(".").endswith(".localhost"):
-            raise ProtocolError("refusing to fetch an image from this machine", url=_safe_url(url))
+            raise ProtocolError(
+                f"refusing to fetch an image from this machine{LOCAL_HINT}", url=_safe_url(url)
+            )
         try:
             address = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             return  # a name: checked on every address it resolves to, at the connection
         if _local_reason(address) is not None:
             raise ProtocolError(
-                "refusing to fetch an image from a private, link-local or reserved address",
+                f"refusing to fetch an image from a private, link-local or reserved address"
+                f"{LOCAL_HINT}",
                 url=_safe_url(url),
             )
 
@@ -650,6 +653,13 @@ def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+LOCAL_HINT = (
+    " (your own server on this machine or network? Settings(allow_local_urls=True) or "
+    "NANOBANANA_ALLOW_LOCAL_URLS=1 allows it; Session.sandbox() does so for the sandbox)"
+)
+"""Appended to a refusal of a local image address: the setting that allows it."""
+
+
 def _checked_addresses(host: str, addresses: list[str]) -> list[str]:
     """``addresses`` when every one is public; else refuse. One bad answer refuses them all."""
     if not addresses:
@@ -663,7 +673,7 @@ def _checked_addresses(host: str, addresses: list[str]) -> list[str]:
             ) from None
         reason = _local_reason(address)
         if reason is not None:
-            raise ProtocolError(f"refusing to fetch an image from {host}: {reason}")
+            raise ProtocolError(f"refusing to fetch an image from {host}: {reason}{LOCAL_HINT}")
     return addresses
 
 

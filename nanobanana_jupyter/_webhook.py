@@ -176,7 +176,7 @@ class WebhookReceiver:
             return web.Response(status=413)
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested past any sense
             return web.Response(status=400, text="not JSON")
         task_id = body.get("task_id") if isinstance(body, dict) else None
         hint = task_id if isinstance(task_id, str) and 0 < len(task_id) <= 200 else None

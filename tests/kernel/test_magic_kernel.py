@@ -254,6 +254,8 @@ def test_h7_headless_runs_save_every_finished_image(
             "NANOBANANA_BASE_URL": realistic_sandbox.url,
             "NANOBANANA_API_KEY": realistic_sandbox.api_key,
             "NANOBANANA_DATA_DIR": str(tmp_path / f"data-{run}"),
+            # The sandbox serves its images from 127.0.0.1 (H9: only when asked for).
+            "NANOBANANA_ALLOW_LOCAL_URLS": "1",
         }
         old = {k: os.environ.get(k) for k in [*env, "NANOBANANA_WAIT"]}
         os.environ.update(env)

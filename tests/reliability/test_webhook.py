@@ -595,3 +595,15 @@ def test_w3_forged_callback_naming_another_submissions_task_is_not_bound(
         assert task.task_id is None and task.images == []
         assert task.status is TaskStatus.SUBMIT_UNKNOWN
         assert sandbox.ledger.queries == queries, "the forged id was not even queried"
+
+
+def test_w5_a_deeply_nested_callback_body_is_refused_with_400() -> None:
+    """W5 (issue 14, H16): JSON nested past the parser's recursion limit, well under the body
+    cap, is refused as not JSON (400), not answered with a 500 and a traceback."""
+    with running_receiver() as (receiver, hints):
+        port = receiver.port or 0
+        path = receiver.url_for("nested").removeprefix(receiver.base_url)
+        body = b"[" * 30_000 + b"]" * 30_000  # under the 64 KiB cap
+        answer = raw_exchange(port, request_bytes("POST", path, body))
+        assert status_of(answer) == 400, answer[:200]
+        assert hints == []
