@@ -269,6 +269,11 @@ def _describe_reference(ref: str) -> str:
 class Session:
     """Generate images and keep their history. Calls return at once; work runs behind.
 
+    Close a session with ``close()`` or ``with``. One dropped without closing (a notebook
+    cell ``s = Session()`` run again) is freed like any object and closed then: submits it
+    had started are finished and recorded first; tasks it was still polling stay in the
+    history, unfinished, for ``resume()`` (or the same request run again) to pick up.
+
     Args:
         api_key: the key; default from ``NANOBANANA_API_KEY``/``DEFAPI_API_KEY``, ``.env``
             or Colab secrets.
