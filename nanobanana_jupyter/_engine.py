@@ -85,6 +85,21 @@ class Engine:
         """Call ``fn(*args)`` on the engine thread, soon (thread-safe)."""
         self.loop.call_soon_threadsafe(fn, *args)
 
+    def call_soon_if_running(self, fn: Callable[..., object], *args: object) -> bool:
+        """Like :meth:`call_soon`, but never starts the engine and never blocks on its lock.
+
+        For finalizers, which may run in any thread inside the garbage collector (even one
+        holding the engine's lock). Returns False when no engine loop runs to take the call.
+        """
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive() or loop.is_closed():
+            return False
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return True
+
     def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
         """Run a coroutine on the engine and block until it returns (not from the engine)."""
         if self.in_engine_thread():

@@ -9,6 +9,14 @@ is sent; the task id is written in one update when it returns; an ambiguous subm
 ``submit_unknown`` and is never re-sent; every image is fetched into the image store as soon
 as the task succeeds (result URLs expire). A lease in the store keeps two kernels from
 polling the same task.
+
+A session's lifetime: ``close()`` (or ``with``) stops its polling; a session dropped without
+``close()`` is collected like any object and closed by its finalizer, because the engine and
+the session's background loops hold it only weakly. Work already handed to the engine (a
+submit waiting for its turn or in flight) holds it until its outcome is written to the
+store, so a submit is never lost; what is still being polled when it goes stays in the store,
+unfinished and resumable (``session.resume()``, or re-running the same request, picks it up),
+with its leases released for the next session at once.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -66,6 +75,10 @@ SUBMIT_GRACE_ON_CLOSE = 3.0
 # checking one decodes it fully (up to 64 MP, about 200 MB of pixels): a small number keeps
 # a task with 30 large results to a few hundred MB at worst, and still overlaps the network.
 IMAGE_FETCHES = 3
+# Seconds between store re-reads of rows this session follows but another writer moves on
+# (a reused request another session or kernel is sending or polling): its handle ends within
+# about this long of the writer's. A read of one row each time, and only while there are any.
+WATCH_INTERVAL = 0.5
 
 # With callbacks, polling is only the safety net for a callback that never comes.
 # With callbacks on, polls are only a backup for a callback that never comes: the first at
@@ -86,6 +99,172 @@ def _message(error: BaseException) -> str:
     return error.message if isinstance(error, NanoBananaError) else str(error)
 
 
+def _weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method``, called through a weak reference: it does not keep its object alive.
+
+    For callbacks the engine holds (client retries, webhook hints): a dropped session stays
+    collectable; once it is gone the call does nothing.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        return None if bound is None else bound(*args)
+
+    return call
+
+
+def _weak_async_method(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """:func:`_weak_method` for a coroutine method (the poll loop's decisions)."""
+    ref = weakref.WeakMethod(method)
+
+    async def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            await bound(*args)
+
+    return call
+
+
+def _report_failure(future: concurrent.futures.Future[Any]) -> None:
+    """Log what escaped a background job: nothing on the submit path may vanish unseen."""
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        logger.error("a background job of the session failed", exc_info=error)
+
+
+# Closings of dropped sessions in progress on the engine (a task needs a strong reference).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+class _Resources:
+    """What a session holds open, kept apart from the session so that a finalizer can close
+    it: nothing here refers to the session.
+
+    ``close()`` closes it; so does the finalizer of a session dropped without ``close()``
+    (:meth:`dropped`), and the engine when it stops at interpreter exit (:meth:`aclose`).
+    """
+
+    def __init__(self, engine: Engine, store: Store, scheduler: PollScheduler, owner: str) -> None:
+        self.engine = engine
+        self.store = store
+        self.scheduler = scheduler
+        self.owner = owner
+        # Created on the engine loop on first use: loop-bound objects never cross loops.
+        self.client: AsyncClient | None = None
+        self.poll_loop: PollLoop | None = None
+        self.maintenance: asyncio.Task[None] | None = None
+        self.receiver: WebhookReceiver | None = None
+        self.sandbox: Sandbox | None = None
+        self.submitting: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[None]] = set()  # reconciliations in flight
+
+    async def aclose(self) -> None:
+        """Stop the background work and close connections (on the engine loop)."""
+        if self.maintenance is not None:
+            self.maintenance.cancel()
+        if self.submitting:
+            # Let submits in flight get their answer (a task id is worth keeping), briefly;
+            # the rest are cancelled: not_sent if they were still waiting for their turn,
+            # submit_unknown if their request had left.
+            _, pending = await asyncio.wait(set(self.submitting), timeout=SUBMIT_GRACE_ON_CLOSE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for job in list(self.background):
+            job.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        if self.poll_loop is not None:
+            await self.poll_loop.aclose()
+        for key in list(self.scheduler.keys()):
+            self.scheduler.remove(key)
+        # Every lease this session holds, including those of tasks whose images were still
+        # downloading when the poll loop was cancelled: the next session takes them at once.
+        try:
+            self.store.release_all_leases(self.owner)
+        except Exception:  # the store may already be closed at interpreter exit
+            logger.debug("could not release this session's leases")
+        if self.client is not None:
+            await self.client.aclose()
+        if self.receiver is not None:
+            await self.receiver.aclose()
+
+    def close_now(self) -> None:
+        """Close what needs no engine: the store, the sandbox (after :meth:`aclose`)."""
+        self.store.close()
+        sandbox, self.sandbox = self.sandbox, None
+        if sandbox is not None:
+            sandbox.stop()
+
+    def close_soon(self) -> None:
+        """Close everything from the engine thread, without blocking it."""
+
+        async def close_all() -> None:
+            try:
+                await self.aclose()
+            finally:
+                self.store.close()  # quick: the connection only
+                sandbox, self.sandbox = self.sandbox, None
+                if sandbox is not None:  # joins the sandbox's thread: not on this one
+                    await asyncio.get_running_loop().run_in_executor(None, sandbox.stop)
+
+        job = asyncio.get_running_loop().create_task(close_all())
+        _CLOSING.add(job)
+        job.add_done_callback(_CLOSING.discard)
+
+    @staticmethod
+    def dropped(resources: _Resources) -> None:
+        """Finalizer of a session collected without ``close()``: close what it held.
+
+        It may run in any thread, inside the garbage collector, so it never blocks: the work
+        is handed to the engine, or done here when no engine runs.
+        """
+        try:
+            resources.engine.remove_closer(resources.aclose)
+            if not resources.engine.call_soon_if_running(resources.close_soon):
+                resources.close_now()
+        except Exception:  # a finalizer must not raise; say what was left open
+            logger.warning("could not close a dropped session", exc_info=True)
+
+
+async def _maintain(session_ref: weakref.ref[Session], lease_every: float) -> None:
+    """A session's maintenance loop: lease renewal and takeovers every ``lease_every``
+    seconds, and every :data:`WATCH_INTERVAL` a re-read of the rows it follows.
+
+    Holds the session only weakly between rounds: a dropped session is collected (and its
+    finalizer cancels this loop); if it is already gone, the loop ends by itself.
+    """
+    loop = asyncio.get_running_loop()
+    next_lease = loop.time() + lease_every
+    while True:
+        session = session_ref()
+        if session is None or session._closed:
+            return
+        wake = session._watch_wake
+        timeout = max(0.0, next_lease - loop.time())
+        if session._watched:
+            timeout = min(timeout, WATCH_INTERVAL)
+        del session
+        wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout)
+        session = session_ref()
+        if session is None:
+            return
+        try:
+            if loop.time() >= next_lease:
+                next_lease = loop.time() + lease_every
+                session._maintain_leases()
+            else:
+                session._follow_watched()
+        except Exception:  # the next round tries again
+            logger.exception("lease maintenance failed")
+        finally:
+            del session
+
+
 def _describe_reference(ref: str) -> str:
     """What the store keeps of a reference: URLs as given, inline images by their hash."""
     if ref.startswith("data:"):
@@ -95,6 +274,11 @@ def _describe_reference(ref: str) -> str:
 
 class Session:
     """Generate images and keep their history. Calls return at once; work runs behind.
+
+    Close a session with ``close()`` or ``with``. One dropped without closing (a notebook
+    cell ``s = Session()`` run again) is freed like any object and closed then: submits it
+    had started are finished and recorded first; tasks it was still polling stay in the
+    history, unfinished, for ``resume()`` (or the same request run again) to pick up.
 
     Args:
         api_key: the key; default from ``NANOBANANA_API_KEY``/``DEFAPI_API_KEY``, ``.env``
@@ -166,30 +350,56 @@ class Session:
         self._handles_lock = threading.RLock()
         self._listeners: list[Callable[[Task], object]] = []
         self._flush_hooks: list[Callable[[], object]] = []  # views' flush (see _after_wait)
+        # Rows another writer moves on that this session follows by reading the store (a
+        # reused request not sent yet, a task another kernel polls); set to re-read them now.
         self._watched: set[str] = set()
+        self._watch_wake = asyncio.Event()
         self._history = History(self._store)
         self._closed = False
-        self._sandbox: Sandbox | None = None
-        # Created on the engine loop on first use: loop-bound objects never cross loops.
-        self._client: AsyncClient | None = None
-        self._poll_loop: PollLoop | None = None
+        self._res = _Resources(self._engine, self._store, self._scheduler, self._owner)
         self._submit_slots: asyncio.Semaphore | None = None
-        self._maintenance: asyncio.Task[None] | None = None
-        self._submitting: set[asyncio.Task[Any]] = set()
+        self._submitting = self._res.submitting
         self._early_hints: dict[str, str | None] = {}
-        self._background: set[asyncio.Task[None]] = set()  # reconciliations in flight
+        self._background = self._res.background
         self._image_slots: asyncio.Semaphore | None = None  # result images fetched at once
-        self._receiver: WebhookReceiver | None = None
         if webhook or webhook_url:
-            self._receiver = WebhookReceiver(self._on_hint, public_url=webhook_url)
-            self._engine.run(self._receiver.start(), timeout=10)
-        self._engine.add_closer(self._aclose)
+            self._res.receiver = WebhookReceiver(
+                _weak_method(self._on_hint), public_url=webhook_url
+            )
+            self._engine.run(self._res.receiver.start(), timeout=10)
+        # Neither the engine nor the finalizer refers to the session (only to its resources):
+        # a session nobody refers to is collected, and the finalizer closes what it held.
+        self._engine.add_closer(self._res.aclose)
+        self._finalizer = weakref.finalize(self, _Resources.dropped, self._res)
+        self._finalizer.atexit = False  # at exit the engine's closers run instead
         if self._store.recovered:
             logger.warning(
                 "%d task(s) were being submitted when a previous session stopped; they are "
                 "marked submit_unknown (maybe charged, never re-sent)",
                 self._store.recovered,
             )
+
+    # Held by the resources (closed without the session); read here.
+
+    @property
+    def _client(self) -> AsyncClient | None:
+        return self._res.client
+
+    @property
+    def _poll_loop(self) -> PollLoop | None:
+        return self._res.poll_loop
+
+    @property
+    def _maintenance(self) -> asyncio.Task[None] | None:
+        return self._res.maintenance
+
+    @property
+    def _receiver(self) -> WebhookReceiver | None:
+        return self._res.receiver
+
+    @property
+    def _sandbox(self) -> Sandbox | None:
+        return self._res.sandbox
 
     # -- public API ---------------------------------------------------------------
 
@@ -340,7 +550,14 @@ class Session:
         return self._handle_for(latest[0]) if latest else None
 
     def wait_all(self, timeout: float | None = None) -> list[Task]:
-        """Block until every task this session handed out has ended."""
+        """Block until every task this session handed out has ended.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first; the tasks go on.
+            RuntimeError: the session was closed (before or during the wait) with a task
+                unfinished; it stays in the store, and ``resume()`` of a new session picks
+                it up.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         for task in self.tasks:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -395,20 +612,31 @@ class Session:
                 logger.exception("a view could not flush its outputs")
 
     def close(self) -> None:
-        """Stop polling (unfinished tasks stay resumable), close connections and the store."""
+        """Stop polling (unfinished tasks stay resumable), close connections and the store.
+
+        A wait on an unfinished task of this session (in any thread) then ends at once with
+        a ``RuntimeError`` saying how to resume it.
+        """
         if self._closed:
             return
         self._closed = True
-        self._engine.remove_closer(self._aclose)
-        if self._engine.running and not self._engine.in_engine_thread():
-            try:
-                self._engine.run(self._aclose(), timeout=5)
-            except (concurrent.futures.TimeoutError, RuntimeError):
-                logger.debug("session close did not finish in time")
-        self._store.close()
-        if self._sandbox is not None:
-            self._sandbox.stop()
-            self._sandbox = None
+        self._finalizer.detach()
+        resources = self._res
+        self._engine.remove_closer(resources.aclose)
+        try:
+            if self._engine.in_engine_thread():
+                resources.close_soon()  # from a done callback: blocking here would deadlock
+                return
+            if self._engine.running:
+                try:
+                    self._engine.run(resources.aclose(), timeout=5)
+                except (concurrent.futures.TimeoutError, RuntimeError):
+                    logger.debug("session close did not finish in time")
+            resources.close_now()
+        finally:
+            # Nothing moves the unfinished tasks on any more: wake whoever waits on them.
+            for handle in self.tasks:
+                handle._session_closed()
 
     def __enter__(self) -> Session:
         return self
@@ -463,7 +691,7 @@ class Session:
         except BaseException:
             server.stop()
             raise
-        session._sandbox = server
+        session._res.sandbox = server
         return session
 
     # -- starting tasks ----------------------------------------------------------
@@ -542,7 +770,9 @@ class Session:
             # The intent is durable before anything is sent.
             self._store.insert(record)
             handle = self._register(record)
-        self._engine.submit(self._submit(record.local_id, request, slots))
+        self._engine.submit(self._submit(record.local_id, request, slots)).add_done_callback(
+            _report_failure
+        )
         self._notify(handle)
         return handle
 
@@ -555,36 +785,54 @@ class Session:
             return handle
 
     def _handle_for(self, record: TaskRecord) -> Task:
-        """A handle for a stored record; an active one not polled anywhere gets polled."""
+        """A handle for a stored record, followed to its end: an active one not polled
+        anywhere gets polled; one another writer has not sent yet is watched in the store."""
         with self._handles_lock:
             known = record.local_id in self._handles
             handle = self._register(record)
-        if not known and record.status.is_active and not self._closed:
-            self._engine.submit(self._resume([record.local_id]))
+        if not known and not self._closed:
+            if record.status.is_active:
+                self._engine.submit(self._resume([record.local_id])).add_done_callback(
+                    _report_failure
+                )
+            elif record.status.is_local:
+                # Another session or kernel is sending it (a paced map(), a slow submit):
+                # only its writer may send it, so follow the row until it ends.
+                self._engine.call_soon(self._watch, record.local_id)
         return handle
+
+    def _watch(self, local_id: str) -> None:
+        """Follow a row another writer moves on, re-reading it often (engine thread)."""
+        self._ensure_engine_objects()
+        if local_id not in self._watched:
+            self._watched.add(local_id)
+            self._watch_wake.set()
 
     # -- engine side ----------------------------------------------------------------
 
     def _ensure_engine_objects(self) -> tuple[AsyncClient, PollLoop]:
-        if self._client is None:
-            self._client = AsyncClient(
+        res = self._res
+        if res.client is None:
+            res.client = AsyncClient(
                 settings=self.settings,
                 transport=self._transport,
                 max_connections=max(8, self._caps[1] + self._caps[2] + 4),
-                on_retry=self._on_client_retry,
+                on_retry=_weak_method(self._on_client_retry),
             )
-        if self._poll_loop is None:
+        if res.poll_loop is None:
             rate, in_flight, submits = self._caps
-            self._poll_loop = PollLoop(
+            res.poll_loop = PollLoop(
                 self._scheduler,
-                self._client.query,
-                self._on_decision,
+                res.client.query,
+                _weak_async_method(self._on_decision),
                 max_per_second=rate,
                 max_in_flight=in_flight,
             )
             self._submit_slots = asyncio.Semaphore(submits)
-            self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
-        return self._client, self._poll_loop
+            self._res.maintenance = asyncio.get_running_loop().create_task(
+                _maintain(weakref.ref(self), self._lease_ttl / 3)
+            )
+        return res.client, res.poll_loop
 
     def _on_client_retry(self, error: APIError, delay: float) -> None:
         if not isinstance(error, RateLimitError):
@@ -637,7 +885,7 @@ class Session:
                 task_id = await client.submit(request, idempotency_key=local_id)
         except asyncio.CancelledError:
             if not sent:  # closed while it waited for its turn: nothing left this machine
-                self._set(
+                self._settle(
                     local_id,
                     status=TaskStatus.NOT_SENT,
                     error="the session closed before this request was sent (nothing was "
@@ -646,7 +894,7 @@ class Session:
                 )
                 raise
             # The session closed with this submit in flight: its outcome is unknown.
-            self._set(
+            self._settle(
                 local_id,
                 status=TaskStatus.SUBMIT_UNKNOWN,
                 error=f"the session closed while the submit was in flight: {SUBMIT_UNKNOWN_HELP}",
@@ -654,7 +902,7 @@ class Session:
             )
             raise
         except SubmitOutcomeUnknownError as exc:
-            unknown = {
+            unknown: dict[str, Any] = {
                 "status": TaskStatus.SUBMIT_UNKNOWN,
                 "error": f"{_message(exc.cause) if exc.cause else exc.message}: "
                 f"{SUBMIT_UNKNOWN_HELP}",
@@ -664,14 +912,16 @@ class Session:
                 # The answer named the task: keep its id with the row.
                 self._set(local_id, task_id=exc.task_id, **unknown)
             except ValueError:  # another row holds that id: it is not this task's to keep
-                self._set(local_id, **unknown)
+                self._settle(local_id, **unknown)
+            except (sqlite3.Error, OSError):
+                self._settle(local_id, task_id=exc.task_id, **unknown)
             # A callback that came while the submit hung names the task: use it (W8).
             hint = self._early_hints.pop(local_id, None)
             if hint is not None:
                 self._on_hint(local_id, hint)
             return
         except NanoBananaError as exc:
-            self._set(
+            self._settle(
                 local_id, status=TaskStatus.NOT_SENT, error=exc.message, finished_at=time.time()
             )
             return
@@ -681,7 +931,7 @@ class Session:
                 status, error = TaskStatus.SUBMIT_UNKNOWN, SUBMIT_UNKNOWN_HELP
             else:
                 status, error = TaskStatus.NOT_SENT, "it was not sent, nothing was charged"
-            self._set(
+            self._settle(
                 local_id,
                 status=status,
                 error=f"unexpected {type(exc).__name__}: {error}",
@@ -689,12 +939,104 @@ class Session:
             )
             return
         self._submit_limiter.on_success()
-        record = self._set(
-            local_id, task_id=task_id, status=TaskStatus.PENDING, submitted_at=time.time()
-        )
+        accepted = {"task_id": task_id, "status": TaskStatus.PENDING, "submitted_at": time.time()}
+        try:
+            record = self._set(local_id, **accepted)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            saved = self._submitted_unsaved(local_id, accepted, exc)
+            if saved is None:
+                return
+            record = saved
         if record.status.is_active:
-            self._track(record, poll_now=local_id in self._early_hints)
+            poll_now = local_id in self._early_hints
             self._early_hints.pop(local_id, None)
+            try:
+                self._track(record, poll_now=poll_now)
+            except (sqlite3.Error, OSError) as exc:
+                # Stored with its id: lease maintenance takes it up on its next round.
+                logger.warning(
+                    "task %s (%s): could not start polling yet: %s", local_id, task_id, exc
+                )
+                self._watch(local_id)
+
+    def _settle(self, local_id: str, **changes: Any) -> None:
+        """Write how a submit ended; if the store refuses, still end the handle, and log it."""
+        try:
+            self._set(local_id, **changes)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            logger.warning(
+                "task %s: could not save that it ended %s: %s",
+                local_id,
+                changes["status"].value,
+                exc,
+            )
+            self._end_in_memory(local_id, **changes)
+
+    def _end_in_memory(self, local_id: str, **changes: Any) -> None:
+        handle = self._handles.get(local_id)
+        if handle is not None:
+            handle._update(handle.record.replace(updated_at=time.time(), **changes))
+            self._notify(handle)
+
+    def _submitted_unsaved(
+        self, local_id: str, accepted: dict[str, Any], exc: BaseException
+    ) -> TaskRecord | None:
+        """The API accepted the request as a task, but the store did not take its id.
+
+        Either another row holds that id already (the store's UNIQUE index: a de-duplicating
+        proxy or gateway answered with an earlier task), or the write failed (disk full,
+        database locked). The task was paid for and is never sent again. The id goes into a
+        log line at once (never the key). A failed write is tried once more; if it is saved
+        then, the stored record is returned and the task is polled as usual. Otherwise the
+        handle ends ``submit_unknown`` with the id on it and in its error, written to the row
+        as far as the store allows, so the user can find the task.
+        """
+        task_id: str = accepted["task_id"]
+        logger.warning(
+            "task %s: submitted as task id %s, but not saved: %s", local_id, task_id, exc
+        )
+        holder = None
+        with contextlib.suppress(sqlite3.Error, OSError):
+            holder = self._store.get_by_task_id(task_id)
+        duplicate = holder is not None and holder.local_id != local_id
+        if duplicate:
+            assert holder is not None
+            why = (
+                f"the API answered with task id {task_id}, which task {holder.local_id} of "
+                "this history already holds (a proxy or gateway that de-duplicates requests "
+                f"may have answered with an earlier task); look at task {task_id} there or "
+                "in your defapi.org task list. This request was not sent again"
+            )
+        else:
+            why = (
+                f"the API accepted the request as task {task_id}, but the history could not "
+                f"record it ({exc}); it was not sent again. Free some space or close what "
+                f"locks the store; the task is in your defapi.org task list as {task_id}"
+            )
+        if not duplicate:
+            try:
+                return self._set(local_id, **accepted)
+            except (sqlite3.Error, OSError, ValueError) as again:
+                logger.warning("task %s (%s): saving failed again: %s", local_id, task_id, again)
+        changes: dict[str, Any] = {
+            "status": TaskStatus.SUBMIT_UNKNOWN,
+            "error": why,
+            "submitted_at": time.time(),
+            "finished_at": time.time(),
+        }
+        # The id in its column where the store can keep it (never two rows with one id),
+        # else at least in the error text.
+        for extra in ({} if duplicate else {"task_id": task_id}, {}):
+            try:
+                self._set(local_id, **changes, **extra)
+                break
+            except (sqlite3.Error, OSError, ValueError) as again:
+                logger.warning(
+                    "task %s (%s): could not save submit_unknown: %s", local_id, task_id, again
+                )
+        # The handle shows the id in any case.
+        self._end_in_memory(local_id, task_id=task_id, **changes)
+        return None
 
     def _track(
         self, record: TaskRecord, *, poll_now: bool = False, fresh_deadline: bool = False
@@ -703,7 +1045,7 @@ class Session:
         assert record.task_id is not None
         _, poll_loop = self._ensure_engine_objects()
         if not self._store.acquire_lease(record.local_id, self._owner, self._lease_ttl):
-            self._watched.add(record.local_id)
+            self._watch(record.local_id)
             return
         self._watched.discard(record.local_id)
         now = time.monotonic()
@@ -976,29 +1318,44 @@ class Session:
             finished_at=time.time(),
         )
 
-    async def _maintain(self) -> None:
-        """Renew leases of polled tasks; watch tasks another kernel polls; take them over."""
-        while True:
-            await asyncio.sleep(self._lease_ttl / 3)
-            try:
-                polled = self._scheduler.keys()
-                if polled:
-                    held = self._store.renew_leases(self._owner, polled, self._lease_ttl)
-                    for lost in set(polled) - held:
-                        self._scheduler.remove(lost)
-                        self._watched.add(lost)
-                for local_id in list(self._watched):
-                    record = self._store.get(local_id)
-                    if record is None:
-                        self._watched.discard(local_id)
-                        continue
-                    self._refresh(record)
-                    if record.status.is_terminal:
-                        self._watched.discard(local_id)
-                    elif record.task_id is not None:
-                        self._track(record, poll_now=True)
-            except Exception:  # the next round tries again
-                logger.exception("lease maintenance failed")
+    def _maintain_leases(self) -> None:
+        """Renew leases of polled tasks; follow tasks another kernel holds; take them over
+        when their holder goes (a round of :func:`_maintain`, every third of the lease)."""
+        polled = self._scheduler.keys()
+        if polled:
+            held = self._store.renew_leases(self._owner, polled, self._lease_ttl)
+            for lost in set(polled) - held:
+                self._scheduler.remove(lost)
+                self._watched.add(lost)
+        unsent = []
+        for local_id in list(self._watched):
+            record = self._follow(local_id)
+            if record is None:
+                continue
+            if record.task_id is not None:
+                self._track(record, poll_now=True)
+            elif record.status.is_local:
+                unsent.append(local_id)
+        # A row another writer had not sent: if that writer stopped (a killed kernel), the
+        # store settles the row (not_sent, or submit_unknown if it was sending), as it does
+        # when it opens, and the next round shows that.
+        if unsent and self._store.recover_interrupted(unsent):
+            self._follow_watched()
+
+    def _follow_watched(self) -> None:
+        """Show every followed handle what the store says now (every :data:`WATCH_INTERVAL`)."""
+        for local_id in list(self._watched):
+            self._follow(local_id)
+
+    def _follow(self, local_id: str) -> TaskRecord | None:
+        """Re-read one followed row into its handle; stop following it once it has ended."""
+        record = self._store.get(local_id)
+        if record is not None:
+            self._refresh(record)
+        if record is None or record.status.is_terminal:
+            self._watched.discard(local_id)
+            return None
+        return record
 
     def _abandon(self, task: Task) -> bool:
         if task.done() or task.status.is_local:
@@ -1023,35 +1380,6 @@ class Session:
             asyncio.get_running_loop().create_task(abandon())
             return True
         return self._engine.run(abandon(), timeout=10)
-
-    async def _aclose(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-        if self._submitting:
-            # Let submits in flight get their answer (a task id is worth keeping), briefly;
-            # the rest are cancelled: not_sent if they were still waiting for their turn,
-            # submit_unknown if their request had left.
-            _, pending = await asyncio.wait(set(self._submitting), timeout=SUBMIT_GRACE_ON_CLOSE)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        for job in list(self._background):
-            job.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        if self._poll_loop is not None:
-            await self._poll_loop.aclose()
-        for key in list(self._scheduler.keys()):
-            self._scheduler.remove(key)
-        # Every lease this session holds, including those of tasks whose images were still
-        # downloading when the poll loop was cancelled: the next session takes them at once.
-        try:
-            self._store.release_all_leases(self._owner)
-        except Exception:  # the store may already be closed at interpreter exit
-            logger.debug("could not release this session's leases")
-        if self._client is not None:
-            await self._client.aclose()
-        if self._receiver is not None:
-            await self._receiver.aclose()
 
     # -- display --------------------------------------------------------------------
 

@@ -504,14 +504,16 @@ class Store:
                 f"task id {record.task_id!r} is already stored for another task"
             ) from exc
 
-    def recover_interrupted(self) -> int:
+    def recover_interrupted(self, local_ids: Iterable[str] | None = None) -> int:
         """Settle local rows whose writer stopped; count them.
 
-        Run when the store opens. A ``submitting`` row becomes ``submit_unknown`` (its
-        request may have reached the server); a ``waiting_to_send`` row becomes ``not_sent``
-        (its request never left). A row whose writer is still running (another kernel, or
-        an open Store of this process) is left alone, unless it is older than
-        :data:`SUBMIT_GRACE`; a writer that then finds its row settled does not send it.
+        Run when the store opens (for every row), and by a session following rows another
+        writer had not sent (for those, ``local_ids``). A ``submitting`` row becomes
+        ``submit_unknown`` (its request may have reached the server); a ``waiting_to_send``
+        row becomes ``not_sent`` (its request never left). A row whose writer is still
+        running (another kernel, or an open Store of this process) is left alone, unless it
+        is older than :data:`SUBMIT_GRACE`; a writer that then finds its row settled does not
+        send it.
         """
         now = self._clock()
         candidates = self._read(
@@ -519,6 +521,9 @@ class Store:
             "WHERE status IN (?, ?)",
             tuple(_RECOVERED_AS),
         )
+        if local_ids is not None:
+            wanted = set(local_ids)
+            candidates = [row for row in candidates if row[0] in wanted]
         dead = [
             (local_id, status)
             for local_id, status, writer, created, updated in candidates

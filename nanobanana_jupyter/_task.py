@@ -3,7 +3,9 @@
 A handle reads the latest record the session holds for its task; the engine thread moves
 the record on. Three ways to wait: ``task.wait()`` (blocking, in short slices so Ctrl-C and
 kernel interrupts land), ``await task`` (on any running loop, through a wrapped concurrent
-future), and ``task.add_done_callback(fn)``.
+future), and ``task.add_done_callback(fn)``. Closing the session ends every wait on an
+unfinished task at once, with a ``RuntimeError`` saying how to resume it: nothing would move
+the task on any more.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class Task:
         self._lock = threading.Lock()
         self._future: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._callbacks: list[Callable[[Task], object]] = []
+        # Set when the session closed before the task ended: its future is then resolved
+        # only to wake the waiters, which raise instead of returning.
+        self._orphaned = False
         self._started = time.monotonic()
         # Set by the line magic, whose live output already shows the card: the Out[] repr
         # right after is then one line instead of a second copy.
@@ -165,7 +170,7 @@ class Task:
 
     def done(self) -> bool:
         """True when the task has ended (any terminal state)."""
-        return self._future.done()
+        return self._future.done() and not self._orphaned
 
     # -- waiting ------------------------------------------------------------------
 
@@ -174,13 +179,16 @@ class Task:
 
         Raises:
             TimeoutError: only when ``timeout`` seconds pass first; the task goes on.
-            RuntimeError: when called on the engine thread (it would deadlock).
+            RuntimeError: when called on the engine thread (it would deadlock), or when the
+                session is closed (before or during the wait) with the task unfinished.
         """
         if self._session._engine.in_engine_thread() and not self.done():
             raise RuntimeError("Task.wait() cannot be called from a done callback; use done()")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             future = self._future
+            if self._orphaned:
+                raise self._closed_error()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 self._session._after_wait()  # outputs final, sent from the waiting thread
@@ -196,6 +204,8 @@ class Task:
             except concurrent.futures.TimeoutError:
                 continue
             if future is self._future:  # not re-armed by a resume meanwhile
+                if self._orphaned:
+                    raise self._closed_error()
                 self._session._after_wait()  # outputs final, sent from the waiting thread
                 return self
 
@@ -204,7 +214,8 @@ class Task:
 
         Raises:
             TaskFailedError, TaskTimeoutError, TaskAbandonedError, TaskUnavailableError,
-            SubmitOutcomeUnknownError, or the error that stopped the submit.
+            SubmitOutcomeUnknownError, or the error that stopped the submit; and what
+            :meth:`wait` raises.
         """
         self.wait(timeout)
         error = self.exception()
@@ -241,9 +252,22 @@ class Task:
     def __await__(self) -> Generator[Any, None, Task]:
         while True:
             future = self._future
+            if self._orphaned:
+                raise self._closed_error()
             yield from asyncio.wrap_future(future).__await__()
             if future is self._future:
+                if self._orphaned:
+                    raise self._closed_error()
                 return self
+
+    def _closed_error(self) -> RuntimeError:
+        session = self._session
+        return RuntimeError(
+            f"task {self.id} is still {self.status.value}, but its session is closed, so "
+            "nothing follows it any more. It stays in the history: a new Session on "
+            f"{str(session.data_dir)!r} picks it up with session.resume() (or "
+            f"session.get({self.id!r}).wait())"
+        )
 
     def add_done_callback(self, fn: Callable[[Task], object]) -> None:
         """Call ``fn(task)`` when the task ends (at once if it already has).
@@ -276,14 +300,23 @@ class Task:
         callbacks: list[Callable[[Task], object]] = []
         with self._lock:
             self._record = record
-            if record.is_terminal and not self._future.done():
-                self._future.set_result(None)
+            if record.is_terminal and (self._orphaned or not self._future.done()):
+                self._orphaned = False  # it ended after all (a last write while closing)
+                if not self._future.done():
+                    self._future.set_result(None)
                 callbacks, self._callbacks = self._callbacks, []
             elif not record.is_terminal and self._future.done():
                 # Resumed: waiting starts again.
                 self._future = concurrent.futures.Future()
         for fn in callbacks:
             _safe_call(fn, self)
+
+    def _session_closed(self) -> None:
+        """The session closed: nothing moves this task on any more; wake whoever waits."""
+        with self._lock:
+            if not self._future.done():
+                self._orphaned = True
+                self._future.set_result(None)
 
     # -- display ------------------------------------------------------------------
 

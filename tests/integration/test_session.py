@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -365,6 +366,61 @@ def test_killed_while_requests_wait_to_be_sent_they_are_not_sent_and_a_rerun_sen
                 task.wait(timeout=30)
         assert all(t.status is TaskStatus.SUCCESS for t in again)
         assert sb.ledger.submits_received == 12  # each prompt sent exactly once in all
+        assert sb.ledger.duplicate_submits() == []
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_h4_reusing_a_request_another_process_has_not_sent_follows_it_to_the_end(
+    tmp_path: Path, repeat: int
+) -> None:
+    """H4: a request another kernel has queued but not sent is reused here and followed to its
+    end: this wait returns with the other kernel's images, and nothing is sent twice."""
+    rate = random.Random(repeat).uniform(1.5, 3.0)  # burst 1-3, then one every 0.33-0.67 s
+    with Sandbox(time_scale=0.05, duration=5.0, max_side=64) as sb:
+        worker = _worker(["queue", "8", f"{rate:.2f}"], sb, tmp_path)
+        try:
+            assert _first_line(worker) == "SOME_SUBMITTED"
+            with make_session(sb, tmp_path) as session:
+                reused = session.generate("queued image 7")
+                assert reused.status.is_local, "the other kernel sent it already"
+                try:
+                    reused.wait(timeout=20)
+                except TimeoutError:
+                    pytest.fail(f"still {reused.status.value}: nothing follows the reused row")
+                assert reused.status is TaskStatus.SUCCESS
+                assert reused.path is not None and os.path.exists(reused.path)
+        finally:
+            worker.kill()
+            worker.communicate(timeout=10)
+        # Sent once, by its writer (the worker is killed with others perhaps still queued).
+        assert sb.ledger.idempotency_keys[reused.local_id] == 1
+        assert sb.ledger.submits_received <= 8 and sb.ledger.duplicate_submits() == []
+
+
+def test_h4_a_reused_request_whose_writer_was_killed_ends_not_sent(tmp_path: Path) -> None:
+    """H4: the kernel that queued a request this one reuses is killed before sending it: this
+    wait ends, not_sent (nothing charged), within a lease round; a re-run then sends it."""
+    with Sandbox(time_scale=0.05, duration=5.0, max_side=64) as sb:
+        worker = _worker(["queue", "8", "0.5"], sb, tmp_path)  # one every 2 s
+        try:
+            assert _first_line(worker) == "SOME_SUBMITTED"
+            with make_session(sb, tmp_path, lease_ttl=3.0) as session:
+                reused = session.generate("queued image 7")
+                assert reused.status is TaskStatus.WAITING_TO_SEND
+                worker.kill()
+                worker.communicate(timeout=10)
+                try:
+                    reused.wait(timeout=10)
+                except TimeoutError:
+                    pytest.fail(f"still {reused.status.value} after its writer was killed")
+                assert reused.status is TaskStatus.NOT_SENT
+                assert "nothing was charged" in (reused.error or "")
+                assert session.generate("queued image 7").wait(timeout=20).status is (
+                    TaskStatus.SUCCESS
+                )
+        finally:
+            worker.kill()
+            worker.communicate(timeout=10)
         assert sb.ledger.duplicate_submits() == []
 
 

@@ -6,17 +6,25 @@ same data directory. What the first held (leases) must not keep the second from 
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+import random
 import sqlite3
+import threading
 import time
+import weakref
 from pathlib import Path
 
+import httpx
 import pytest
 
-from nanobanana_jupyter import TaskStatus
+from nanobanana_jupyter import Session, Task, TaskStatus
+from nanobanana_jupyter._engine import Engine, get_engine
 from nanobanana_jupyter._record import TaskRecord
 from nanobanana_jupyter._store import Store
-from nanobanana_jupyter.sandbox import Fault, Sandbox
+from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
+from nanobanana_jupyter.sandbox._app import SUBMIT_PATH
 from tests.reliability.conftest import ResourceBaseline, make_session, wait_until
 
 pytestmark = pytest.mark.integration
@@ -93,3 +101,219 @@ def test_d4_disk_full_when_saving_the_result_is_reported_and_resumable(
         assert resumed.wait(timeout=10).status is TaskStatus.SUCCESS
         assert all(Path(image.path).is_file() for image in resumed.images)
     assert len(sandbox.ledger.charges) == 1
+
+
+# -- H4: reusing a request another writer has not sent yet ---------------------------------
+
+
+class SlowSubmits(httpx.AsyncBaseTransport):
+    """Loopback HTTP whose submits are held ``delay`` seconds first: rows sit in submitting."""
+
+    def __init__(self, delay: float) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._delay = delay
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == SUBMIT_PATH:
+            await asyncio.sleep(self._delay)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.parametrize("repeat", range(4))
+@pytest.mark.parametrize("state", [TaskStatus.WAITING_TO_SEND, TaskStatus.SUBMITTING])
+def test_h4_reusing_a_request_another_session_has_not_sent_follows_it_to_the_end(
+    sandbox: Sandbox, tmp_path: Path, state: TaskStatus, repeat: int
+) -> None:
+    """H4: B reuses a row A has not sent yet; B's wait ends, soon after A's, with A's images."""
+    rng = random.Random(f"{state.value}-{repeat}")
+    prompts = [f"paced {i}" for i in range(8)]
+    if state is TaskStatus.WAITING_TO_SEND:
+        # A burst of 2-3, then one every 0.33-0.5 s: the last waits well over a second.
+        a = make_session(sandbox, tmp_path, max_submits_per_second=rng.uniform(2.0, 3.0))
+    else:
+        a = make_session(sandbox, tmp_path, transport=SlowSubmits(rng.uniform(0.6, 1.0)))
+        prompts = prompts[:1]
+    with a, make_session(sandbox, tmp_path) as b:
+        target = a.map(prompts)[-1]
+        wait_until(
+            lambda: (r := a._store.get(target.local_id)) is not None and r.status is state,
+            10,
+            f"A's row to be {state.value}",
+        )
+        time.sleep(rng.uniform(0.0, 0.1))
+        reused = b.generate(target.prompt)
+        assert reused.local_id == target.local_id
+        assert reused.status.is_local, "A sent it already: the test lost its point"
+        assert target.wait(timeout=20).status is TaskStatus.SUCCESS
+        finished = time.monotonic()
+        try:
+            reused.wait(timeout=10)
+        except TimeoutError:
+            pytest.fail(
+                f"B's handle is still {reused.status.value} 10 s after A's task succeeded: "
+                "nothing follows a reused row that another writer had not sent"
+            )
+        # Followed promptly, not on the 10 s lease-maintenance tick.
+        assert time.monotonic() - finished < 3.0
+        assert reused.status is TaskStatus.SUCCESS
+        assert reused.paths == target.paths and reused.task_id == target.task_id
+    assert sandbox.ledger.submits_received == len(prompts)
+
+
+def test_h4_a_reused_row_whose_writer_stopped_unsent_ends_not_sent(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """H4: B follows a waiting row whose writing session closed first: it ends not_sent, at once."""
+    import nanobanana_jupyter._session as session_module
+
+    old = session_module.SUBMIT_GRACE_ON_CLOSE
+    session_module.SUBMIT_GRACE_ON_CLOSE = 0.2
+    try:
+        a = make_session(sandbox, tmp_path, max_submits_per_second=0.1)
+        with make_session(sandbox, tmp_path) as b:
+            _, queued = a.map(["sent at once", "queued for ten seconds"])
+            reused = b.generate("queued for ten seconds")
+            assert reused.local_id == queued.local_id and reused.status.is_local
+            a.close()
+            assert reused.wait(timeout=5).status is TaskStatus.NOT_SENT
+            assert "nothing was charged" in (reused.error or "")
+    finally:
+        session_module.SUBMIT_GRACE_ON_CLOSE = old
+    assert sandbox.ledger.submits_received == 1
+
+
+# -- H14: a session dropped without close() ----------------------------------------------
+
+
+def _lease_loops(engine: Engine) -> int:
+    """How many sessions' lease-maintenance loops run on the engine now."""
+
+    async def count() -> int:
+        names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
+        return sum("maintain" in name for name in names)
+
+    return engine.run(count(), timeout=5)
+
+
+def test_h14_sessions_dropped_without_close_are_freed(sandbox: Sandbox, tmp_path: Path) -> None:
+    """H14: thirty sessions re-created in one variable are collected; fds and lease loops stay flat."""
+    with make_session(sandbox, tmp_path, webhook=True) as warm:
+        warm.generate("warm up").wait(timeout=15)
+    engine = get_engine()
+    loops = _lease_loops(engine)
+    baseline = ResourceBaseline()
+    refs: list[weakref.ref[Session]] = []
+    for i in range(30):
+        # A cell `s = Session(...)` run again; some with a webhook receiver.
+        s = make_session(sandbox, tmp_path, webhook=i % 3 == 0)
+        assert s.generate(f"cell run {i}").wait(timeout=15).status is TaskStatus.SUCCESS
+        refs.append(weakref.ref(s))
+    del s
+    wait_until(
+        lambda: gc.collect() >= 0 and all(r() is None for r in refs),
+        10,
+        "the dropped sessions to be collected",
+    )
+    wait_until(lambda: _lease_loops(engine) <= loops, 10, "their lease loops to stop")
+    fds, threads = baseline.growth()
+    assert fds <= 0 and threads <= 0, (fds, threads)
+
+
+def test_h14_a_dropped_session_records_its_submits_and_leaves_its_tasks_resumable(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """H14: a session dropped mid-map keeps going until every submit is recorded, then frees
+    itself: its tasks stay in the store with their ids, leases released, and resume() ends them."""
+    sandbox.plan(TaskPlan(duration=300), count=6)  # 3 s each: still running when dropped
+    s = make_session(sandbox, tmp_path, max_submits_per_second=4.0)
+    local_ids = [t.local_id for t in s.map([f"dropped {i}" for i in range(6)])]
+    ref = weakref.ref(s)
+    del s
+    wait_until(lambda: gc.collect() >= 0 and ref() is None, 15, "the dropped session to go")
+    with make_session(sandbox, tmp_path) as again:
+        records = [again._store.get(i) for i in local_ids]
+        assert all(r is not None and r.task_id is not None for r in records), records
+        assert all(r.status.is_active or r.status is TaskStatus.SUCCESS for r in records)  # type: ignore[union-attr]
+        # The finalizer hands the closing to the engine: the leases go just after.
+        wait_until(
+            lambda: all(again._store.lease_holder(i) is None for i in local_ids),
+            5,
+            "the dropped session's leases to be released",
+        )
+        for task in again.resume():
+            assert task.wait(timeout=20).status is TaskStatus.SUCCESS
+        assert {again._store.get(i).status for i in local_ids} == {TaskStatus.SUCCESS}  # type: ignore[union-attr]
+    assert sandbox.ledger.submits_received == 6 and len(sandbox.ledger.charges) == 6
+
+
+# -- H15: waiting on a task whose session is closed --------------------------------------
+
+
+async def _awaited(task: Task) -> Task:
+    return await asyncio.wait_for(task.__await__(), 5)  # type: ignore[arg-type]
+
+
+def _running_task(sandbox: Sandbox, session: Session) -> Task:
+    sandbox.plan(TaskPlan(duration=300))  # 3 s: still running when the session closes
+    task = session.generate("outlives its session")
+    wait_until(lambda: task.task_id is not None, 10, "the submit")
+    return task
+
+
+@pytest.mark.parametrize("how", ["wait", "result", "wait_all", "await"])
+def test_h15_waiting_on_a_task_of_a_closed_session_ends_at_once(
+    sandbox: Sandbox, tmp_path: Path, how: str
+) -> None:
+    """H15: wait(), result(), wait_all() and await on a closed session's task end at once, saying how
+    to resume; the task stays resumable."""
+    session = make_session(sandbox, tmp_path)
+    task = _running_task(sandbox, session)
+    session.close()
+    calls = {
+        "wait": lambda: task.wait(timeout=5),
+        "result": lambda: task.result(timeout=5),
+        "wait_all": lambda: session.wait_all(timeout=5),
+        "await": lambda: asyncio.run(_awaited(task)),
+    }
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="session is closed") as info:
+        calls[how]()
+    assert time.monotonic() - started < 1.0
+    assert "resume()" in str(info.value) and task.id in str(info.value)
+    assert not task.done() and task.status.is_active
+    with make_session(sandbox, tmp_path) as again:
+        (resumed,) = again.resume()
+        assert resumed.local_id == task.local_id
+        assert resumed.wait(timeout=20).status is TaskStatus.SUCCESS
+    assert len(sandbox.ledger.charges) == 1
+
+
+@pytest.mark.parametrize("repeat", range(3))
+@pytest.mark.parametrize("how", ["wait", "await"])
+def test_h15_a_wait_in_progress_ends_when_another_thread_closes_the_session(
+    sandbox: Sandbox, tmp_path: Path, how: str, repeat: int
+) -> None:
+    """H15: a wait blocked in one thread ends, saying the session closed, when another closes it."""
+    session = make_session(sandbox, tmp_path)
+    task = _running_task(sandbox, session)
+    outcome: list[BaseException | Task] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(task.wait(timeout=10) if how == "wait" else asyncio.run(_awaited(task)))
+        except BaseException as exc:  # the test inspects what ended the wait
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    time.sleep(random.Random(repeat).uniform(0.05, 0.3))
+    session.close()
+    closed = time.monotonic()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - closed < 1.5
+    (ended,) = outcome
+    assert isinstance(ended, RuntimeError) and "session is closed" in str(ended), ended

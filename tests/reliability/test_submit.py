@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import random
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import threading
@@ -26,20 +28,25 @@ from nanobanana_jupyter import (
     APIConnectionError,
     APITimeoutError,
     Client,
+    PollPolicy,
     RetryPolicy,
     Session,
     SubmitOutcomeUnknownError,
     TaskStatus,
     ValidationError,
 )
+from nanobanana_jupyter._record import TaskRecord
+from nanobanana_jupyter._store import Store
 from nanobanana_jupyter.sandbox import Sandbox
 from tests.conftest import FakeSleep
 from tests.reliability.conftest import (
+    SCALE,
     ResourceBaseline,
     loopback_server,
     make_session,
     make_settings,
     thread_names,
+    wait_until,
 )
 from tests.reliability.faultproxy import FaultProxy, Plan, Toxics
 
@@ -64,6 +71,112 @@ def test_s1_nothing_listening_ends_not_sent_with_no_charge(tmp_path: Path) -> No
         assert "cannot connect" in (task.error or "")
         assert time.monotonic() - started < 10  # two jittered retries, then a clear error
         assert len(session.history) == 1 and task.task_id is None
+
+
+# -- H5: failures after the submit succeeded ------------------------------------------------
+
+
+def _envelope(data: dict[str, object]) -> httpx.Response:
+    return httpx.Response(200, json={"code": 0, "message": "ok", "data": data})
+
+
+def test_h5_a_task_id_another_row_holds_ends_the_submit_with_a_clear_error(
+    tmp_path: Path, sentinel_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """H5: an API (a de-duplicating proxy) answering with a task id another row holds ends the
+    new handle at once: submit_unknown, the id on the handle, in the store's error and the log."""
+    submits: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            submits.append(request)
+            return _envelope({"task_id": "ta-shared-1"})
+        return _envelope({"task_id": "ta-shared-1", "status": "in_progress", "result": None})
+
+    settings = make_settings("https://api.defapi.org", sentinel_key, tmp_path)
+    with (
+        caplog.at_level(logging.INFO, logger="nanobanana_jupyter"),
+        Session(
+            settings=settings,
+            transport=httpx.MockTransport(api),
+            poll_policy=PollPolicy().scaled(SCALE),
+        ) as session,
+    ):
+        first = session.generate("first request")
+        wait_until(lambda: first.task_id == "ta-shared-1", 10, "the first submit")
+        second = session.generate("another request")
+        try:
+            second.wait(timeout=5)
+        except TimeoutError:
+            pytest.fail(f"the handle is still {second.status.value}: the store error vanished")
+        assert second.status is TaskStatus.SUBMIT_UNKNOWN
+        assert second.task_id == "ta-shared-1"
+        assert "ta-shared-1" in (second.error or "") and "already holds" in (second.error or "")
+        with pytest.raises(SubmitOutcomeUnknownError, match="ta-shared-1"):
+            second.result()
+        stored = session._store.get(second.local_id)
+        assert stored is not None and stored.status is TaskStatus.SUBMIT_UNKNOWN
+        assert stored.task_id is None and "ta-shared-1" in (stored.error or "")
+        assert session.get("ta-shared-1").local_id == first.local_id
+        assert first.status.is_active  # the row that holds the id is untouched
+    assert len(submits) == 2  # nothing was sent again
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("ta-shared-1" in m and second.local_id in m for m in logged), logged
+    assert sentinel_key not in caplog.text and sentinel_key[3:15] not in caplog.text
+
+
+@pytest.mark.parametrize("fails", ["once", "always"])
+def test_h5_a_store_write_failing_after_the_submit_keeps_the_task_id(
+    tmp_path: Path,
+    sentinel_key: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    fails: str,
+) -> None:
+    """H5: the store refusing the task id (disk full, locked) is logged with the id (never the
+    key) and tried again: saved then, the task goes on; never saved, the handle ends at once,
+    submit_unknown with the id on it. Nothing is sent again."""
+    original = Store.update
+    refused: list[str] = []
+
+    def update(self: Store, record: TaskRecord) -> TaskRecord:
+        if record.task_id is not None and (fails == "always" or not refused):
+            refused.append(record.task_id)
+            raise sqlite3.OperationalError("database or disk is full")
+        return original(self, record)
+
+    monkeypatch.setattr(Store, "update", update)
+    with (
+        Sandbox(time_scale=SCALE, max_side=64, api_key=sentinel_key) as sb,
+        caplog.at_level(logging.INFO, logger="nanobanana_jupyter"),
+    ):
+        with make_session(sb, tmp_path, api_key=sentinel_key) as session:
+            task = session.generate("saved too late")
+            try:
+                task.wait(timeout=5)
+            except TimeoutError:
+                pytest.fail(f"the handle is still {task.status.value}: the store error vanished")
+            (task_id,) = sb.ledger.tasks
+            assert refused and refused[0] == task_id and task.task_id == task_id
+            if fails == "once":  # the second try saved it: polled and collected as usual
+                assert task.status is TaskStatus.SUCCESS and task.path is not None
+            else:
+                assert task.status is TaskStatus.SUBMIT_UNKNOWN
+                assert task_id in (task.error or "") and "full" in (task.error or "")
+                with pytest.raises(SubmitOutcomeUnknownError, match=task_id):
+                    task.result()
+        monkeypatch.setattr(Store, "update", original)
+        with make_session(sb, tmp_path, api_key=sentinel_key) as again:
+            (row,) = again.history
+            # Never left "submitting", never re-sent; the id is kept wherever it fits.
+            if fails == "once":
+                assert row.status is TaskStatus.SUCCESS and row.task_id == task_id
+            else:
+                assert row.status is TaskStatus.SUBMIT_UNKNOWN and task_id in (row.error or "")
+        assert sb.ledger.submits_received == 1
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(task_id in m and task.local_id in m for m in logged), logged
+    assert sentinel_key not in caplog.text and sentinel_key[3:15] not in caplog.text
 
 
 # -- S4 through the proxy -------------------------------------------------------------------

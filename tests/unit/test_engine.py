@@ -58,6 +58,23 @@ def test_run_from_the_engine_thread_refuses_instead_of_deadlocking() -> None:
         engine.stop()
 
 
+def test_call_soon_if_running_never_starts_the_engine() -> None:
+    """call_soon_if_running (for finalizers) hands a call over only to a running engine."""
+    engine = Engine()
+    calls: list[bool] = []
+    assert not engine.call_soon_if_running(calls.append, True)
+    assert not engine.running
+    engine.run(asyncio.sleep(0), timeout=5)
+    done = threading.Event()
+    assert engine.call_soon_if_running(
+        lambda: (calls.append(engine.in_engine_thread()), done.set())
+    )
+    assert done.wait(5) and calls == [True]
+    engine.stop()
+    assert not engine.call_soon_if_running(calls.append, False)
+    assert calls == [True] and not engine.running
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
 def test_forked_child_gets_a_fresh_engine() -> None:
     """After fork, the child starts its own loop thread instead of using the parent's."""

@@ -344,6 +344,23 @@ def test_submit_of_a_live_process_is_recovered_only_after_the_grace(
         assert third.recovered == 1
 
 
+def test_recovering_named_rows_settles_only_those_whose_writer_stopped(db: Path) -> None:
+    """recover_interrupted(ids) settles just those rows, and only when their writer is gone."""
+    with Store(db) as follower, Store(db) as live:
+        live.insert(rec("live", S.WAITING_TO_SEND, created_at=time.time()))
+        with Store(db) as writer:
+            writer.insert(rec("queued", S.WAITING_TO_SEND, created_at=time.time()))
+            writer.insert(rec("sending", S.SUBMITTING, created_at=time.time()))
+            assert follower.recover_interrupted(["queued", "sending", "live"]) == 0
+        # The writer's store closed (its kernel stopped): its rows are settled when named.
+        assert follower.recover_interrupted(["queued", "live"]) == 1
+        assert follower.get("queued").status is S.NOT_SENT  # type: ignore[union-attr]
+        assert follower.get("sending").status is S.SUBMITTING  # type: ignore[union-attr]
+        assert follower.get("live").status is S.WAITING_TO_SEND  # type: ignore[union-attr]
+        assert follower.recover_interrupted(["sending"]) == 1
+        assert follower.get("sending").status is S.SUBMIT_UNKNOWN  # type: ignore[union-attr]
+
+
 # -- the state machine -----------------------------------------------------------------
 
 ALL = set(S)
