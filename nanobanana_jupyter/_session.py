@@ -751,7 +751,7 @@ class Session:
                             error=None,
                             finished_at=None,
                         )
-                        self._engine.submit(self._resume([existing.local_id]))
+                        self._resume_in_background([existing.local_id])
                     return handle
             now = time.time()
             record = TaskRecord(
@@ -792,14 +792,32 @@ class Session:
             handle = self._register(record)
         if not known and not self._closed:
             if record.status.is_active:
-                self._engine.submit(self._resume([record.local_id])).add_done_callback(
-                    _report_failure
-                )
+                self._resume_in_background([record.local_id])
             elif record.status.is_local:
                 # Another session or kernel is sending it (a paced map(), a slow submit):
                 # only its writer may send it, so follow the row until it ends.
                 self._engine.call_soon(self._watch, record.local_id)
         return handle
+
+    def _resume_in_background(self, local_ids: list[str]) -> None:
+        """Resume polling on the engine; if that fails, no handle is left waiting for ever."""
+
+        def done(future: concurrent.futures.Future[Any]) -> None:
+            _report_failure(future)
+            if future.cancelled() or future.exception() is None:
+                return
+            for local_id in local_ids:
+                handle = self._handles.get(local_id)
+                if handle is not None and not handle.done() and local_id not in self._scheduler:
+                    self._end_in_memory(
+                        local_id,
+                        status=TaskStatus.TIMED_OUT,
+                        error=f"polling could not be resumed ({future.exception()}); "
+                        "task.resume() tries again",
+                        finished_at=time.time(),
+                    )
+
+        self._engine.submit(self._resume(local_ids)).add_done_callback(done)
 
     def _watch(self, local_id: str) -> None:
         """Follow a row another writer moves on, re-reading it often (engine thread)."""
@@ -902,18 +920,25 @@ class Session:
             )
             raise
         except SubmitOutcomeUnknownError as exc:
+            why = _message(exc.cause) if exc.cause else exc.message
+            if exc.task_id is not None:
+                # The answer named a task that may be paid for: say so at once, wherever the
+                # row ends up (never the key: log lines are redacted).
+                logger.warning(
+                    "task %s: the submit's answer named task id %s: %s", local_id, exc.task_id, why
+                )
+                why = f"{why} (the answer named task id {exc.task_id})"
             unknown: dict[str, Any] = {
                 "status": TaskStatus.SUBMIT_UNKNOWN,
-                "error": f"{_message(exc.cause) if exc.cause else exc.message}: "
-                f"{SUBMIT_UNKNOWN_HELP}",
+                "error": f"{why}: {SUBMIT_UNKNOWN_HELP}",
                 "finished_at": time.time(),
             }
             try:
                 # The answer named the task: keep its id with the row.
                 self._set(local_id, task_id=exc.task_id, **unknown)
-            except ValueError:  # another row holds that id: it is not this task's to keep
+            except ValueError:  # another row holds that id: it stays in the error text only
                 self._settle(local_id, **unknown)
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError, RuntimeError):
                 self._settle(local_id, task_id=exc.task_id, **unknown)
             # A callback that came while the submit hung names the task: use it (W8).
             hint = self._early_hints.pop(local_id, None)
@@ -963,7 +988,7 @@ class Session:
         """Write how a submit ended; if the store refuses, still end the handle, and log it."""
         try:
             self._set(local_id, **changes)
-        except (sqlite3.Error, OSError, ValueError) as exc:
+        except (sqlite3.Error, OSError, ValueError, RuntimeError) as exc:  # Runtime: closed
             logger.warning(
                 "task %s: could not save that it ended %s: %s",
                 local_id,

@@ -188,12 +188,15 @@ class Task:
         while True:
             future = self._future
             if self._orphaned:
+                self._session._after_wait()  # what did finish is shown final all the same
                 raise self._closed_error()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 self._session._after_wait()  # outputs final, sent from the waiting thread
-                if future.done():
+                if future.done() and not self._orphaned:
                     return self
+                if self._orphaned:
+                    raise self._closed_error()
                 raise TimeoutError(
                     f"task {self.id} still {self.status.value} after {timeout:g} s; it goes on "
                     "in the background"
@@ -204,9 +207,9 @@ class Task:
             except concurrent.futures.TimeoutError:
                 continue
             if future is self._future:  # not re-armed by a resume meanwhile
+                self._session._after_wait()  # outputs final, sent from the waiting thread
                 if self._orphaned:
                     raise self._closed_error()
-                self._session._after_wait()  # outputs final, sent from the waiting thread
                 return self
 
     def result(self, timeout: float | None = None) -> list[ImageRecord]:
@@ -244,7 +247,7 @@ class Task:
                 task_id=self.id,
             )
         if status is TaskStatus.SUBMIT_UNKNOWN:
-            return SubmitOutcomeUnknownError(message)
+            return SubmitOutcomeUnknownError(message, task_id=self._record.task_id)
         if status is TaskStatus.NOT_SENT:
             return TaskError(f"the task was not sent: {message}", task_id=self.id)
         return None

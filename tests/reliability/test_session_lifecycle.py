@@ -317,3 +317,27 @@ def test_h15_a_wait_in_progress_ends_when_another_thread_closes_the_session(
     assert time.monotonic() - closed < 1.5
     (ended,) = outcome
     assert isinstance(ended, RuntimeError) and "session is closed" in str(ended), ended
+
+
+def test_a_reused_task_whose_resume_fails_ends_resumable_instead_of_waiting_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every wait ends: re-running a timed-out request resumes it in the background; when that
+    resume fails (the store refuses the lease), the handle ends timed_out (resumable) and says
+    so, instead of staying pending with nothing polling it."""
+    with Sandbox(time_scale=0.05, duration=600.0, max_side=32) as sb:
+        with make_session(sb, tmp_path, settings={"deadline": 0.5}) as first:
+            task = first.generate("a reuse whose resume fails").wait(timeout=30)
+            assert task.status is TaskStatus.TIMED_OUT
+        with make_session(sb, tmp_path) as second:
+
+            def refuse(*args: object, **kwargs: object) -> bool:
+                raise sqlite3.OperationalError("database is locked")
+
+            monkeypatch.setattr(Store, "acquire_lease", refuse)
+            again = second.generate("a reuse whose resume fails")
+            assert again.local_id == task.local_id  # reused, not paid again
+            again.wait(timeout=10)
+            assert again.status is TaskStatus.TIMED_OUT
+            assert "could not be resumed" in (again.error or "")
+        assert sb.ledger.submits_received == 1
