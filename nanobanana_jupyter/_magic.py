@@ -81,6 +81,22 @@ def _unquote(word: str) -> str:
     return word
 
 
+def _without_trailing_comment(words: list[str]) -> list[str]:
+    """Drop a trailing ``# comment`` from a subcommand's line (or a near miss of one).
+
+    IPython hands a line magic its comment, and notebooks say
+    ``%nanobanana sandbox   # uncomment to work offline``: that line must run the subcommand,
+    never become a paid prompt. A ``#`` in an ordinary prompt stays part of it.
+    """
+    if "#" not in words[1:]:
+        return words
+    head = words[: words.index("#", 1)]
+    first = head[0].lower()
+    if first in SUBCOMMANDS or difflib.get_close_matches(first, list(SUBCOMMANDS), cutoff=0.75):
+        return head
+    return words
+
+
 def _unknown_subcommand(word: str) -> str:
     """The one-line refusal of a bare word that is no subcommand (with a did-you-mean)."""
     lowered = word.lower()
@@ -498,6 +514,8 @@ class NanoBananaMagics(Magics):
         args = parse_argstring(self.nanobanana, line)
         words: list[str] = list(args.words)
         marked = cell is None and _marked_as_prompt(line, words)
+        if cell is None and not marked:
+            words = _without_trailing_comment(words)
         if cell is None and not marked and words and words[0] in SUBCOMMANDS:
             arity = SUBCOMMANDS[words[0]][0]
             if len(words) == 1 + arity:

@@ -6,6 +6,7 @@ No server, no kernel: every request the session would send is recorded by the tr
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -361,3 +362,32 @@ def test_h7_task_wait_and_wait_all_call_the_flush_hook(
     remove()
     task.wait(10)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "history   # uncomment to see what ran",
+        "histroy # a typo with a comment",
+        "models # list them",
+    ],
+)
+def test_a_subcommand_line_with_a_trailing_comment_is_never_sent_as_a_prompt(
+    shell: InteractiveShell, session: Session, recorder: Recorder, line: str
+) -> None:
+    """H6: IPython hands a line magic its trailing '# comment', and the notebooks carry
+    '%nanobanana sandbox   # uncomment to work offline': such a line runs its subcommand (or is
+    refused as a typo); it never becomes a paid prompt."""
+    with contextlib.suppress(UsageError):
+        run(shell, line)
+    assert session.tasks == []
+    assert recorder.requests == []
+    assert len(session.history) == 0
+
+
+def test_a_prompt_with_a_hash_is_still_a_prompt(
+    shell: InteractiveShell, session: Session, recorder: Recorder
+) -> None:
+    """H6: a '#' inside an ordinary prompt is part of the prompt."""
+    task = run(shell, "a poster of the #1 banana # in neon")
+    assert task.prompt == "a poster of the #1 banana # in neon"
