@@ -104,9 +104,9 @@ def photo_image(root: Path) -> dict[str, Any]:
     from IPython.display import Image
 
     from nanobanana_jupyter import Session, TaskStatus
-    from nanobanana_jupyter._magic import LiveOutputs, NanoBananaMagics
-    from nanobanana_jupyter._record import TaskRecord
-    from nanobanana_jupyter._task import Task
+    from nanobanana_jupyter._core.task import Task
+    from nanobanana_jupyter._store.records import TaskRecord
+    from nanobanana_jupyter._views.magic import LiveOutputs, NanoBananaMagics
 
     png = photo_like_png(1024, seed=3)
     session = Session(api_key="dk-benchmark", base_url="http://127.0.0.1:9", data_dir=root / "p")

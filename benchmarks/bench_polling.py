@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from nanobanana_jupyter import APIError, AsyncClient, PollPolicy, Session, Settings, TaskSnapshot
-from nanobanana_jupyter._session import WEBHOOK_BACKUP_POLICY
+from nanobanana_jupyter._core.session import WEBHOOK_BACKUP_POLICY
 
 from . import polling_model
 from ._common import (

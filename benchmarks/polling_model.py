@@ -25,8 +25,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from nanobanana_jupyter._models import ResultItem, TaskSnapshot, TaskStatus
-from nanobanana_jupyter._scheduler import PollPolicy, PollScheduler, RateLimiter
+from nanobanana_jupyter._core.scheduler import PollPolicy, PollScheduler, RateLimiter
+from nanobanana_jupyter._wire.models import ResultItem, TaskSnapshot, TaskStatus
 
 from ._common import Row, interpolate, quantile, session_default
 
@@ -94,7 +94,7 @@ def simulate(
 ) -> Outcome:
     """Run ``scheduler`` behind the session's rate limiter on a fake clock.
 
-    Mirrors :class:`~nanobanana_jupyter._scheduler.PollLoop`: the earliest due poll goes first
+    Mirrors :class:`~nanobanana_jupyter._core.scheduler.PollLoop`: the earliest due poll goes first
     when the limiter allows; the server answers at once.
     """
     limiter = RateLimiter(rate, burst=max(1.0, rate / 2))

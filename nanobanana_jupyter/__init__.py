@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import (
+from ._store import presenter as _presenter
+from ._version import __version__
+from ._wire.errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -35,12 +37,16 @@ from ._exceptions import (
     TaskUnavailableError,
     ValidationError,
 )
-from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Client
-    from ._history import History
-    from ._models import (
+    from ._core.scheduler import PollPolicy
+    from ._core.session import Session, get_default_session, set_default_session
+    from ._core.task import Task
+    from ._store.history import History
+    from ._store.records import ImageRecord, TaskRecord
+    from ._views.panel import Panel
+    from ._wire.client import AsyncClient, Client
+    from ._wire.models import (
         ASPECT_RATIOS,
         IMAGE_SIZES,
         KNOWN_MODELS,
@@ -50,13 +56,8 @@ if TYPE_CHECKING:
         TaskStatus,
         UnknownModelWarning,
     )
-    from ._panel import Panel
-    from ._record import ImageRecord, TaskRecord
-    from ._retry import RetryPolicy
-    from ._scheduler import PollPolicy
-    from ._session import Session, get_default_session, set_default_session
-    from ._settings import SecretKey, Settings
-    from ._task import Task
+    from ._wire.retry import RetryPolicy
+    from ._wire.settings import SecretKey, Settings
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -108,41 +109,64 @@ __all__ = [
 
 # Public name -> private module that defines it, imported on first access.
 _LAZY = {
-    "ASPECT_RATIOS": "._models",
-    "IMAGE_SIZES": "._models",
-    "KNOWN_MODELS": "._models",
-    "GenerationRequest": "._models",
-    "ResultItem": "._models",
-    "TaskSnapshot": "._models",
-    "TaskStatus": "._models",
-    "UnknownModelWarning": "._models",
-    "ImageRecord": "._record",
-    "TaskRecord": "._record",
-    "RetryPolicy": "._retry",
-    "SecretKey": "._settings",
-    "Settings": "._settings",
-    "AsyncClient": "._client",
-    "Client": "._client",
-    "History": "._history",
-    "Panel": "._panel",
-    "PollPolicy": "._scheduler",
-    "Session": "._session",
-    "Task": "._task",
-    "get_default_session": "._session",
-    "set_default_session": "._session",
+    "ASPECT_RATIOS": "._wire.models",
+    "IMAGE_SIZES": "._wire.models",
+    "KNOWN_MODELS": "._wire.models",
+    "GenerationRequest": "._wire.models",
+    "ResultItem": "._wire.models",
+    "TaskSnapshot": "._wire.models",
+    "TaskStatus": "._wire.models",
+    "UnknownModelWarning": "._wire.models",
+    "ImageRecord": "._store.records",
+    "TaskRecord": "._store.records",
+    "RetryPolicy": "._wire.retry",
+    "SecretKey": "._wire.settings",
+    "Settings": "._wire.settings",
+    "AsyncClient": "._wire.client",
+    "Client": "._wire.client",
+    "History": "._store.history",
+    "Panel": "._views.panel",
+    "PollPolicy": "._core.scheduler",
+    "Session": "._core.session",
+    "Task": "._core.task",
+    "get_default_session": "._core.session",
+    "set_default_session": "._core.session",
 }
+
+
+def _text(obj: object) -> str:
+    from ._display.present import text
+
+    return text(obj)
+
+
+def _mimebundle(obj: object) -> Any:
+    from ._display.present import mimebundle
+
+    return mimebundle(obj)
+
+
+# The top composes the layers: objects of the store and the core are shown by the display
+# layer above them (imported on the first repr, not now).
+_presenter.install(text=_text, bundle=_mimebundle)
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nanobanana_jupyter``: register the ``%nanobanana`` magic."""
-    from ._magic import load_ipython_extension as load
+    from ._views.magic import load_ipython_extension as load
 
-    load(ipython)
+    load(ipython, open_panel=_open_panel)
+
+
+def _open_panel(session: Any) -> Any:
+    from ._views.panel import Panel
+
+    return Panel(session=session)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext nanobanana_jupyter``."""
-    from ._magic import unload_ipython_extension as unload
+    from ._views.magic import unload_ipython_extension as unload
 
     unload(ipython)
 

@@ -202,7 +202,7 @@ def test_notebook7_panel_generate_use_as_reference_and_generate_again(
 ) -> None:
     """In Notebook 7 the same panel flow works: generate, reference, Ctrl+Enter, two images."""
     name = jupyter_server.write_notebook(
-        "panel_nb7.ipynb", ["from nanobanana_jupyter._panel import Panel\nPanel()"]
+        "panel_nb7.ipynb", ["from nanobanana_jupyter._views.panel import Panel\nPanel()"]
     )
     notebook = open_and_run_all(page, jupyter_server.notebook7(name))
     panel = drive_the_panel(page, notebook)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from nanobanana_jupyter._exceptions import ConfigurationError
-from nanobanana_jupyter._images import ImageStore
-from nanobanana_jupyter._models import TaskStatus
-from nanobanana_jupyter._record import TaskRecord
-from nanobanana_jupyter._store import Store
+from nanobanana_jupyter._store.images import ImageStore
+from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._store.store import Store
+from nanobanana_jupyter._wire.errors import ConfigurationError
+from nanobanana_jupyter._wire.models import TaskStatus
 
 
 def intent(local_id: str, *, fingerprint: str = "fp") -> TaskRecord:

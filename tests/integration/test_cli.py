@@ -19,14 +19,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nanobanana_jupyter._cli import terminal_text
+from nanobanana_jupyter._views.cli import terminal_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def run(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nanobanana_jupyter._cli", *args],
+        [sys.executable, "-m", "nanobanana_jupyter._views.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -136,7 +136,7 @@ def hostile_api(task_ids: dict[str, str]) -> Iterator[str]:
 
 def run_against(url: str, args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nanobanana_jupyter._cli", *args],
+        [sys.executable, "-m", "nanobanana_jupyter._views.cli", *args],
         capture_output=True,
         text=True,
         encoding="utf-8",

@@ -26,8 +26,8 @@ from nanobanana_jupyter import (
     TaskStatus,
     ValidationError,
 )
-from nanobanana_jupyter._models import sniff_image_type
-from nanobanana_jupyter._retry import RetryPolicy
+from nanobanana_jupyter._wire.models import sniff_image_type
+from nanobanana_jupyter._wire.retry import RetryPolicy
 from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
 
 pytestmark = pytest.mark.integration

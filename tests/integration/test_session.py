@@ -506,7 +506,7 @@ def test_close_with_a_submit_in_flight_records_it_as_unknown(
 ) -> None:
     """Closing a session mid-submit leaks nothing, and the row says the outcome is unknown."""
     sandbox.faults.add("submit", Fault.HANG_AFTER_ACCEPT)
-    import nanobanana_jupyter._session as session_module
+    import nanobanana_jupyter._core.session as session_module
 
     session = make_session(sandbox, tmp_path)
     old = session_module.SUBMIT_GRACE_ON_CLOSE
@@ -558,7 +558,7 @@ def test_close_while_submits_wait_for_their_turn_records_them_as_not_sent(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """Requests still queued behind the cap at close were never sent: not_sent, not unknown."""
-    import nanobanana_jupyter._session as session_module
+    import nanobanana_jupyter._core.session as session_module
 
     session = make_session(sandbox, tmp_path, max_submits_per_second=0.1)
     old = session_module.SUBMIT_GRACE_ON_CLOSE

@@ -151,7 +151,7 @@ def test_wheel_contents(dist: dict[str, Path]) -> None:
 
 
 def test_wheel_declares_the_console_script(dist: dict[str, Path]) -> None:
-    """entry_points.txt names `nanobanana = nanobanana_jupyter._cli:main`, and that exists."""
+    """entry_points.txt names `nanobanana = nanobanana_jupyter._views.cli:main`, and that exists."""
     with zipfile.ZipFile(dist["wheel"]) as wheel:
         entry_points = next(
             n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")
@@ -159,8 +159,8 @@ def test_wheel_declares_the_console_script(dist: dict[str, Path]) -> None:
         text = wheel.read(entry_points).decode()
     parser = configparser.ConfigParser()
     parser.read_string(text)
-    assert parser["console_scripts"]["nanobanana"].strip() == "nanobanana_jupyter._cli:main"
-    from nanobanana_jupyter import _cli
+    assert parser["console_scripts"]["nanobanana"].strip() == "nanobanana_jupyter._views.cli:main"
+    from nanobanana_jupyter._views import cli as _cli
 
     assert callable(_cli.main)
 

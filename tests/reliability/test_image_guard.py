@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from nanobanana_jupyter import AsyncClient, Client, NotFoundError, ProtocolError, Settings, _client
+from nanobanana_jupyter import AsyncClient, Client, NotFoundError, ProtocolError, Settings
+from nanobanana_jupyter._wire import client as _client
 from tests.reliability.conftest import loopback_server
 
 pytestmark = pytest.mark.integration

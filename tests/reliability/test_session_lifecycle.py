@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from nanobanana_jupyter import Session, Task, TaskStatus
-from nanobanana_jupyter._engine import Engine, get_engine
-from nanobanana_jupyter._record import TaskRecord
-from nanobanana_jupyter._store import Store
+from nanobanana_jupyter._core.engine import Engine, get_engine
+from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._store.store import Store
 from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
 from nanobanana_jupyter.sandbox._app import SUBMIT_PATH
 from tests.reliability.conftest import ResourceBaseline, make_session, wait_until
@@ -167,7 +167,7 @@ def test_h4_a_reused_row_whose_writer_stopped_unsent_ends_not_sent(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """H4: B follows a waiting row whose writing session closed first: it ends not_sent, at once."""
-    import nanobanana_jupyter._session as session_module
+    import nanobanana_jupyter._core.session as session_module
 
     old = session_module.SUBMIT_GRACE_ON_CLOSE
     session_module.SUBMIT_GRACE_ON_CLOSE = 0.2

@@ -49,7 +49,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from PIL import Image
 
 from nanobanana_jupyter import PollPolicy, Session, TaskStatus
-from nanobanana_jupyter._record import TaskRecord
+from nanobanana_jupyter._store.records import TaskRecord
 from tests.conftest import SENTINEL_KEY
 from tests.reliability.conftest import make_settings, stored_bytes
 

@@ -35,8 +35,8 @@ from nanobanana_jupyter import (
     TaskStatus,
     ValidationError,
 )
-from nanobanana_jupyter._record import TaskRecord
-from nanobanana_jupyter._store import Store
+from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._store.store import Store
 from nanobanana_jupyter.sandbox import Sandbox
 from tests.conftest import FakeSleep
 from tests.reliability.conftest import (

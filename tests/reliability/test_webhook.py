@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from nanobanana_jupyter import Session, TaskStatus
-from nanobanana_jupyter._engine import Engine
-from nanobanana_jupyter._webhook import MAX_BODY, WebhookReceiver
+from nanobanana_jupyter._core.engine import Engine
+from nanobanana_jupyter._core.webhook import MAX_BODY, WebhookReceiver
 from nanobanana_jupyter.sandbox import Fault, Sandbox, TaskPlan
 from tests.reliability.conftest import (
     ResourceBaseline,

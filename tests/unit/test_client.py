@@ -30,8 +30,8 @@ from nanobanana_jupyter import (
     SubmitOutcomeUnknownError,
     TaskStatus,
     ValidationError,
-    _client,
 )
+from nanobanana_jupyter._wire import client as _client
 from tests.conftest import FakeSleep
 
 API = "https://api.defapi.org"

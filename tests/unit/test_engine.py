@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from nanobanana_jupyter._engine import Engine, get_engine
+from nanobanana_jupyter._core.engine import Engine, get_engine
 
 
 def test_runs_coroutines_on_its_own_thread() -> None:

@@ -17,8 +17,8 @@ from typing import IO, Any
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from nanobanana_jupyter import _images
-from nanobanana_jupyter._images import ORPHAN_AGE, TEMP_PREFIX, ImageStore, make_preview
+from nanobanana_jupyter._store import images as _images
+from nanobanana_jupyter._store.images import ORPHAN_AGE, TEMP_PREFIX, ImageStore, make_preview
 
 
 def encode(img: Image.Image, fmt: str, **params: Any) -> bytes:
@@ -390,7 +390,7 @@ def test_failed_rename_leaves_no_temp_file(
 CRASH_BETWEEN_WRITE_AND_RENAME = """
 import os, signal, sys
 from pathlib import Path
-from nanobanana_jupyter import _images
+from nanobanana_jupyter._store import images as _images
 
 def write_then_die(file, data, sync=True):
     file.write(data[: len(data) // 2])

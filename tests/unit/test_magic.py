@@ -18,9 +18,10 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from nanobanana_jupyter import Session, ValidationError
-from nanobanana_jupyter._magic import NanoBananaMagics
-from nanobanana_jupyter._session import set_default_session
-from nanobanana_jupyter._settings import Settings
+from nanobanana_jupyter._core.events import TaskEvent
+from nanobanana_jupyter._core.session import set_default_session
+from nanobanana_jupyter._views.magic import NanoBananaMagics
+from nanobanana_jupyter._wire.settings import Settings
 from tests.conftest import SENTINEL_KEY
 
 
@@ -222,7 +223,13 @@ class FakeSession:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    _add_flush_hook = Session._add_flush_hook
+    def task_for(self, local_id: str) -> Any:
+        return self._handles.get(local_id)
+
+    def run_in_background(self, coro: Any) -> None:
+        coro.close()  # no ticker: these tests drive every update themselves
+
+    add_wait_hook = Session.add_wait_hook
     _after_wait = Session._after_wait
 
     def move(self, task: Any, record: Any, *, thread: str = "engine") -> None:
@@ -231,7 +238,7 @@ class FakeSession:
         def apply() -> None:
             task._update(record)
             for listener in list(self._listeners):
-                listener(task)
+                listener(TaskEvent(task, record))
 
         worker = threading.Thread(target=apply, name=thread)
         worker.start()
@@ -239,14 +246,14 @@ class FakeSession:
 
 
 def running_record(local_id: str = "loc-1") -> Any:
-    from nanobanana_jupyter._models import TaskStatus
+    from nanobanana_jupyter._wire.models import TaskStatus
     from tests.unit.test_render import make_record
 
     return make_record(TaskStatus.IN_PROGRESS, local_id=local_id, paths=(), updated_at=10.0)
 
 
 def succeeded(record: Any, updated_at: float = 20.0) -> Any:
-    from nanobanana_jupyter._models import TaskStatus
+    from nanobanana_jupyter._wire.models import TaskStatus
     from tests.unit.test_render import make_record
 
     return make_record(
@@ -256,7 +263,7 @@ def succeeded(record: Any, updated_at: float = 20.0) -> Any:
 
 @pytest.fixture
 def sends(monkeypatch: pytest.MonkeyPatch) -> Sends:
-    from nanobanana_jupyter import _magic
+    from nanobanana_jupyter._views import magic as _magic
 
     recorder = Sends()
     monkeypatch.setattr(_magic, "display", recorder.record)
@@ -265,7 +272,7 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> Sends:
 
 
 def live_task(fake: FakeSession, record: Any) -> Any:
-    from nanobanana_jupyter._task import Task
+    from nanobanana_jupyter._core.task import Task
 
     task = Task(fake, record)  # type: ignore[arg-type]
     fake._handles[record.local_id] = task
@@ -275,7 +282,7 @@ def live_task(fake: FakeSession, record: Any) -> Any:
 def test_h7_flush_sends_the_final_state_from_the_waiting_thread(sends: Sends) -> None:
     """H7: the engine ends the task (its update is one a headless runner drops); the flush
     after the wait sends the final card again from the thread running the cell."""
-    from nanobanana_jupyter._magic import LiveOutputs
+    from nanobanana_jupyter._views.magic import LiveOutputs
 
     fake = FakeSession()
     record = running_record()
@@ -297,7 +304,7 @@ def test_h7_flush_sends_the_final_state_from_the_waiting_thread(sends: Sends) ->
 def test_h7_a_late_engine_update_never_overwrites_a_newer_state(sends: Sends) -> None:
     """H7: per-slot ordering: an update built from an older record, arriving after the
     final state was shown, is dropped (here before any flush retires the slot)."""
-    from nanobanana_jupyter._magic import LiveOutputs
+    from nanobanana_jupyter._views.magic import LiveOutputs
 
     fake = FakeSession()
     record = running_record()
@@ -307,7 +314,7 @@ def test_h7_a_late_engine_update_never_overwrites_a_newer_state(sends: Sends) ->
     fake.move(task, succeeded(record))
     stale = record.replace(updated_at=15.0)  # newer than the first card, older than the end
     task._record = stale  # an engine snapshot taken before the end, delivered late
-    live._on_change(task)
+    live._on_change(TaskEvent(task, task.record))
     assert sends.last(slot) == "success"
     fake._handles[record.local_id]._record = succeeded(record)
     fake._after_wait()
@@ -317,7 +324,7 @@ def test_h7_a_late_engine_update_never_overwrites_a_newer_state(sends: Sends) ->
 def test_h7_flush_reaches_cards_of_earlier_cells_and_batches(sends: Sends) -> None:
     """H7: a card opened without --wait, whose task ended in the background, and the -n
     progress line are brought to their final state by a later wait's flush."""
-    from nanobanana_jupyter._magic import LiveOutputs
+    from nanobanana_jupyter._views.magic import LiveOutputs
 
     fake = FakeSession()
     first, second = running_record("loc-1"), running_record("loc-2")
@@ -339,7 +346,7 @@ def test_h7_no_flush_on_the_engine_thread(sends: Sends) -> None:
     """A wait that returns on the engine thread (a done callback) flushes nothing."""
     fake = FakeSession()
     calls: list[str] = []
-    fake._add_flush_hook(lambda: calls.append(threading.current_thread().name))
+    fake.add_wait_hook(lambda: calls.append(threading.current_thread().name))
     worker = threading.Thread(target=fake._after_wait, name="engine")
     worker.start()
     worker.join(5)
@@ -353,7 +360,7 @@ def test_h7_task_wait_and_wait_all_call_the_flush_hook(
     """H7: task.wait() (also on a timeout) and session.wait_all() end with a flush on the
     calling thread."""
     calls: list[str] = []
-    remove = session._add_flush_hook(lambda: calls.append(threading.current_thread().name))
+    remove = session.add_wait_hook(lambda: calls.append(threading.current_thread().name))
     task = session.generate("a banana")
     task.wait(10)
     assert calls == ["MainThread"]

@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from nanobanana_jupyter import PollPolicy, Session, Settings, TaskRecord, TaskStatus
-from nanobanana_jupyter import _panel as panel_module
-from nanobanana_jupyter._panel import MAX_REFERENCE_IMAGES, Panel
-from nanobanana_jupyter._store import Store
+from nanobanana_jupyter._core.events import TaskEvent
+from nanobanana_jupyter._store.store import Store
+from nanobanana_jupyter._views import panel as panel_module
+from nanobanana_jupyter._views.panel import MAX_REFERENCE_IMAGES, Panel
 from nanobanana_jupyter.sandbox import Sandbox, TaskPlan
 
 SCALE = 0.01
@@ -324,7 +325,7 @@ def test_progress_updates_are_throttled_and_coalesced(panel: Panel, sandbox: San
     card.apply = counting
     start = time.monotonic()
     while time.monotonic() - start < 0.5:
-        panel._on_change(task)
+        panel._on_change(TaskEvent(task, task.record))
     wait_for(lambda: not panel._pending, timeout=5, what="the pending change to be applied")
     assert 1 <= len(applied) <= 4, applied
     gaps = [b - a for a, b in itertools.pairwise(applied)]
@@ -340,7 +341,9 @@ def test_background_updates_wait_for_the_panel_lock(panel: Panel, sandbox: Sandb
     with panel._lock:
         card.status.value = "marker"
         card.applied_at = 0.0  # due for an update at once
-        thread = threading.Thread(target=lambda: (panel._on_change(task), done.set()))
+        thread = threading.Thread(
+            target=lambda: (panel._on_change(TaskEvent(task, task.record)), done.set())
+        )
         thread.start()
         assert not done.wait(0.3)
         assert card.status.value == "marker"  # nothing was written while the lock was held

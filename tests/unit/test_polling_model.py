@@ -16,7 +16,7 @@ from benchmarks.polling_model import (
     simulate,
 )
 from nanobanana_jupyter import PollPolicy
-from nanobanana_jupyter._scheduler import PollScheduler
+from nanobanana_jupyter._core.scheduler import PollScheduler
 
 DURATIONS = lognormal_durations(200, seed=11)
 ARRIVALS = poisson_arrivals(200, 100.0, seed=12)

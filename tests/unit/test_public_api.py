@@ -50,7 +50,7 @@ def test_bare_import_pulls_in_no_heavy_dependency() -> None:
 
 def test_client_layer_does_not_import_views() -> None:
     """The transport layer never imports IPython, ipywidgets or pandas (layering of design.md)."""
-    loaded = _modules_after("import nanobanana_jupyter._client; nanobanana_jupyter.Client")
+    loaded = _modules_after("import nanobanana_jupyter._wire.client; nanobanana_jupyter.Client")
     for view in ("IPython", "ipywidgets", "pandas", "aiohttp"):
         assert view not in loaded, view
 

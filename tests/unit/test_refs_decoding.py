@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from nanobanana_jupyter import ValidationError
-from nanobanana_jupyter._refs import to_reference
+from nanobanana_jupyter._core.references import to_reference
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -14,10 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanobanana_jupyter._exceptions import redact
-from nanobanana_jupyter._models import TaskStatus
-from nanobanana_jupyter._record import ImageRecord, TaskRecord
-from nanobanana_jupyter._render import (
+from nanobanana_jupyter._display.render import (
     PROMPT_CARD_CHARS,
     PROMPT_META_CHARS,
     PROMPT_TEXT_CHARS,
@@ -36,6 +33,9 @@ from nanobanana_jupyter._render import (
     task_html,
     task_text,
 )
+from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
+from nanobanana_jupyter._wire.errors import redact
+from nanobanana_jupyter._wire.models import TaskStatus
 from tests.conftest import SENTINEL_KEY
 
 # Bytes only need the right magic numbers: the renderer never decodes images.
@@ -868,7 +868,7 @@ def test_status_labels_are_distinct_words() -> None:
 
 def test_batch_bundle_counts_and_escapes() -> None:
     """The batch line counts finished tasks and those without images, and is plain HTML."""
-    from nanobanana_jupyter._render import batch_bundle
+    from nanobanana_jupyter._display.render import batch_bundle
 
     class FakeTask:
         def __init__(self, status: TaskStatus) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nanobanana_jupyter import RetryPolicy
-from nanobanana_jupyter._retry import backoff_delay, parse_retry_after, retry_delay
+from nanobanana_jupyter._wire.retry import backoff_delay, parse_retry_after, retry_delay
 
 NOW = 1_800_000_000.0
 

@@ -16,7 +16,7 @@ from nanobanana_jupyter import (
     ServerError,
     TaskSnapshot,
 )
-from nanobanana_jupyter._scheduler import (
+from nanobanana_jupyter._core.scheduler import (
     Action,
     DurationStats,
     PollLoop,

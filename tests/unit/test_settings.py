@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from nanobanana_jupyter import ConfigurationError, MissingAPIKeyError, SecretKey, Settings
-from nanobanana_jupyter._exceptions import MIN_SECRET_CHARS, NanoBananaError, redact
-from nanobanana_jupyter._models import TaskStatus
-from nanobanana_jupyter._record import TaskRecord
+from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._wire.errors import MIN_SECRET_CHARS, NanoBananaError, redact
+from nanobanana_jupyter._wire.models import TaskStatus
 
 
 def test_argument_beats_environment_beats_default(sentinel_key: str) -> None:

@@ -22,10 +22,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from nanobanana_jupyter._images import ImageStore
-from nanobanana_jupyter._models import TaskStatus
-from nanobanana_jupyter._record import ImageRecord, TaskRecord
-from nanobanana_jupyter._store import (
+from nanobanana_jupyter._store.images import ImageStore
+from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
+from nanobanana_jupyter._store.store import (
     MAX_ERROR_CHARS,
     SCHEMA_VERSION,
     SUBMIT_GRACE,
@@ -34,6 +33,7 @@ from nanobanana_jupyter._store import (
     StoreWarning,
     new_lease_owner,
 )
+from nanobanana_jupyter._wire.models import TaskStatus
 
 S = TaskStatus
 WORKER = Path(__file__).resolve().parents[1] / "helpers" / "store_worker.py"
@@ -154,7 +154,7 @@ def test_unusable_stored_costs_read_as_unknown_and_sums_never_raise(
 
     The total, the history's repr and its HTML keep working, and add up the usable costs.
     """
-    from nanobanana_jupyter._history import History
+    from nanobanana_jupyter._store.history import History
 
     for i in range(10):
         store.insert(rec(f"big{i}", S.SUCCESS, task_id=f"tb{i}", consumed=Decimal("0.5")))

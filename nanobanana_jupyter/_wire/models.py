@@ -2,7 +2,7 @@
 
 Data only, no I/O, standard library only. Parsing is liberal in what it accepts (the live
 service adds fields, drops optional ones, sends numbers as strings) and strict in what it
-returns: a snapshot is always well-formed, or :class:`~._exceptions.ProtocolError` is raised.
+returns: a snapshot is always well-formed, or :class:`ProtocolError` is raised.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._exceptions import ProtocolError, ValidationError, redact
-from ._settings import DEFAULT_MODEL
+from .errors import ProtocolError, ValidationError, redact
+from .settings import DEFAULT_MODEL
 
 __all__ = [
     "ASPECT_RATIOS",

@@ -30,9 +30,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import urlsplit
 
-from ._exceptions import redact
-from ._models import RASTER_TYPES, TaskStatus, normalize_credits, usable_credits
-from ._record import TaskRecord
+from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._wire.errors import redact
+from nanobanana_jupyter._wire.models import (
+    RASTER_TYPES,
+    TaskStatus,
+    normalize_credits,
+    usable_credits,
+)
 
 __all__ = [
     "Preview",

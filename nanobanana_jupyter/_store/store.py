@@ -36,9 +36,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ConfigurationError, redact
-from ._models import TaskStatus, credits_sum, usable_credits
-from ._record import ImageRecord, TaskRecord
+from nanobanana_jupyter._wire.errors import ConfigurationError, redact
+from nanobanana_jupyter._wire.models import TaskStatus, credits_sum, usable_credits
+
+from .records import ImageRecord, TaskRecord
 
 __all__ = ["Store", "StoreRecoveredWarning", "StoreWarning", "new_lease_owner"]
 

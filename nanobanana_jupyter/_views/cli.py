@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from ._exceptions import NanoBananaError
-from ._models import ASPECT_RATIOS, IMAGE_SIZES
-from ._session import Session
-from ._task import Task
+from nanobanana_jupyter._core.session import Session
+from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._wire.errors import NanoBananaError
+from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES
 
 __all__ = ["main", "terminal_text"]
 
@@ -123,20 +123,15 @@ class _Progress:
 
 
 def _generate(session: Session, args: argparse.Namespace) -> int:
-    if not 1 <= args.n <= 16:
-        raise NanoBananaError("-n must be between 1 and 16")
-    tasks = [
-        session.generate(
-            args.prompt,
-            model=args.model,
-            images=args.ref,
-            aspect_ratio=args.aspect_ratio,
-            image_size=args.size,
-            force=args.force,
-            variant=i,
-        )
-        for i in range(args.n)
-    ]
+    tasks: list[Task] = session.generate(
+        args.prompt,
+        model=args.model,
+        images=[session.resolve_reference(ref) for ref in args.ref],
+        aspect_ratio=args.aspect_ratio,
+        image_size=args.size,
+        force=args.force,
+        n=args.n,
+    )
     progress = _Progress(sys.stderr)
     started = time.monotonic()
     deadline = started + args.timeout
@@ -220,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nanobanana`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "sandbox":
-        from .sandbox.__main__ import main as sandbox_main
+        from nanobanana_jupyter.sandbox.__main__ import main as sandbox_main
 
         return sandbox_main(["--port", str(args.port), "--accept-any-key"])
     try:

@@ -40,8 +40,9 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from ._models import sniff_image_type
-from ._record import ImageRecord
+from nanobanana_jupyter._wire.models import sniff_image_type
+
+from .records import ImageRecord
 
 __all__ = [
     "ImageStore",

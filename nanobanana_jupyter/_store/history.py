@@ -11,13 +11,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, overload
 
-from ._models import TaskStatus, normalize_credits
-from ._record import RECORD_COLUMNS, TaskRecord
+from nanobanana_jupyter._wire.models import TaskStatus, normalize_credits
+
+from . import presenter
+from .records import RECORD_COLUMNS, TaskRecord
 
 if TYPE_CHECKING:
     import pandas
 
-    from ._store import Store
+    from .store import Store
 
 __all__ = ["History"]
 
@@ -125,13 +127,10 @@ class History(Sequence[TaskRecord]):
         return frame
 
     def __repr__(self) -> str:
-        from ._render import format_cost
+        return presenter.text(self, f"<History: {len(self)} tasks>")
 
-        return f"<History: {len(self)} tasks, {format_cost(self.total_cost)}>"
-
-    def _repr_html_(self) -> str:
-        from ._render import history_html
-
-        total = len(self)
-        rows = self.latest(HTML_ROWS)
-        return history_html(rows, total=total, offset=0, total_cost=self.total_cost)
+    def _repr_html_(self) -> str | None:
+        bundle = presenter.mimebundle(self, repr(self))
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        html = data.get("text/html")
+        return html if isinstance(html, str) else None

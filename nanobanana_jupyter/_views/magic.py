@@ -22,7 +22,7 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,15 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display, update_display
 from traitlets import Bool, Enum, Float, Int, Unicode, default
 
-from ._exceptions import NanoBananaError
-from ._models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
-from ._record import TaskRecord
-from ._render import Preview, batch_bundle, task_bundle
-from ._session import Session, get_default_session, set_default_session
-from ._settings import ENV, MISSING_KEY_HELP, SecretKey, env_flag
-from ._task import Task
+from nanobanana_jupyter._core.events import TaskEvent
+from nanobanana_jupyter._core.session import Session, get_default_session, set_default_session
+from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._display.present import show_compact_once
+from nanobanana_jupyter._display.render import Preview, batch_bundle, task_bundle
+from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._wire.errors import NanoBananaError, ValidationError
+from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
+from nanobanana_jupyter._wire.settings import ENV, MISSING_KEY_HELP, SecretKey, env_flag
 
 __all__ = ["NanoBananaMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -208,7 +210,7 @@ class LiveOutputs:
         self._ticking = False
         self._batches: dict[str, _Batch] = {}  # display id -> the batch
         self._unsubscribe = session.subscribe(self._on_change)
-        self._unflush = session._add_flush_hook(self.flush)
+        self._unflush = session.add_wait_hook(self.flush)
 
     def close(self) -> None:
         self._unsubscribe()
@@ -265,7 +267,7 @@ class LiveOutputs:
         """
         with self._lock:
             for slot in list(self._slots.values()):
-                task = self._session._handles.get(slot.local_id)
+                task = self._session.task_for(slot.local_id)
                 if task is None:
                     continue
                 record = task.record
@@ -289,7 +291,8 @@ class LiveOutputs:
         if not siblings:
             self._by_task.pop(slot.local_id, None)
 
-    def _on_change(self, task: Task) -> None:
+    def _on_change(self, event: TaskEvent) -> None:
+        task = event.task
         with self._lock:
             record = task.record
             for slot in list(self._by_task.get(task.local_id, ())):
@@ -326,7 +329,7 @@ class LiveOutputs:
             if self._ticking:
                 return
             self._ticking = True
-        self._session._engine.submit(self._tick())
+        self._session.run_in_background(self._tick())
 
     async def _tick(self) -> None:
         import asyncio
@@ -339,7 +342,7 @@ class LiveOutputs:
                     if not running:
                         return
                     for slot in running:
-                        task = self._session._handles.get(slot.local_id)
+                        task = self._session.task_for(slot.local_id)
                         if task is not None and not task.done():
                             self._send(slot, task.record, force=False)
         finally:
@@ -358,7 +361,7 @@ def _preview_for(path: str, thumb: str | None, *, embed: str, side: int) -> Prev
     preview: Preview | None = None
     try:
         if embed == "full":
-            from ._models import sniff_image_type
+            from nanobanana_jupyter._wire.models import sniff_image_type
 
             data = Path(path).read_bytes()
             media = sniff_image_type(data) or "image/png"
@@ -366,7 +369,7 @@ def _preview_for(path: str, thumb: str | None, *, embed: str, side: int) -> Prev
         elif thumb is not None and side == 512 and Path(thumb).is_file():
             preview = Preview(Path(thumb).read_bytes(), "image/jpeg")
         else:
-            from ._images import make_preview
+            from nanobanana_jupyter._store.images import make_preview
 
             data, media = make_preview(path, side=side)
             preview = Preview(data, media)
@@ -417,8 +420,16 @@ class NanoBananaMagics(Magics):
     def _default_wait(self) -> bool:
         return env_flag(ENV.WAIT)
 
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        shell: Any = None,
+        *,
+        open_panel: Callable[[Session], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(shell=shell, **kwargs)
+        # The views never import each other: %load_ext (the package's top) hands the panel in.
+        self._open_panel = open_panel
         self._live: LiveOutputs | None = None
         self._live_session: Session | None = None
 
@@ -538,25 +549,20 @@ class NanoBananaMagics(Magics):
             raise UsageError(
                 "the prompt is empty: write it in the cell body (or after %nanobanana)"
             )
-        if args.n < 1 or args.n > 16:
-            raise UsageError("-n must be between 1 and 16")
         session = self._session_with_key()
-        refs = [self._resolve_ref(ref, session) for ref in args.ref]
         model = args.model or self.default_model or None
         try:
-            tasks = [
-                session.generate(
-                    prompt,
-                    model=model,
-                    images=refs,
-                    aspect_ratio=args.aspect_ratio,
-                    image_size=args.size,
-                    callback_url=args.callback_url,
-                    force=args.force,
-                    variant=i,
-                )
-                for i in range(args.n)
-            ]
+            refs = [self._resolve_ref(ref, session) for ref in args.ref]
+            tasks: list[Task] = session.generate(
+                prompt,
+                model=model,
+                images=refs,
+                aspect_ratio=args.aspect_ratio,
+                image_size=args.size,
+                callback_url=args.callback_url,
+                force=args.force,
+                n=args.n,
+            )
         except NanoBananaError as exc:
             raise UsageError(exc.message) from None
         live = self._live_for(session)
@@ -576,7 +582,7 @@ class NanoBananaMagics(Magics):
             live.flush()  # every card's final state, sent from this cell's thread
         if cell is None:
             for task in tasks:
-                task._compact_repr_once = True
+                show_compact_once(task)
             return result
         return None
 
@@ -592,30 +598,14 @@ class NanoBananaMagics(Magics):
                 return
 
     def _resolve_ref(self, ref: str, session: Session) -> object:
-        """``@last``, ``@<task id>``, a variable of the notebook, or the text as given."""
-        if ref == "@last":
-            last = session.last(succeeded=False)
-            if last is not None and not last.done():
-                # The reference must exist before the next submit: wait for the previous one.
-                try:
-                    last.wait(self.timeout)
-                except TimeoutError:
-                    raise UsageError(f"--ref @last: {last.id} is still running") from None
-            if last is None or last.status is not TaskStatus.SUCCESS:
-                last = session.last()
-            if last is None:
-                raise UsageError("--ref @last: no successful task yet")
-            return last
-        if ref.startswith("@"):
-            try:
-                return session.get(ref[1:])
-            except KeyError:
-                raise UsageError(f"--ref {ref}: no such task in the history") from None
+        """A variable of the notebook, or what the session makes of the text (``@last``,
+        ``@<task id>``, a URL or a path)."""
         if ref.isidentifier() and ref in self._user_ns and not Path(ref).exists():
             return self._user_ns[ref]
-        return ref
-
-    # -- subcommands --------------------------------------------------------------------
+        try:
+            return session.resolve_reference(ref, wait=self.timeout)
+        except ValidationError as exc:
+            raise UsageError(f"--ref {exc.message}") from None
 
     def _subcommand(self, name: str, params: list[str]) -> Any:
         if name == "help":
@@ -635,11 +625,8 @@ class NanoBananaMagics(Magics):
             print("Other ids are sent as given, with a warning.")
             return None
         if name == "sandbox":
-            from . import _session
-
-            old = _session._default
             sandbox = Session.sandbox()
-            set_default_session(sandbox)
+            old = set_default_session(sandbox)
             if old is not None:
                 old.close()
             print(
@@ -649,9 +636,9 @@ class NanoBananaMagics(Magics):
             )
             return None
         if name == "panel":
-            from ._panel import Panel
-
-            return Panel(session=self._session())
+            if self._open_panel is None:
+                raise UsageError("the panel comes with the extension: %load_ext nanobanana_jupyter")
+            return self._open_panel(self._session())
         session = self._session()
         if name == "config":
             for key, value in session.settings.describe().items():
@@ -691,11 +678,14 @@ class NanoBananaMagics(Magics):
         raise UsageError(f"unknown subcommand {name!r}")  # pragma: no cover
 
 
-def load_ipython_extension(ipython: Any) -> None:
-    """Register the magic (``%load_ext nanobanana_jupyter``)."""
+def load_ipython_extension(
+    ipython: Any, *, open_panel: Callable[[Session], Any] | None = None
+) -> None:
+    """Register the magic (``%load_ext nanobanana_jupyter``); ``open_panel(session)`` gives
+    what ``%nanobanana panel`` shows."""
     # Nothing else happens here: settings are read when the first task starts, so the
     # environment can still change after %load_ext.
-    ipython.register_magics(NanoBananaMagics)
+    ipython.register_magics(NanoBananaMagics(ipython, open_panel=open_panel))
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -19,7 +19,9 @@ from collections.abc import Callable, Generator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import (
+from nanobanana_jupyter._store import presenter
+from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
+from nanobanana_jupyter._wire.errors import (
     SubmitOutcomeUnknownError,
     TaskAbandonedError,
     TaskError,
@@ -27,13 +29,12 @@ from ._exceptions import (
     TaskTimeoutError,
     TaskUnavailableError,
 )
-from ._models import TaskStatus
-from ._record import ImageRecord, TaskRecord
+from nanobanana_jupyter._wire.models import TaskStatus
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-    from ._session import Session
+    from .session import Session
 
 __all__ = ["Task"]
 
@@ -59,9 +60,7 @@ class Task:
         # only to wake the waiters, which raise instead of returning.
         self._orphaned = False
         self._started = time.monotonic()
-        # Set by the line magic, whose live output already shows the card: the Out[] repr
-        # right after is then one line instead of a second copy.
-        self._compact_repr_once = False
+        self._reused = False
         if record.is_terminal:
             self._future.set_result(None)
 
@@ -71,6 +70,12 @@ class Task:
     def record(self) -> TaskRecord:
         """The newest local record of this task."""
         return self._record
+
+    @property
+    def reused(self) -> bool:
+        """True when the last ``generate`` that returned this task did not send a request:
+        an identical earlier request's task (done or still running) was handed back."""
+        return self._reused
 
     @property
     def session(self) -> Session:
@@ -314,6 +319,9 @@ class Task:
         for fn in callbacks:
             _safe_call(fn, self)
 
+    def _mark_reused(self) -> None:
+        self._reused = True
+
     def _session_closed(self) -> None:
         """The session closed: nothing moves this task on any more; wake whoever waits."""
         with self._lock:
@@ -324,17 +332,12 @@ class Task:
     # -- display ------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        from ._render import task_text
-
-        return task_text(self._record, elapsed=None if self.done() else self.elapsed)
+        return presenter.text(self, f"<Task {self.id} {self.status.value}>")
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
     ) -> tuple[dict[str, Any], dict[str, Any]] | dict[str, Any]:
-        if self._compact_repr_once:
-            self._compact_repr_once = False
-            return {"text/plain": repr(self)}
-        return self._session._bundle(self)
+        return presenter.mimebundle(self, repr(self))
 
 
 def _url_for_message(url: str) -> str:

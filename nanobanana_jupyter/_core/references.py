@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ValidationError
-from ._models import MAX_REFERENCE_IMAGES, sniff_image_type
-from ._record import ImageRecord, TaskRecord
+from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
+from nanobanana_jupyter._wire.errors import ValidationError
+from nanobanana_jupyter._wire.models import MAX_REFERENCE_IMAGES, sniff_image_type
 
 __all__ = ["MAX_REFERENCE_SIDE", "to_reference", "to_references"]
 
@@ -58,7 +58,7 @@ def _encode(image: Any) -> str:
 
 
 def _from_bytes(data: bytes, what: str) -> str:
-    from ._images import TooManyPixelsError, decode_image
+    from nanobanana_jupyter._store.images import TooManyPixelsError, decode_image
 
     if sniff_image_type(data) is None:
         raise ValidationError(f"{what} is not a PNG, JPEG, WebP or GIF image")

@@ -40,7 +40,9 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from ._exceptions import (
+from nanobanana_jupyter._version import __version__
+
+from .errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -57,8 +59,8 @@ from ._exceptions import (
     SubmitOutcomeUnknownError,
     redact,
 )
-from ._models import GenerationRequest, TaskSnapshot, parse_data_uri, sniff_image_type
-from ._retry import (
+from .models import GenerationRequest, TaskSnapshot, parse_data_uri, sniff_image_type
+from .retry import (
     DOWNLOAD_POLICY,
     QUERY_POLICY,
     SUBMIT_POLICY,
@@ -66,8 +68,7 @@ from ._retry import (
     parse_retry_after,
     retry_delay,
 )
-from ._settings import SecretKey, Settings, is_loopback_host
-from ._version import __version__
+from .settings import SecretKey, Settings, is_loopback_host
 
 __all__ = ["AsyncClient", "Client"]
 

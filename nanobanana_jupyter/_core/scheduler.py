@@ -42,14 +42,14 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 
-from ._exceptions import (
+from nanobanana_jupyter._wire.errors import (
     APIError,
     APITimeoutError,
     AuthenticationError,
     NotFoundError,
     RateLimitError,
 )
-from ._models import TaskSnapshot, TaskStatus
+from nanobanana_jupyter._wire.models import TaskSnapshot, TaskStatus
 
 # However near the deadline, a poll gets at least this long to answer.
 MIN_POLL_BUDGET = 1.0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from ._exceptions import ConfigurationError, MissingAPIKeyError, register_secret
+from .errors import ConfigurationError, MissingAPIKeyError, register_secret
 
 __all__ = ["ENV", "SecretKey", "Settings", "default_data_dir", "env_flag", "is_loopback_host"]
 
@@ -52,7 +52,7 @@ class SecretKey:
     It refuses pickling, so it cannot end up in a file by accident; ``json`` refuses it as
     it refuses any unknown object. Call :meth:`reveal` where the key must really be sent.
 
-    Building one registers the value with :func:`~nanobanana_jupyter._exceptions.redact`,
+    Building one registers the value with :func:`~nanobanana_jupyter._wire.errors.redact`,
     so the key is masked by value (whatever its shape) in every error, stored row, log
     record and output of this process, also when a server quotes it back. Keys shorter than
     8 characters are the exception: they are not masked by value (see ``MIN_SECRET_CHARS``).

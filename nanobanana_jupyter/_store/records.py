@@ -11,8 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import redact
-from ._models import TaskStatus
+from nanobanana_jupyter._wire.errors import redact
+from nanobanana_jupyter._wire.models import TaskStatus
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage

@@ -2,7 +2,7 @@
 
 ``Panel(session=None)`` (or ``%nanobanana panel``) shows a prompt box, model, reference
 images, options and a Generate button; live task cards; a gallery of results; and a history
-view that pages through the store. It is a thin view over one :class:`~._session.Session`.
+view that pages through the store. It is a thin view over one :class:`Session`.
 
 Threading (design.md section 3, research/jupyter-async.md sections 1 and 3):
 
@@ -47,6 +47,7 @@ The API key never reaches any widget trait: the panel only holds the session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -71,17 +72,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 from IPython.display import display, update_display
 
-from ._exceptions import NanoBananaError
-from ._models import (
-    ASPECT_RATIOS,
-    IMAGE_SIZES,
-    KNOWN_MODELS,
-    MAX_REFERENCE_IMAGES,
-    TaskStatus,
-    UnknownModelWarning,
-)
-from ._record import ImageRecord, TaskRecord
-from ._render import (
+from nanobanana_jupyter._core.events import TaskEvent
+from nanobanana_jupyter._core.session import Session, get_default_session
+from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._display.render import (
     data_uri,
     escape,
     format_cost,
@@ -90,8 +84,16 @@ from ._render import (
     safe_src,
     status_label,
 )
-from ._session import Session, get_default_session
-from ._task import Task
+from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
+from nanobanana_jupyter._wire.errors import NanoBananaError
+from nanobanana_jupyter._wire.models import (
+    ASPECT_RATIOS,
+    IMAGE_SIZES,
+    KNOWN_MODELS,
+    MAX_REFERENCE_IMAGES,
+    TaskStatus,
+    UnknownModelWarning,
+)
 
 __all__ = ["Panel"]
 
@@ -544,7 +546,7 @@ class Panel(widgets.VBox):
 
         Returns whether it was added; the reason for a refusal shows in the panel.
         """
-        from ._refs import to_reference
+        from nanobanana_jupyter._core.references import to_reference
 
         if isinstance(obj, str) and obj.strip().lower().startswith(("http://", "https://")):
             url = obj.strip()
@@ -897,10 +899,8 @@ class Panel(widgets.VBox):
             )
 
     def _engine_submit(self, coro: Any) -> None:
-        try:
-            self._session._engine.submit(coro)
-        except RuntimeError:  # the engine is shutting down (interpreter exit)
-            coro.close()
+        with contextlib.suppress(RuntimeError):  # the engine is stopping (interpreter exit)
+            self._session.run_in_background(coro)
 
     # -- starting tasks -------------------------------------------------------------------
 
@@ -911,24 +911,20 @@ class Panel(widgets.VBox):
     def _start(self, options: _Options, *, count: int, force: bool) -> list[Task]:
         """Ask the session for ``count`` tasks; show each in a card. Never raises."""
         tasks: list[Task] = []
-        asked_at = time.time()
         try:
             with warnings.catch_warnings():
                 # The panel says it itself: a warning would be printed from a callback,
                 # where it lands in no cell or the wrong one.
                 warnings.simplefilter("ignore", UnknownModelWarning)
-                for variant in range(count):
-                    tasks.append(
-                        self._session.generate(
-                            options.prompt,
-                            model=options.model,
-                            images=list(options.references),
-                            aspect_ratio=options.aspect_ratio,
-                            image_size=options.image_size,
-                            force=force,
-                            variant=variant,
-                        )
-                    )
+                tasks = self._session.generate(
+                    options.prompt,
+                    model=options.model,
+                    images=list(options.references),
+                    aspect_ratio=options.aspect_ratio,
+                    image_size=options.image_size,
+                    force=force,
+                    n=count,
+                )
         except NanoBananaError as exc:
             self._say(exc.message, error=True)
         except Exception as exc:  # a callback must never raise into the kernel
@@ -941,7 +937,7 @@ class Panel(widgets.VBox):
             if self._closed:
                 return tasks
             for task in tasks:
-                if task.record.created_at < asked_at:
+                if task.reused:
                     # The session handed back an identical earlier request: not paid again.
                     reused += 1
                     if task.local_id not in self._started:
@@ -989,7 +985,7 @@ class Panel(widgets.VBox):
             self._say("It is still being submitted; cancel once it has a task id.", error=True)
             return
         # Task.cancel waits for the engine; from the engine thread it only schedules.
-        self._session._engine.call_soon(task.cancel)
+        self._session.call_in_background(task.cancel)
         self._say("Cancelled locally; the server may still finish (and charge) it.")
 
     def _resume(self, card: _Card) -> None:
@@ -1061,7 +1057,7 @@ class Panel(widgets.VBox):
             if len(self._refs) >= MAX_REFERENCE_IMAGES:
                 self._say(self._refs_full(), error=True)
                 return False
-        from ._refs import to_reference
+        from nanobanana_jupyter._core.references import to_reference
 
         try:
             payload = to_reference(item.image)
@@ -1134,7 +1130,7 @@ class Panel(widgets.VBox):
             return None
         import base64
 
-        from ._images import make_preview
+        from nanobanana_jupyter._store.images import make_preview
 
         try:
             raw = base64.b64decode(payload.split(",", 1)[1])
@@ -1228,7 +1224,7 @@ class Panel(widgets.VBox):
         self._engine_submit(self._load_large(item))
 
     async def _load_large(self, item: _GalleryItem) -> None:
-        from ._images import make_preview
+        from nanobanana_jupyter._store.images import make_preview
 
         loop = asyncio.get_running_loop()
         try:
@@ -1283,7 +1279,8 @@ class Panel(widgets.VBox):
 
     # -- background -------------------------------------------------------------------------
 
-    def _on_change(self, task: Task) -> None:
+    def _on_change(self, event: TaskEvent) -> None:
+        task = event.task
         """Session listener (engine thread, or the caller of generate): set traits only."""
         with self._lock:
             if self._closed:
@@ -1326,7 +1323,7 @@ class Panel(widgets.VBox):
                 return
             self._ticking = True
         try:
-            self._session._engine.submit(self._tick())
+            self._session.run_in_background(self._tick())
         except RuntimeError:
             with self._lock:
                 self._ticking = False
@@ -1394,7 +1391,7 @@ def _close(widget: Any) -> None:
 
 
 def _tile(thumb_path: str) -> bytes | None:
-    from ._images import make_preview
+    from nanobanana_jupyter._store.images import make_preview
 
     try:
         data, _ = make_preview(thumb_path, side=SLOT_TILE, quality=80)

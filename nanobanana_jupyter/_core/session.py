@@ -2,7 +2,7 @@
 
 A session owns one history store and image store (in its data directory), one HTTP client
 and one poll scheduler, all driven on the engine thread. Its public calls return at once:
-the work happens in the background and each call hands back a :class:`~._task.Task`.
+the work happens in the background and each call hands back a :class:`Task`.
 
 A task's life (design.md section 4): the intent is written to the store *before* the submit
 is sent; the task id is written in one update when it returns; an ambiguous submit becomes
@@ -34,39 +34,42 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from ._client import AsyncClient
-from ._engine import Engine, get_engine
-from ._exceptions import (
+from nanobanana_jupyter._store.history import History
+from nanobanana_jupyter._store.images import ImageStore
+from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
+from nanobanana_jupyter._store.store import Store, new_lease_owner
+from nanobanana_jupyter._wire.client import AsyncClient
+from nanobanana_jupyter._wire.errors import (
     APIError,
     NanoBananaError,
     RateLimitError,
     SubmitOutcomeUnknownError,
     ValidationError,
 )
-from ._history import History
-from ._images import ImageStore
-from ._models import GenerationRequest, TaskStatus
-from ._record import ImageRecord, TaskRecord
-from ._refs import to_references
-from ._scheduler import Action, Decision, PollLoop, PollPolicy, PollScheduler, RateLimiter
-from ._settings import SecretKey, Settings, default_data_dir
-from ._store import Store, new_lease_owner
-from ._task import Task
-from ._webhook import WebhookReceiver
+from nanobanana_jupyter._wire.models import GenerationRequest, TaskStatus
+from nanobanana_jupyter._wire.settings import SecretKey, Settings, default_data_dir
 
-if TYPE_CHECKING:
-    from .sandbox import Sandbox
+from .engine import Engine, get_engine
+from .events import TaskEvent
+from .references import to_references
+from .sandboxed import LocalServer, start_sandbox
+from .scheduler import Action, Decision, PollLoop, PollPolicy, PollScheduler, RateLimiter
+from .task import Task
+from .webhook import WebhookReceiver
 
-__all__ = ["Session", "get_default_session", "set_default_session"]
+__all__ = ["MAX_SAMPLES", "Session", "get_default_session", "set_default_session"]
 
 logger = logging.getLogger("nanobanana_jupyter")
+
+# How many samples one generate(n=...) may start: every view's -n.
+MAX_SAMPLES = 16
 
 # Seconds close() lets submits in flight finish before cancelling them.
 SUBMIT_GRACE_ON_CLOSE = 3.0
@@ -157,7 +160,7 @@ class _Resources:
         self.poll_loop: PollLoop | None = None
         self.maintenance: asyncio.Task[None] | None = None
         self.receiver: WebhookReceiver | None = None
-        self.sandbox: Sandbox | None = None
+        self.sandbox: LocalServer | None = None
         self.submitting: set[asyncio.Task[Any]] = set()
         self.background: set[asyncio.Task[None]] = set()  # reconciliations in flight
 
@@ -348,7 +351,7 @@ class Session:
         self._scheduler = PollScheduler(poll_policy)
         self._handles: dict[str, Task] = {}
         self._handles_lock = threading.RLock()
-        self._listeners: list[Callable[[Task], object]] = []
+        self._listeners: list[Callable[[TaskEvent], object]] = []
         self._flush_hooks: list[Callable[[], object]] = []  # views' flush (see _after_wait)
         # Rows another writer moves on that this session follows by reading the store (a
         # reused request not sent yet, a task another kernel polls); set to re-read them now.
@@ -398,7 +401,7 @@ class Session:
         return self._res.receiver
 
     @property
-    def _sandbox(self) -> Sandbox | None:
+    def _sandbox(self) -> LocalServer | None:
         return self._res.sandbox
 
     # -- public API ---------------------------------------------------------------
@@ -425,8 +428,12 @@ class Session:
         callback_url: str | None = None,
         force: bool = False,
         variant: int = 0,
-    ) -> Task:
+        n: int | None = None,
+    ) -> Any:
         """Start a generation and return its task at once; the work runs in the background.
+
+        With ``n``, start ``n`` samples of the same request (variants 0 to ``n - 1``) and
+        return their tasks as a list; re-running the same call reuses them one by one.
 
         An identical earlier request (same model, prompt, reference image bytes and
         options) that succeeded, or is still running, is reused instead of paid again,
@@ -438,13 +445,18 @@ class Session:
                 earlier tasks.
             variant: tells apart deliberate repeats of one request (several samples of a
                 prompt); repeats with the same variant are reused on a re-run.
+            n: how many samples, 1 to 16 (:data:`MAX_SAMPLES`): every view's ``-n``.
 
         Raises:
             ValidationError: the request is wrong; nothing was sent or written.
             MissingAPIKeyError: no key is configured; says where to put one.
         """
+        if n is not None and not (isinstance(n, int) and 1 <= n <= MAX_SAMPLES):
+            raise ValidationError(f"n must be a whole number from 1 to {MAX_SAMPLES}, not {n!r}")
         request = self._build_request(prompt, model, images, aspect_ratio, image_size, callback_url)
-        return self._start(request, force=force, variant=variant)
+        if n is None:
+            return self._start(request, force=force, variant=variant)
+        return [self._start(request, force=force, variant=variant + i) for i in range(n)]
 
     def map(
         self,
@@ -575,8 +587,9 @@ class Session:
             "request_rate": loop.limiter.rate if loop is not None else None,
         }
 
-    def subscribe(self, listener: Callable[[Task], object]) -> Callable[[], None]:
-        """Call ``listener(task)`` on every change of any task (on the engine thread).
+    def subscribe(self, listener: Callable[[TaskEvent], object]) -> Callable[[], None]:
+        """Call ``listener(event)`` on every change of any task (:class:`TaskEvent`: the
+        handle and the immutable record of that change), from a background thread.
 
         Returns a function that unsubscribes. Views use this to update their output slots.
         """
@@ -588,9 +601,60 @@ class Session:
 
         return unsubscribe
 
-    def _add_flush_hook(self, hook: Callable[[], object]) -> Callable[[], None]:
-        """Call ``hook()`` after every blocking wait, on the waiting thread (see
-        :meth:`_after_wait`). Returns a function that removes it."""
+    def task_for(self, local_id: str) -> Task | None:
+        """The handle this session has handed out for ``local_id``, or ``None``."""
+        with self._handles_lock:
+            return self._handles.get(local_id)
+
+    def run_in_background(self, work: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Run a coroutine on the session's engine thread (views: slow work off the kernel).
+
+        Raises:
+            RuntimeError: the engine is stopping (interpreter exit); the coroutine is closed.
+        """
+        try:
+            return self._engine.submit(work)
+        except RuntimeError:
+            work.close()
+            raise
+
+    def call_in_background(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` soon on the engine thread (e.g. ``task.cancel`` from a widget
+        callback, which must not wait for the engine)."""
+        self._engine.call_soon(fn)
+
+    def resolve_reference(self, ref: str, *, wait: float = 600.0) -> object:
+        """What a typed reference names: ``@last`` (this session's last successful task; a
+        last task still running is waited for, up to ``wait`` seconds), ``@<id>`` (a task
+        of the history by server or local id), anything else as given (a URL or a path).
+
+        Raises:
+            ValidationError: no such task, or none succeeded yet; says which.
+        """
+        if ref == "@last":
+            last = self.last(succeeded=False)
+            if last is not None and not last.done():
+                # The reference must exist before the next submit: wait for the previous one.
+                try:
+                    last.wait(wait)
+                except TimeoutError:
+                    raise ValidationError(f"@last: {last.id} is still running") from None
+            if last is None or last.status is not TaskStatus.SUCCESS:
+                last = self.last()
+            if last is None:
+                raise ValidationError("@last: no successful task yet")
+            return last
+        if ref.startswith("@"):
+            try:
+                return self.get(ref[1:])
+            except KeyError:
+                raise ValidationError(f"{ref}: no such task in the history") from None
+        return ref
+
+    def add_wait_hook(self, hook: Callable[[], object]) -> Callable[[], None]:
+        """Call ``hook()`` after every blocking wait, on the waiting thread (views bring
+        their outputs to the final state from the thread running the cell: headless runners
+        keep only updates sent from there). Returns a function that removes it."""
         self._flush_hooks.append(hook)
 
         def remove() -> None:
@@ -668,10 +732,7 @@ class Session:
         per-user default, unless ``data_dir`` is given). Closing the session
         stops the server.
         """
-        from .sandbox import Sandbox
-
-        server = Sandbox(time_scale=time_scale, accept_any_key=True)
-        server.start()
+        server = start_sandbox(time_scale)
         try:
             if data_dir is None:
                 base = Settings.resolve(colab=lambda name: None).data_dir or default_data_dir()
@@ -691,7 +752,7 @@ class Session:
         except BaseException:
             server.stop()
             raise
-        session._res.sandbox = server
+        session._res.sandbox = server  # stopped when the session closes
         return session
 
     # -- starting tasks ----------------------------------------------------------
@@ -742,6 +803,7 @@ class Session:
                         existing.task_id or existing.local_id,
                     )
                     handle = self._handle_for(existing)
+                    handle._mark_reused()
                     if existing.status.is_resumable and not self._closed:
                         # Timed out or unavailable: look again (free) instead of paying again;
                         # running from here on, so a wait() on the handle waits for that look.
@@ -873,9 +935,10 @@ class Session:
         return stored
 
     def _notify(self, handle: Task) -> None:
+        event = TaskEvent(handle, handle.record)
         for listener in list(self._listeners):
             try:
-                listener(handle)
+                listener(event)
             except Exception:  # a view's failure must not stop the engine
                 logger.exception("a session listener failed")
 
@@ -1405,24 +1468,6 @@ class Session:
             asyncio.get_running_loop().create_task(abandon())
             return True
         return self._engine.run(abandon(), timeout=10)
-
-    # -- display --------------------------------------------------------------------
-
-    def _bundle(self, task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
-        from ._render import Preview, task_bundle
-
-        previews = []
-        for image in task.record.images:
-            if image.thumb_path is None:
-                continue
-            try:
-                data = Path(image.thumb_path).read_bytes()
-            except OSError:
-                continue
-            previews.append(Preview(data, "image/jpeg"))
-        return task_bundle(
-            task.record, previews=previews, elapsed=None if task.done() else task.elapsed
-        )
 
 
 _default: Session | None = None

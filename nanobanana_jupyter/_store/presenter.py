@@ -1,0 +1,36 @@
+"""How objects of the layers below the display are shown, installed from above.
+
+``History`` (store) and ``Task`` (core) are shown by the display layer, which sits above
+them, so they cannot import it. The package's top (``nanobanana_jupyter/__init__.py``, which
+composes the layers) installs the display layer's functions here; they import the display
+modules on the first repr, so ``import nanobanana_jupyter`` stays cheap. Without them (a
+layer imported on its own, before the package's top ran) objects show as plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Bundle", "install", "mimebundle", "text"]
+
+Bundle = dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]
+
+_text: Callable[[object], str] | None = None
+_bundle: Callable[[object], Bundle] | None = None
+
+
+def install(*, text: Callable[[object], str], bundle: Callable[[object], Bundle]) -> None:
+    """Set the functions that give an object's plain text and its Jupyter mimebundle."""
+    global _text, _bundle
+    _text, _bundle = text, bundle
+
+
+def text(obj: object, fallback: str) -> str:
+    """``obj``'s plain text, as the display layer writes it (``fallback`` without one)."""
+    return fallback if _text is None else _text(obj)
+
+
+def mimebundle(obj: object, fallback: str) -> Bundle:
+    """``obj``'s mimebundle for ``_repr_mimebundle_`` (plain ``fallback`` without one)."""
+    return {"text/plain": fallback} if _bundle is None else _bundle(obj)
