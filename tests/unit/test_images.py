@@ -18,7 +18,8 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from nanobanana_jupyter._store import images as _images
-from nanobanana_jupyter._store.images import ORPHAN_AGE, TEMP_PREFIX, ImageStore, make_preview
+from nanobanana_jupyter._store.decoding import make_preview
+from nanobanana_jupyter._store.images import ORPHAN_AGE, TEMP_PREFIX, ImageStore
 
 
 def encode(img: Image.Image, fmt: str, **params: Any) -> bytes:

@@ -22,17 +22,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from nanobanana_jupyter._store.database import SCHEMA_VERSION, StoreRecoveredWarning, StoreWarning
 from nanobanana_jupyter._store.images import ImageStore
+from nanobanana_jupyter._store.owners import SUBMIT_GRACE, new_lease_owner
 from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
-from nanobanana_jupyter._store.store import (
-    MAX_ERROR_CHARS,
-    SCHEMA_VERSION,
-    SUBMIT_GRACE,
-    Store,
-    StoreRecoveredWarning,
-    StoreWarning,
-    new_lease_owner,
-)
+from nanobanana_jupyter._store.rows import MAX_ERROR_CHARS
+from nanobanana_jupyter._store.store import Store
 from nanobanana_jupyter._wire.models import TaskStatus
 
 S = TaskStatus
