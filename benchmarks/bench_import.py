@@ -7,7 +7,7 @@
   kernel: the round trip of the first load, minus the median bare round trip; one sample per
   fresh kernel, the median over kernels.
 * one preview of a 1024x1024 photo-like PNG with
-  :func:`nanobanana_jupyter._store.images.make_preview`
+  :func:`nanobanana_jupyter._store.decoding.make_preview`
   at the image store's thumbnail settings (long side 512, JPEG quality 85): the median.
 """
 
@@ -100,7 +100,7 @@ def kernel_load(kernels: int, root: Path) -> dict[str, Any]:
 
 
 def preview(runs: int) -> dict[str, Any]:
-    from nanobanana_jupyter._store.images import make_preview
+    from nanobanana_jupyter._store.decoding import make_preview
 
     png = photo_like_png(1024, seed=3)
     make_preview(png, side=512, quality=85)  # first call pays for Pillow's plugin imports

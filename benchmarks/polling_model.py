@@ -25,8 +25,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from nanobanana_jupyter._core.scheduler import PollPolicy, PollScheduler, RateLimiter
-from nanobanana_jupyter._wire.models import ResultItem, TaskSnapshot, TaskStatus
+from nanobanana_jupyter._core.poll_loop import RateLimiter
+from nanobanana_jupyter._core.poll_policy import PollPolicy
+from nanobanana_jupyter._core.scheduler import PollScheduler
+from nanobanana_jupyter._wire.models import TaskStatus
+from nanobanana_jupyter._wire.snapshot import ResultItem, TaskSnapshot
 
 from ._common import Row, interpolate, quantile, session_default
 
@@ -94,7 +97,7 @@ def simulate(
 ) -> Outcome:
     """Run ``scheduler`` behind the session's rate limiter on a fake clock.
 
-    Mirrors :class:`~nanobanana_jupyter._core.scheduler.PollLoop`: the earliest due poll goes first
+    Mirrors :class:`~nanobanana_jupyter._core.poll_loop.PollLoop`: the earliest due poll goes first
     when the limiter allows; the server answers at once.
     """
     limiter = RateLimiter(rate, burst=max(1.0, rate / 2))

@@ -39,7 +39,7 @@ from ._wire.errors import (
 )
 
 if TYPE_CHECKING:
-    from ._core.scheduler import PollPolicy
+    from ._core.poll_policy import PollPolicy
     from ._core.session import Session, get_default_session, set_default_session
     from ._core.task import Task
     from ._store.history import History
@@ -51,13 +51,12 @@ if TYPE_CHECKING:
         IMAGE_SIZES,
         KNOWN_MODELS,
         GenerationRequest,
-        ResultItem,
-        TaskSnapshot,
         TaskStatus,
         UnknownModelWarning,
     )
     from ._wire.retry import RetryPolicy
     from ._wire.settings import SecretKey, Settings
+    from ._wire.snapshot import ResultItem, TaskSnapshot
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -113,8 +112,8 @@ _LAZY = {
     "IMAGE_SIZES": "._wire.models",
     "KNOWN_MODELS": "._wire.models",
     "GenerationRequest": "._wire.models",
-    "ResultItem": "._wire.models",
-    "TaskSnapshot": "._wire.models",
+    "ResultItem": "._wire.snapshot",
+    "TaskSnapshot": "._wire.snapshot",
     "TaskStatus": "._wire.models",
     "UnknownModelWarning": "._wire.models",
     "ImageRecord": "._store.records",
@@ -126,7 +125,7 @@ _LAZY = {
     "Client": "._wire.client",
     "History": "._store.history",
     "Panel": "._views.panel",
-    "PollPolicy": "._core.scheduler",
+    "PollPolicy": "._core.poll_policy",
     "Session": "._core.session",
     "Task": "._core.task",
     "get_default_session": "._core.session",

@@ -58,7 +58,7 @@ def _encode(image: Any) -> str:
 
 
 def _from_bytes(data: bytes, what: str) -> str:
-    from nanobanana_jupyter._store.images import TooManyPixelsError, decode_image
+    from nanobanana_jupyter._store.decoding import TooManyPixelsError, decode_image
 
     if sniff_image_type(data) is None:
         raise ValidationError(f"{what} is not a PNG, JPEG, WebP or GIF image")

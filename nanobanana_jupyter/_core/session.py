@@ -43,8 +43,9 @@ import httpx
 
 from nanobanana_jupyter._store.history import History
 from nanobanana_jupyter._store.images import ImageStore
+from nanobanana_jupyter._store.owners import new_lease_owner
 from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
-from nanobanana_jupyter._store.store import Store, new_lease_owner
+from nanobanana_jupyter._store.store import Store
 from nanobanana_jupyter._wire.client import AsyncClient
 from nanobanana_jupyter._wire.errors import (
     APIError,
@@ -58,9 +59,11 @@ from nanobanana_jupyter._wire.settings import SecretKey, Settings, default_data_
 
 from .engine import Engine, get_engine
 from .events import TaskEvent
+from .poll_loop import PollLoop, RateLimiter
+from .poll_policy import Action, Decision, PollPolicy
 from .references import to_references
 from .sandboxed import LocalServer, start_sandbox
-from .scheduler import Action, Decision, PollLoop, PollPolicy, PollScheduler, RateLimiter
+from .scheduler import PollScheduler
 from .task import Task
 from .webhook import WebhookReceiver
 

@@ -31,13 +31,9 @@ from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import urlsplit
 
 from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._wire.credits import normalize_credits, usable_credits
 from nanobanana_jupyter._wire.errors import redact
-from nanobanana_jupyter._wire.models import (
-    RASTER_TYPES,
-    TaskStatus,
-    normalize_credits,
-    usable_credits,
-)
+from nanobanana_jupyter._wire.models import RASTER_TYPES, TaskStatus
 
 __all__ = [
     "Preview",

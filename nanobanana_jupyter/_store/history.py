@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, overload
 
-from nanobanana_jupyter._wire.models import TaskStatus, normalize_credits
+from nanobanana_jupyter._wire.credits import normalize_credits
+from nanobanana_jupyter._wire.models import TaskStatus
 
 from . import presenter
 from .records import RECORD_COLUMNS, TaskRecord

@@ -369,7 +369,7 @@ def _preview_for(path: str, thumb: str | None, *, embed: str, side: int) -> Prev
         elif thumb is not None and side == 512 and Path(thumb).is_file():
             preview = Preview(Path(thumb).read_bytes(), "image/jpeg")
         else:
-            from nanobanana_jupyter._store.images import make_preview
+            from nanobanana_jupyter._store.decoding import make_preview
 
             data, media = make_preview(path, side=side)
             preview = Preview(data, media)

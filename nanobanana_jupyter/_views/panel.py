@@ -1130,7 +1130,7 @@ class Panel(widgets.VBox):
             return None
         import base64
 
-        from nanobanana_jupyter._store.images import make_preview
+        from nanobanana_jupyter._store.decoding import make_preview
 
         try:
             raw = base64.b64decode(payload.split(",", 1)[1])
@@ -1224,7 +1224,7 @@ class Panel(widgets.VBox):
         self._engine_submit(self._load_large(item))
 
     async def _load_large(self, item: _GalleryItem) -> None:
-        from nanobanana_jupyter._store.images import make_preview
+        from nanobanana_jupyter._store.decoding import make_preview
 
         loop = asyncio.get_running_loop()
         try:
@@ -1391,7 +1391,7 @@ def _close(widget: Any) -> None:
 
 
 def _tile(thumb_path: str) -> bytes | None:
-    from nanobanana_jupyter._store.images import make_preview
+    from nanobanana_jupyter._store.decoding import make_preview
 
     try:
         data, _ = make_preview(thumb_path, side=SLOT_TILE, quality=80)

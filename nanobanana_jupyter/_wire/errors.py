@@ -41,7 +41,7 @@ import json
 import logging
 import re
 import threading
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 __all__ = [
     "APIConnectionError",
@@ -67,6 +67,7 @@ __all__ = [
     "TaskUnavailableError",
     "ValidationError",
     "redact",
+    "safe_url",
 ]
 
 # Anything shaped like a defapi key, wherever it appears (a server may echo a key back):
@@ -136,6 +137,15 @@ def redact(text: str, limit: int | None = MAX_SERVER_TEXT) -> str:
     if limit is not None and len(cleaned) > limit:
         cleaned = cleaned[: limit - 1] + "…"
     return cleaned
+
+
+def safe_url(url: object) -> str:
+    """A URL (text or ``httpx.URL``) fit for messages and logs: no query string (it may hold
+    tokens), no userinfo."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class RedactingFilter(logging.Filter):

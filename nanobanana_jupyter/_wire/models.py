@@ -1,8 +1,7 @@
-"""The API's records: what is sent, what comes back, and what a task's status means.
+"""The API's request and statuses: what is sent, and what a task's status means.
 
-Data only, no I/O, standard library only. Parsing is liberal in what it accepts (the live
-service adds fields, drops optional ones, sends numbers as strings) and strict in what it
-returns: a snapshot is always well-formed, or :class:`ProtocolError` is raised.
+Data only, no I/O, standard library only. What comes back is read in :mod:`.snapshot`, and
+what it costs in :mod:`.credits`.
 """
 
 from __future__ import annotations
@@ -13,15 +12,12 @@ import dataclasses
 import enum
 import hashlib
 import json
-import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
-from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ProtocolError, ValidationError, redact
+from .errors import ValidationError, redact
 from .settings import DEFAULT_MODEL
 
 __all__ = [
@@ -30,9 +26,9 @@ __all__ = [
     "KNOWN_MODELS",
     "MAX_REFERENCE_IMAGES",
     "GenerationRequest",
-    "ResultItem",
-    "TaskSnapshot",
     "TaskStatus",
+    "UnknownModelWarning",
+    "as_request",
     "parse_data_uri",
     "sniff_image_type",
 ]
@@ -200,7 +196,7 @@ def parse_data_uri(uri: str, *, max_bytes: int) -> tuple[bytes, str]:
     return raw, actual
 
 
-def _is_http_url(value: str) -> bool:
+def is_http_url(value: str) -> bool:
     parts = urlsplit(value)
     return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
@@ -278,7 +274,7 @@ class GenerationRequest:
                     f"reference image {i} is a {type(image).__name__}; pass an http(s) URL or "
                     "a data:image/ URI (the magic and Session convert files and PIL images)"
                 )
-            if not (image.startswith("data:image/") or _is_http_url(image)):
+            if not (image.startswith("data:image/") or is_http_url(image)):
                 raise ValidationError(
                     f"reference image {i} ({redact(image, 60)!r}) is neither an http(s) URL "
                     "nor a data:image/ URI"
@@ -295,7 +291,7 @@ class GenerationRequest:
                 raise ValidationError(
                     f"image size {self.image_size!r} is not one of {', '.join(IMAGE_SIZES)}"
                 )
-        if self.callback_url is not None and not _is_http_url(self.callback_url):
+        if self.callback_url is not None and not is_http_url(self.callback_url):
             raise ValidationError(f"callback URL {self.callback_url!r} is not an http(s) URL")
         return dataclasses.replace(
             self, prompt=self.prompt, model=model, images=images, image_size=size
@@ -338,239 +334,23 @@ class UnknownModelWarning(UserWarning):
     """The model id is not among those known to work; it is sent anyway."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ResultItem:
-    """One entry of a task's result: an image (URL or data URI) or, rarely, text."""
+def as_request(
+    prompt: str | GenerationRequest, options: dict[str, Any], default_model: str
+) -> GenerationRequest:
+    """The validated request for a prompt and keyword options (or a request as it is).
 
-    image: str | None = None
-    text: str | None = None
-
-    @property
-    def is_data_uri(self) -> bool:
-        return self.image is not None and self.image.startswith("data:")
-
-
-MAX_CREDITS = Decimal(10) ** 9
-"""The largest cost one task (or a sum shown) is believed at: anything above is no real charge."""
-# Exact enough for any usable cost (up to 10**9 with 18 decimals) and traps nothing, so
-# arithmetic on credits never raises whatever a server or an old store wrote.
-_CREDITS_CONTEXT = Context(prec=28, Emax=999_999, Emin=-999_999, traps=[])
-
-
-def usable_credits(number: Decimal) -> Decimal | None:
-    """``number`` if it can be a cost (finite, from 0 to :data:`MAX_CREDITS`), else ``None``.
-
-    Zero comes back as plain ``0`` (not ``-0`` or ``0E-8``), so no view shows ``-0 credits``.
+    What the clients' ``submit`` takes, checked before anything is sent or written.
     """
-    if not number.is_finite() or number < 0 or number > MAX_CREDITS:
-        return None
-    return Decimal(0) if number.is_zero() else number
-
-
-def normalize_credits(number: Decimal) -> Decimal:
-    """``0.500000`` -> ``0.5``, ``2.000000`` -> ``2`` (never ``2E+0`` or ``1E+2``); ``-0`` -> ``0``.
-
-    Never raises: a value too large to write out in full is returned normalised, as it is.
-    """
-    if not number.is_finite():
-        return number
-    normal = number.normalize(_CREDITS_CONTEXT)
-    if normal.is_zero():
-        return Decimal(0)
-    exponent = normal.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > 0 and normal.adjusted() < _CREDITS_CONTEXT.prec:
-        return normal.quantize(Decimal(1), context=_CREDITS_CONTEXT)
-    return normal
-
-
-def credits_sum(total: Decimal, amount: Decimal) -> Decimal:
-    """``total + amount`` that never raises (rounded to 28 digits past any real total)."""
-    return _CREDITS_CONTEXT.add(total, amount)
-
-
-def parse_credits(value: object) -> Decimal | None:
-    """A cost as the server (or a store) writes it: a decimal string or a JSON number.
-
-    Anything that cannot be a cost (text, NaN, infinity, negative, absurdly large, huge
-    numbers of digits) is ``None``: an unknown cost, never an error.
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        if value.bit_length() > 64:
-            return None
-        number = Decimal(value)
-    elif isinstance(value, float):
-        number = Decimal(repr(value)) if math.isfinite(value) else Decimal("NaN")
-    elif isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, str) and len(value) <= 100:
-        try:
-            number = Decimal(value.strip())
-        except (InvalidOperation, ValueError):
-            return None
-    else:
-        return None
-    usable = usable_credits(number)
-    return None if usable is None else normalize_credits(usable)
-
-
-def _parse_reason(value: object) -> str | None:
-    if isinstance(value, Mapping):
-        value = value.get("message")
-    if isinstance(value, str) and value.strip():
-        return redact(value, limit=2000)
-    return None
-
-
-# Where an entry's image may be: the documented key first, then what other model families
-# of this service send (api-reference.md, "More that public clients show").
-_IMAGE_KEYS = ("image", "url", "big_image_url", "image_url")
-RAW_RESULT_CHARS = 500
-"""The most of a raw result kept for the user when a success carries no image."""
-
-
-def _image_ref(value: object) -> str | None:
-    """The value as an image reference, if it is an http(s) URL or a ``data:image/`` URI.
-
-    Anything else (``javascript:``, ``file:``, relative paths, other data types) is never
-    put where an image URL goes.
-    """
-    if not isinstance(value, str):
-        return None
-    ref = value.strip()
-    if ref[:11].lower() == "data:image/":
-        return "data:" + ref[5:]
-    return ref if _is_http_url(ref) else None
-
-
-def _parse_entry(entry: object, *, nested: bool = False) -> list[ResultItem]:
-    if isinstance(entry, str):
-        ref = _image_ref(entry)
-        return [ResultItem(image=ref)] if ref else []
-    if not isinstance(entry, Mapping):
-        return []
-    for key in _IMAGE_KEYS:
-        ref = _image_ref(entry.get(key))
-        if ref is not None:
-            return [ResultItem(image=ref)]
-    text = entry.get("text")
-    if isinstance(text, str) and text.strip():
-        return [ResultItem(text=text)]
-    inner = entry.get("images")
-    if not nested and isinstance(inner, Sequence) and not isinstance(inner, (str, bytes)):
-        return [item for sub in inner for item in _parse_entry(sub, nested=True)]
-    return []
-
-
-def _parse_results(value: object) -> tuple[ResultItem, ...]:
-    """Read ``result`` in every shape the service is seen to send.
-
-    A list of entries (documented), a single entry object (Wan, Midjourney), or a bare
-    string; an entry is an object with an image under one of :data:`_IMAGE_KEYS` (the
-    first usable one wins, so ``{"image": null, "url": ...}`` gives the URL), an object
-    with ``text``, an object holding an ``images`` list, or a string.
-    """
-    if isinstance(value, (str, Mapping)):
-        entries: Sequence[object] = (value,)
-    elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        entries = value
-    else:
-        return ()
-    return tuple(item for entry in entries for item in _parse_entry(entry))
-
-
-def _shorten(value: object, depth: int = 0) -> object:
-    """A small copy of a JSON value: strings redacted then cut, containers cut (for text)."""
-    if isinstance(value, str):
-        return redact(value, limit=120)
-    if depth >= 4:
-        return "…"
-    if isinstance(value, Mapping):
-        return {
-            redact(str(k), limit=40): _shorten(v, depth + 1) for k, v in list(value.items())[:10]
-        }
-    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        return [_shorten(v, depth + 1) for v in list(value[:10])]
-    return value if isinstance(value, (int, float, bool)) or value is None else repr(value)[:40]
-
-
-def _raw_result(value: object) -> str:
-    """The server's ``result`` as short, key-free JSON text, for the user to read."""
-    try:
-        text = json.dumps(_shorten(value), ensure_ascii=False, allow_nan=True)
-    except (TypeError, ValueError):
-        text = repr(type(value))
-    return redact(text, limit=RAW_RESULT_CHARS)
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSnapshot:
-    """A task as the server last described it (a query answer or a callback payload)."""
-
-    task_id: str
-    status: TaskStatus
-    raw_status: str
-    """The status exactly as sent (for logs, when it was not recognised)."""
-    results: tuple[ResultItem, ...] = ()
-    consumed: Decimal | None = None
-    """Credits charged, when the server says."""
-    reason: str | None = None
-    """``status_reason.message``: why it failed, redacted."""
-    created_at: str | None = None
-    raw_result: str | None = None
-    """Only for a success that carries no image or text: the server's ``result`` as short
-    (at most 500 characters), key-free JSON text, so the user can see what came back."""
-
-    @property
-    def images(self) -> tuple[str, ...]:
-        """The image URLs and data URIs of the result, in order."""
-        return tuple(item.image for item in self.results if item.image is not None)
-
-    @property
-    def texts(self) -> tuple[str, ...]:
-        """Text entries of the result (when the model answered in words)."""
-        return tuple(item.text for item in self.results if item.text is not None)
-
-    @classmethod
-    def from_data(cls, data: object, *, task_id: str | None = None) -> TaskSnapshot:
-        """Parse the ``data`` of a query answer, or a callback payload (same fields).
-
-        Args:
-            data: the decoded JSON object.
-            task_id: the id that was asked for, used when the answer leaves it out.
-
-        Raises:
-            ProtocolError: when ``data`` is not an object or names no task at all.
-        """
-        if not isinstance(data, Mapping):
-            raise ProtocolError(f"the task answer is a {type(data).__name__}, not an object")
-        raw_id = data.get("task_id", data.get("id"))
-        if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) and str(raw_id).strip():
-            found_id = str(raw_id).strip()
-        elif task_id is not None:
-            found_id = task_id
-        else:
-            raise ProtocolError("the task answer carries no task_id")
-        raw = data.get("status")
-        raw_status = raw if isinstance(raw, str) else json.dumps(raw, default=str)[:100]
-        status = TaskStatus.from_api(raw)
-        results = _parse_results(data.get("result"))
-        return cls(
-            task_id=found_id,
-            status=status,
-            raw_status=redact(raw_status, limit=100),
-            results=results,
-            raw_result=(
-                _raw_result(data.get("result"))
-                if status is TaskStatus.SUCCESS and not results
-                else None
-            ),
-            consumed=parse_credits(data.get("consumed")),
-            reason=_parse_reason(data.get("status_reason")),
-            created_at=(
-                str(data["created_at"])[:64]
-                if isinstance(data.get("created_at"), (str, int, float))
-                else None
-            ),
-        )
+    if isinstance(prompt, GenerationRequest):
+        if options:
+            raise TypeError("pass either a GenerationRequest or keyword options, not both")
+        return prompt.validated()
+    unknown = set(options) - {"model", "images", "aspect_ratio", "image_size", "callback_url"}
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    if options.get("model") is None:
+        options["model"] = default_model
+    if isinstance(options.get("images"), str):
+        options["images"] = (options["images"],)
+    options["images"] = tuple(options.get("images") or ())
+    return GenerationRequest(prompt=prompt, **options).validated()

@@ -1,18 +1,50 @@
-"""Retry maths: pure functions from (attempt, Retry-After) to a delay, and the policies.
+"""Retry rules: which failures are sent again, and how long to wait first. Pure, no I/O.
 
-Which failures are retried is decided by the client (see ``_client``); this module only says
-how long to wait, and whether a server's requested wait is too long to honour.
+The rules of design.md section 4: a submit costs credits and has no idempotency key on the
+server, so it is retried only when it provably never reached the server (the connection
+could not be made) or on a 429 with a short Retry-After; any failure after the request may
+have arrived raises :class:`SubmitOutcomeUnknownError` instead. Queries and downloads are
+GETs and are retried with capped, jittered backoff that honours Retry-After.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import random
 import time
 from collections.abc import Callable
 
-__all__ = ["RetryPolicy", "backoff_delay", "parse_retry_after", "retry_delay"]
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    CertificateError,
+    ConnectionLostError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    SubmitOutcomeUnknownError,
+)
+
+__all__ = [
+    "RequestKind",
+    "RetryPolicy",
+    "backoff_delay",
+    "parse_retry_after",
+    "retry_delay",
+    "retry_or_raise",
+]
+
+
+class RequestKind(enum.Enum):
+    """The three kinds of request, which differ in what may be sent again."""
+
+    SUBMIT = "submit"
+    QUERY = "query"
+    DOWNLOAD = "download"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,3 +139,44 @@ def retry_delay(
             return None
         return retry_after
     return backoff_delay(attempt, policy, rand=rand)
+
+
+def retry_or_raise(
+    kind: RequestKind,
+    attempt: int,
+    error: APIError,
+    policy: RetryPolicy,
+    *,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """How long to wait before sending a failed request again; or raise to give up.
+
+    Raises ``error`` when it is not retried (or the attempts are used up), and
+    :class:`SubmitOutcomeUnknownError` for a submit that may have reached the server.
+    """
+    if isinstance(error, CertificateError):
+        raise error  # the same certificate fails the same way every time
+    retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+    if kind is RequestKind.SUBMIT:
+        if isinstance(error, APIConnectionError):
+            retryable = True
+        elif isinstance(error, RateLimitError):
+            retryable = retry_after is not None
+        elif isinstance(error, (APITimeoutError, ConnectionLostError, ServerError, ProtocolError)):
+            raise SubmitOutcomeUnknownError(
+                f"the submit may have reached the server ({error.message}); the task may "
+                "exist and may have been charged, so it was not sent again",
+                cause=error,
+            ) from error
+        else:
+            retryable = False
+    elif isinstance(error, (APIConnectionError, APITimeoutError, ConnectionLostError)):
+        retryable = True
+    elif isinstance(error, APIStatusError):
+        retryable = error.status_code in (408, 429) or error.status_code >= 500
+    else:
+        retryable = False
+    delay = retry_delay(attempt, policy, retry_after, rand=rand) if retryable else None
+    if delay is None:
+        raise error
+    return delay

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from nanobanana_jupyter import AsyncClient, Client, NotFoundError, ProtocolError, Settings
-from nanobanana_jupyter._wire import client as _client
+from nanobanana_jupyter._wire import download_guard
 from tests.reliability.conftest import loopback_server
 
 pytestmark = pytest.mark.integration
@@ -75,12 +75,12 @@ def urls(port: int) -> list[str]:
 @pytest.fixture(autouse=True)
 def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     """``images.example.test`` resolves to 127.0.0.1, as a hostile DNS name would."""
-    real = _client._resolve
+    real = download_guard.resolve
 
     def resolve(host: str, port: int) -> list[str]:
         return ["127.0.0.1"] if host == "images.example.test" else real(host, port)
 
-    monkeypatch.setattr(_client, "_resolve", resolve)
+    monkeypatch.setattr(download_guard, "resolve", resolve)
 
 
 def test_the_blocking_client_never_reaches_the_listener(listener: tuple[int, Counter]) -> None:

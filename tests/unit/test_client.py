@@ -31,7 +31,7 @@ from nanobanana_jupyter import (
     TaskStatus,
     ValidationError,
 )
-from nanobanana_jupyter._wire import client as _client
+from nanobanana_jupyter._wire import download_guard
 from tests.conftest import FakeSleep
 
 API = "https://api.defapi.org"
@@ -685,7 +685,7 @@ LOCAL_ANSWERS = [
 def test_a_name_resolving_to_a_local_address_is_never_connected_to(answer: list[str]) -> None:
     """H9: every address the name resolves to is checked; one local one refuses the connect."""
     inner = RecordingBackend()
-    backend = _client._GuardedSyncBackend(inner, resolve=lambda host, port: answer)
+    backend = download_guard.GuardedSyncBackend(inner, resolve=lambda host, port: answer)
     with pytest.raises(ProtocolError, match="refusing"):
         backend.connect_tcp("images.example.com", 443)
     assert inner.connected == []
@@ -695,7 +695,7 @@ def test_a_name_resolving_to_a_local_address_is_never_connected_to(answer: list[
 def test_the_async_backend_refuses_the_same(answer: list[str]) -> None:
     """H9: the asyncio client's backend checks every resolved address too."""
     inner = AsyncRecordingBackend()
-    backend = _client._GuardedAsyncBackend(inner, resolve=lambda host, port: answer)
+    backend = download_guard.GuardedAsyncBackend(inner, resolve=lambda host, port: answer)
     with pytest.raises(ProtocolError, match="refusing"):
         asyncio.run(backend.connect_tcp("images.example.com", 443))
     assert inner.connected == []
@@ -711,12 +711,12 @@ def test_the_connection_goes_to_the_address_that_was_checked() -> None:
         return next(answers)
 
     inner = RecordingBackend()
-    backend = _client._GuardedSyncBackend(inner, resolve=rebinding)
+    backend = download_guard.GuardedSyncBackend(inner, resolve=rebinding)
     backend.connect_tcp("images.example.com", 443)
     assert inner.connected == [("93.184.216.34", 443)] and lookups == ["images.example.com"]
     async_inner = AsyncRecordingBackend()
     async_answers = iter([["93.184.216.34"], ["127.0.0.1"]])
-    async_backend = _client._GuardedAsyncBackend(
+    async_backend = download_guard.GuardedAsyncBackend(
         async_inner, resolve=lambda host, port: next(async_answers)
     )
     asyncio.run(async_backend.connect_tcp("images.example.com", 443))

@@ -161,7 +161,7 @@ def test_a_zero_cost_is_zero_never_minus_zero(raw: str) -> None:
 @given(st.decimals(allow_nan=True, allow_infinity=True) | st.integers() | st.floats())
 def test_normalize_credits_and_parse_never_raise(value: object) -> None:
     """H1: any number at all gives a usable cost or None, and normalising never raises."""
-    from nanobanana_jupyter._wire.models import normalize_credits
+    from nanobanana_jupyter._wire.credits import normalize_credits
 
     consumed = TaskSnapshot.from_data({"task_id": "t", "consumed": value}).consumed
     assert consumed is None or (consumed.is_finite() and consumed >= 0)

@@ -16,14 +16,9 @@ from nanobanana_jupyter import (
     ServerError,
     TaskSnapshot,
 )
-from nanobanana_jupyter._core.scheduler import (
-    Action,
-    DurationStats,
-    PollLoop,
-    PollPolicy,
-    PollScheduler,
-    RateLimiter,
-)
+from nanobanana_jupyter._core.poll_loop import PollLoop, RateLimiter
+from nanobanana_jupyter._core.poll_policy import Action, DurationStats, PollPolicy
+from nanobanana_jupyter._core.scheduler import PollScheduler
 
 
 def snap(status: str, task_id: str = "t1") -> TaskSnapshot:

@@ -1,0 +1,315 @@
+"""Opening the history file: creating and migrating its schema, and recovering from damage.
+
+* WAL mode lets readers and the one writer of every kernel work at once;
+  ``synchronous=NORMAL`` keeps every committed transaction through an application crash.
+  Where WAL is impossible (a read-only directory, a network filesystem) a rollback journal
+  is used instead, with a :class:`StoreWarning`.
+* A damaged file, or one written by a newer version, is moved aside with its side files
+  (never deleted) and a fresh store is created, with a :class:`StoreRecoveredWarning` saying
+  where the old file went. Any other failure (locked, read-only, cannot open) raises
+  :class:`ConfigurationError` and leaves the file where it is.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from nanobanana_jupyter._wire.errors import ConfigurationError
+
+__all__ = [
+    "BUSY_TIMEOUT",
+    "SCHEMA_VERSION",
+    "StoreRecoveredWarning",
+    "StoreWarning",
+    "open_database",
+    "rollback_quietly",
+]
+
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; a file with a higher number is from a newer release."""
+
+BUSY_TIMEOUT = 10.0
+"""Seconds a connection waits for another process's write lock before giving up."""
+
+# SQLite primary result codes that mean "this file is damaged or is no database at all";
+# every other error (locked, read-only, cannot open) must never get a file moved aside.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+# Each statement is a no-op on a current store, so running them at every open is cheap.
+# The columns of ``tasks`` are those of rows.COLUMNS (plus ``writer``).
+_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS tasks (
+        local_id      TEXT PRIMARY KEY NOT NULL,
+        task_id       TEXT,
+        status        TEXT NOT NULL,
+        prompt        TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        fingerprint   TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        aspect_ratio  TEXT,
+        image_size    TEXT,
+        callback_url  TEXT,
+        refs          TEXT NOT NULL DEFAULT '[]',
+        submitted_at  REAL,
+        finished_at   REAL,
+        consumed      TEXT,
+        error         TEXT,
+        result_urls   TEXT NOT NULL DEFAULT '[]',
+        images        TEXT NOT NULL DEFAULT '[]',
+        texts         TEXT NOT NULL DEFAULT '[]',
+        polls         INTEGER NOT NULL DEFAULT 0,
+        writer        TEXT
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS tasks_task_id ON tasks (task_id) WHERE task_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, local_id)",
+    "CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at)",
+    "CREATE INDEX IF NOT EXISTS tasks_model ON tasks (model, created_at)",
+    "CREATE INDEX IF NOT EXISTS tasks_fingerprint ON tasks (fingerprint, created_at)",
+    """CREATE TABLE IF NOT EXISTS leases (
+        local_id    TEXT PRIMARY KEY NOT NULL,
+        owner       TEXT NOT NULL,
+        expires_at  REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+
+class StoreWarning(UserWarning):
+    """Something about the history store needs attention, but it still works."""
+
+
+class StoreRecoveredWarning(StoreWarning):
+    """The store file could not be used; it was moved aside (kept, not deleted).
+
+    ``moved_to`` is where the old file is now; ``reason`` says why it was moved.
+    """
+
+    def __init__(self, message: str, *, moved_to: Path, reason: str) -> None:
+        super().__init__(message)
+        self.moved_to = moved_to
+        self.reason = reason
+
+
+def open_database(path: Path, clock: Callable[[], float]) -> tuple[sqlite3.Connection, str]:
+    """Open (creating, migrating or replacing) the store at ``path``: ``(connection, mode)``.
+
+    ``mode`` is the journal mode: ``"wal"``, or the rollback journal used when WAL is
+    impossible. ``clock`` (epoch seconds) stamps the name of a file moved aside. Warnings
+    point at the caller of ``Store(...)``, which calls this directly.
+
+    Raises:
+        ConfigurationError: the store cannot be created or written (read-only directory or
+            file, a path that is a directory, a damaged file that cannot be moved aside).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the directory for the history store {path}: {exc}. "
+            "Set NANOBANANA_DATA_DIR to a writable directory."
+        ) from exc
+    problem = _diagnose(path)
+    if problem is not None:
+        _move_aside(path, clock, *problem)
+    conn = _connect(path)
+    try:
+        mode = _prepare(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, mode
+
+
+def rollback_quietly(conn: sqlite3.Connection) -> None:
+    """Roll back whatever is open; the error that got us here is the one to report."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(
+            path,
+            # sqlite3_busy_timeout: wait for another process's lock instead of failing.
+            timeout=BUSY_TIMEOUT,
+            # Transactions are explicit (BEGIN IMMEDIATE); everything else autocommits.
+            isolation_level=None,
+            # One connection serves the engine thread and the main thread, behind a lock.
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise _unwritable(path, exc) from exc
+
+
+def _unwritable(path: Path, exc: BaseException) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot open or write the history store {path}: {exc}. Check that the "
+        "directory and file are writable, or set NANOBANANA_DATA_DIR to another directory."
+    )
+
+
+def _diagnose(path: Path) -> tuple[str, str] | None:
+    """Return ``(kind, reason)`` when the file must be moved aside, else ``None``.
+
+    The check runs on a read-only connection: a read-write one could checkpoint a WAL
+    into a damaged file or delete side files on close, and the evidence moved aside
+    should be exactly what was found.
+    """
+    try:
+        if path.stat().st_size == 0:
+            return None  # missing or empty: SQLite makes a new database of it
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+    except sqlite3.Error as exc:
+        raise _unwritable(path, exc) from exc
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            return (
+                "newer-schema",
+                f"it was written by a newer release (schema version {version}; this "
+                f"release knows up to {SCHEMA_VERSION})",
+            )
+        check = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if check != ["ok"]:
+            return "corrupt", "it failed SQLite's integrity check: " + "; ".join(check[:3])
+        if version == 0:
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
+            if tables:
+                return (
+                    "corrupt",
+                    "it is an SQLite database but not a nanobanana history "
+                    f"(tables: {', '.join(sorted(tables)[:5])})",
+                )
+    except sqlite3.DatabaseError as exc:
+        if _is_damage(exc):
+            return "corrupt", f"SQLite cannot read it ({exc})"
+        raise _unwritable(path, exc) from exc
+    finally:
+        conn.close()
+    return None
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> str:
+    """Journal mode, schema and text search for a healthy (or new) file; the journal mode."""
+    mode = _set_journal_mode(conn, path)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.create_function("nb_icontains", 2, _icontains, deterministic=True)
+    # One transaction, so racing kernels create the schema once. It always rewrites
+    # user_version, which makes it the probe that the file really can be written: a
+    # read-only file or directory fails here, at open, not on the first task.
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            # Another process put a newer store here since the check above.
+            raise ConfigurationError(
+                f"the history store {path} was just created by a newer release "
+                f"(schema version {version}); upgrade nanobanana-jupyter to use it"
+            )
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        rollback_quietly(conn)
+        raise _unwritable(path, exc) from exc
+    except BaseException:
+        rollback_quietly(conn)
+        raise
+    return mode
+
+
+def _set_journal_mode(conn: sqlite3.Connection, path: Path) -> str:
+    try:
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+    except sqlite3.OperationalError as exc:
+        mode, why = "", str(exc)
+    else:
+        why = f"SQLite kept journal mode {mode!r}"
+    if mode == "wal":
+        return mode
+    # WAL needs shared memory and two side files next to the database; a read-only
+    # directory or a network filesystem may refuse them. A rollback journal still gives
+    # atomic, crash-safe transactions, only with less concurrency. TRUNCATE reuses the
+    # journal file instead of deleting it each time.
+    try:
+        mode = str(conn.execute("PRAGMA journal_mode = TRUNCATE").fetchone()[0]).lower()
+    except sqlite3.Error as exc:
+        raise _unwritable(path, exc) from exc
+    warnings.warn(
+        StoreWarning(
+            f"WAL mode could not be enabled for the history store {path} ({why}); "
+            f"using the {mode} rollback journal instead. Several kernels sharing this "
+            "store will wait on each other more. Keep the store on a local, writable disk."
+        ),
+        stacklevel=5,  # _set_journal_mode, _prepare, open_database, Store(), its caller
+    )
+    return mode
+
+
+def _move_aside(path: Path, clock: Callable[[], float], kind: str, reason: str) -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(clock()))
+    target = path.with_name(f"{path.name}.{kind}-{stamp}")
+    n = 1
+    while any(Path(f"{target}{s}").exists() for s in ("", "-wal", "-shm", "-journal")):
+        target = path.with_name(f"{path.name}.{kind}-{stamp}-{n}")
+        n += 1
+    try:
+        # The side files belong to the database (sqlite.org/howtocorrupt.html):
+        # they travel with it, and a new database must never pick them up.
+        for suffix in ("-wal", "-shm", "-journal"):
+            side = Path(f"{path}{suffix}")
+            if side.exists():
+                os.replace(side, f"{target}{suffix}")
+        os.replace(path, target)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the history store {path} cannot be used ({reason}) and could not be "
+            f"moved aside: {exc}. Move or remove it yourself, or set NANOBANANA_DATA_DIR."
+        ) from exc
+    warnings.warn(
+        StoreRecoveredWarning(
+            f"The history store {path} could not be used: {reason}. It was moved to "
+            f"{target} (kept, not deleted) and a new, empty store was created.",
+            moved_to=target,
+            reason=reason,
+        ),
+        stacklevel=4,  # _move_aside, open_database, Store(), its caller
+    )
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """True for "damaged / not a database"; False for locked, read-only, cannot open..."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    # Python 3.10: damage is reported as a bare DatabaseError; the rest use subclasses.
+    return type(exc) is sqlite3.DatabaseError
+
+
+def _icontains(haystack: object, needle: object) -> int:
+    """``nb_icontains(prompt, text)``: the SQL function for non-ASCII text search."""
+    if not isinstance(haystack, str) or not isinstance(needle, str):
+        return 0
+    return int(needle.casefold() in haystack.casefold())
