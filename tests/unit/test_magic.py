@@ -262,13 +262,15 @@ def succeeded(record: Any, updated_at: float = 20.0) -> Any:
 
 
 @pytest.fixture
-def sends(monkeypatch: pytest.MonkeyPatch) -> Sends:
-    from nanobanana_jupyter._views import magic as _magic
+def sends() -> Sends:
+    return Sends()
 
-    recorder = Sends()
-    monkeypatch.setattr(_magic, "display", recorder.record)
-    monkeypatch.setattr(_magic, "update_display", recorder.record)
-    return recorder
+
+def live_outputs(fake: FakeSession, sends: Sends) -> Any:
+    """The display layer's live outputs over ``fake``, sending to ``sends``."""
+    from nanobanana_jupyter._display.live import LiveOutputs
+
+    return LiveOutputs(fake, show=sends.record, update=sends.record)  # type: ignore[arg-type]
 
 
 def live_task(fake: FakeSession, record: Any) -> Any:
@@ -282,12 +284,10 @@ def live_task(fake: FakeSession, record: Any) -> Any:
 def test_h7_flush_sends_the_final_state_from_the_waiting_thread(sends: Sends) -> None:
     """H7: the engine ends the task (its update is one a headless runner drops); the flush
     after the wait sends the final card again from the thread running the cell."""
-    from nanobanana_jupyter._views.magic import LiveOutputs
-
     fake = FakeSession()
     record = running_record()
     task = live_task(fake, record)
-    live = LiveOutputs(fake)  # type: ignore[arg-type]
+    live = live_outputs(fake, sends)
     slot = live.open(task, embed="none", side=64)
     fake.move(task, succeeded(record))
     assert sends.last(slot, "engine") == "success"
@@ -304,17 +304,15 @@ def test_h7_flush_sends_the_final_state_from_the_waiting_thread(sends: Sends) ->
 def test_h7_a_late_engine_update_never_overwrites_a_newer_state(sends: Sends) -> None:
     """H7: per-slot ordering: an update built from an older record, arriving after the
     final state was shown, is dropped (here before any flush retires the slot)."""
-    from nanobanana_jupyter._views.magic import LiveOutputs
-
     fake = FakeSession()
     record = running_record()
     task = live_task(fake, record)
-    live = LiveOutputs(fake)  # type: ignore[arg-type]
+    live = live_outputs(fake, sends)
     slot = live.open(task, embed="none", side=64)
     fake.move(task, succeeded(record))
     stale = record.replace(updated_at=15.0)  # newer than the first card, older than the end
     task._record = stale  # an engine snapshot taken before the end, delivered late
-    live._on_change(TaskEvent(task, task.record))
+    live.on_change(TaskEvent(task, task.record))
     assert sends.last(slot) == "success"
     fake._handles[record.local_id]._record = succeeded(record)
     fake._after_wait()
@@ -324,12 +322,10 @@ def test_h7_a_late_engine_update_never_overwrites_a_newer_state(sends: Sends) ->
 def test_h7_flush_reaches_cards_of_earlier_cells_and_batches(sends: Sends) -> None:
     """H7: a card opened without --wait, whose task ended in the background, and the -n
     progress line are brought to their final state by a later wait's flush."""
-    from nanobanana_jupyter._views.magic import LiveOutputs
-
     fake = FakeSession()
     first, second = running_record("loc-1"), running_record("loc-2")
     tasks = [live_task(fake, first), live_task(fake, second)]
-    live = LiveOutputs(fake)  # type: ignore[arg-type]
+    live = live_outputs(fake, sends)
     batch = live.open_batch(tasks)
     slots = [live.open(t, embed="none", side=64) for t in tasks]
     fake.move(tasks[0], succeeded(first))
@@ -339,7 +335,7 @@ def test_h7_flush_reaches_cards_of_earlier_cells_and_batches(sends: Sends) -> No
     assert [sends.last(s, "MainThread") for s in slots] == ["success", "success"]
     flushed = [c for c in sends.calls if c[0] == "MainThread"][len(main_before) :]
     assert any(c[1] == batch for c in flushed)
-    assert live._slots == {} and live._batches == {}
+    assert live.slots == 0 and live.batches == 0
 
 
 def test_h7_no_flush_on_the_engine_thread(sends: Sends) -> None:
