@@ -394,3 +394,46 @@ def test_a_prompt_with_a_hash_is_still_a_prompt(
     """H6: a '#' inside an ordinary prompt is part of the prompt."""
     task = run(shell, "a poster of the #1 banana # in neon")
     assert task.prompt == "a poster of the #1 banana # in neon"
+
+
+# -- one display layer: a cell result shows what the live card shows ----------------------
+
+
+def test_a_cell_result_shows_the_same_preview_as_its_live_card(
+    shell: InteractiveShell, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``%config NanoBananaMagics.embed = 'full'`` and ``preview_size = 256``, a task
+    shown as a cell's result embeds the same image as the card the magic shows for it."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from nanobanana_jupyter._core.task import Task
+    from nanobanana_jupyter._store.images import ImageStore
+    from nanobanana_jupyter._views import magic as _magic
+    from nanobanana_jupyter._wire.models import TaskStatus
+    from tests.unit.test_render import make_record
+
+    shown: list[dict[str, Any]] = []
+    monkeypatch.setattr(_magic, "display", lambda data, **_: shown.append(data))
+    png = io.BytesIO()
+    Image.new("RGB", (1024, 768), (200, 160, 40)).save(png, format="PNG")
+    image = ImageStore(tmp_path / "images").put(png.getvalue())
+    task = Task(session, make_record(TaskStatus.SUCCESS, paths=()).replace(images=(image,)))
+    magics = shell.magics_manager.registry["NanoBananaMagics"]
+    shell.run_line_magic("config", "NanoBananaMagics.embed = 'full'")
+    shell.run_line_magic("config", "NanoBananaMagics.preview_size = 256")
+    try:
+        magics._live_for(session).open(task, embed=magics.embed, side=magics.preview_size)
+        (card,) = shown
+        result, _ = shell.display_formatter.format(task)
+        assert base64.b64decode(card["image/png"]) == Path(image.path).read_bytes()
+        assert result["image/png"] == card["image/png"]
+        assert result["text/html"] == card["text/html"]
+        # A handle of the same task that no card showed: the configured choice.
+        other, _ = shell.display_formatter.format(Task(session, task.record))
+        assert other["image/png"] == card["image/png"]
+    finally:
+        shell.run_line_magic("config", "NanoBananaMagics.embed = 'thumb'")
+        shell.run_line_magic("config", "NanoBananaMagics.preview_size = 512")
