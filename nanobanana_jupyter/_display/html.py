@@ -207,8 +207,8 @@ def img_tag(preview: Preview, alt: str, style: str) -> str:
 
 def badge(status: TaskStatus) -> str:
     """The status words on a solid badge of the status's tone."""
-    background, foreground = TONE_COLOURS[tone_of(status)]
-    style = _BADGE_STYLE.format(bg=background, fg=foreground)
+    colours = TONE_COLOURS[tone_of(status)]
+    style = _BADGE_STYLE.format(bg=colours.background, fg=colours.foreground)
     return f'<strong class="nanobanana-status" style="{style}">{status_label(status)}</strong>'
 
 

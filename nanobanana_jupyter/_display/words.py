@@ -1,9 +1,9 @@
 """The words every view shows: status words and tones, cost, duration and time text, counts,
 and the shortening and cleaning of untrusted text (for HTML, ``text/plain`` and terminals).
 
-Standard library only. One table gives each status its tone and each tone its colours; the
-card's badge, the panel's status line and the error box all read it (:func:`tone_of`,
-:data:`TONE_COLOURS`).
+Standard library only. One table gives each status its tone and one each tone its colours;
+the card's badge, the error box and the panel's status line all read them (:func:`tone_of`,
+:data:`TONE_COLOURS`, :func:`tone_colour`, :func:`tone_text_colour`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 import re
 import time
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._wire.errors import redact
@@ -29,6 +30,7 @@ __all__ = [
     "REASON_CHARS",
     "TONES",
     "TONE_COLOURS",
+    "ToneColours",
     "clean",
     "format_cost",
     "format_duration",
@@ -47,6 +49,7 @@ __all__ = [
     "time_spent",
     "tone_colour",
     "tone_of",
+    "tone_text_colour",
 ]
 
 # How much of a user string each place shows. The card and alt texts stay readable; the
@@ -67,14 +70,26 @@ _WHITESPACE = re.compile(r"\s+")
 # -- status: one table of tones, one of colours --------------------------------------------
 
 TONES = ("running", "success", "failed", "warning", "neutral")
-# Badge colours: solid backgrounds with their own text colour, so the badge looks the same
-# whatever the theme. (background, text)
-TONE_COLOURS: dict[str, tuple[str, str]] = {
-    "running": ("#1a64c8", "#ffffff"),
-    "success": ("#1b7f3b", "#ffffff"),
-    "failed": ("#c5221f", "#ffffff"),
-    "warning": ("#f2a900", "#1f1f1f"),
-    "neutral": ("#5f6368", "#ffffff"),
+
+
+class ToneColours(NamedTuple):
+    """The colours of one tone, for light and dark themes alike."""
+
+    background: str
+    """A badge's solid background (also a problem box's border)."""
+    foreground: str
+    """The text on that background."""
+    text: str
+    """Coloured text on the theme's own background (the panel's status line)."""
+
+
+TONE_COLOURS: dict[str, ToneColours] = {
+    "running": ToneColours("#1a64c8", "#ffffff", "#1a64c8"),
+    "success": ToneColours("#1b7f3b", "#ffffff", "#1b7f3b"),
+    "failed": ToneColours("#c5221f", "#ffffff", "#c5221f"),
+    # Amber reads as a background with dark text; as text it must be darker to read.
+    "warning": ToneColours("#f2a900", "#1f1f1f", "#b06f00"),
+    "neutral": ToneColours("#5f6368", "#ffffff", "#5f6368"),
 }
 _TONE_OF: dict[TaskStatus, str] = {
     TaskStatus.WAITING_TO_SEND: "running",
@@ -123,8 +138,13 @@ def tone_of(status: TaskStatus) -> str:
 
 
 def tone_colour(tone: str) -> str:
-    """The main colour of a tone (a badge's background, a warning's text)."""
-    return TONE_COLOURS.get(tone, TONE_COLOURS["neutral"])[0]
+    """The main colour of a tone: a badge's background, a problem box's border."""
+    return TONE_COLOURS.get(tone, TONE_COLOURS["neutral"]).background
+
+
+def tone_text_colour(tone: str) -> str:
+    """The colour of a tone's text on the theme's background (a status line, a warning)."""
+    return TONE_COLOURS.get(tone, TONE_COLOURS["neutral"]).text
 
 
 def status_label(status: TaskStatus) -> str:

@@ -31,7 +31,13 @@ from nanobanana_jupyter._display.previews import (
     tile,
 )
 from nanobanana_jupyter._display.progress import Progress, TerminalProgress
-from nanobanana_jupyter._display.words import TONE_COLOURS, tone_colour, tone_of
+from nanobanana_jupyter._display.words import (
+    TONE_COLOURS,
+    TONES,
+    tone_colour,
+    tone_of,
+    tone_text_colour,
+)
 from nanobanana_jupyter._store.images import ImageStore
 from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._wire.models import TaskStatus
@@ -77,16 +83,27 @@ class FakeTask:
 @pytest.mark.parametrize("status", list(TaskStatus))
 def test_the_status_tone_table_is_the_one_the_card_uses(status: TaskStatus) -> None:
     """The card's badge has exactly the colours the tone table gives the status's tone."""
-    background, foreground = TONE_COLOURS[tone_of(status)]
+    colours = TONE_COLOURS[tone_of(status)]
     markup = task_html(make_record(status))
     (badge,) = re.findall(r'<strong class="nanobanana-status" style="([^"]*)"', markup)
-    assert f"background:{background}" in badge and f"color:{foreground}" in badge
-    assert tone_colour(tone_of(status)) == background
+    assert f"background:{colours.background}" in badge
+    assert f"color:{colours.foreground}" in badge
+    assert tone_colour(tone_of(status)) == colours.background
+
+
+def test_every_tone_has_badge_and_text_colours() -> None:
+    """One entry per tone; text colours equal the badge's, but amber text is darker (it
+    must read on a light theme) than the amber badge (which carries dark text)."""
+    assert set(TONE_COLOURS) == set(TONES)
+    for tone, colours in TONE_COLOURS.items():
+        assert tone_text_colour(tone) == colours.text
+        assert colours.text == colours.background or tone == "warning"
+    assert tone_text_colour("warning") != tone_colour("warning")
 
 
 def test_the_error_box_uses_the_failed_tone() -> None:
     assert tone_colour("failed") in error_html("no credits left")
-    assert tone_colour("no such tone") == TONE_COLOURS["neutral"][0]
+    assert tone_colour("no such tone") == TONE_COLOURS["neutral"].background
 
 
 # -- previews: one function for every view -----------------------------------------------------
