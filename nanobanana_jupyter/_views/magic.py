@@ -197,7 +197,7 @@ class NanoBananaMagics(Magics):
         """A task shown as a cell's result embeds what the cards embed (display layer)."""
         try:
             present.configure(embed=self.embed, side=self.preview_size)
-        except ValueError:  # a size no preview can have: cards and results show none
+        except ValueError:  # a size no preview can have: cell results keep the last good one
             logger.debug("preview_size %r ignored for cell results", self.preview_size)
 
     # -- plumbing ---------------------------------------------------------------------

@@ -365,7 +365,7 @@ def test_live_slot_throttle_and_ticker_refresh_on_a_fake_clock() -> None:
     record = make_record(TaskStatus.IN_PROGRESS, paths=(), updated_at=10.0)
     task = Task(session, record)  # type: ignore[arg-type]
     session.handles[record.local_id] = task
-    live = LiveOutputs(session, show=shown, update=shown, clock=clock)  # type: ignore[arg-type]
+    live = LiveOutputs(session, show=shown, update=shown, clock=clock, tick_seconds=0.001)  # type: ignore[arg-type]
     slot = live.open(task, embed="none", side=64)
     assert shown.calls == [(slot, "in_progress")] and live.ticker.running
     same = record.replace(updated_at=11.0, polls=4)
@@ -384,3 +384,69 @@ def test_live_slot_throttle_and_ticker_refresh_on_a_fake_clock() -> None:
     assert session.listeners == [] and session.hooks == [] and not live.ticker.running
     runner.run_all()  # the stopped loop ends at its next wake
     assert len(shown.calls) == 3
+
+
+# -- the command waits on its tasks -------------------------------------------------------------
+
+
+class SlowTask(FakeTask):
+    """Ends after a few waits; a wait never blocks (it counts the slice it was given)."""
+
+    def __init__(self, waits: int) -> None:
+        super().__init__(TaskStatus.IN_PROGRESS)
+        self.left = waits
+        self.slices: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> SlowTask:
+        assert timeout is not None and 0 < timeout <= 0.2
+        self.slices.append(timeout)
+        self.left -= 1
+        if self.left <= 0:
+            self.status = TaskStatus.SUCCESS
+            return self
+        raise TimeoutError("still running")
+
+
+def test_the_command_waits_on_its_tasks_and_never_sleeps(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The progress line is redrawn between slices of a wait on the first running task."""
+    import time
+
+    from nanobanana_jupyter._views import cli
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("the command sleeps instead of waiting on its tasks")
+
+    monkeypatch.setattr(time, "sleep", no_sleep)
+    first, second = SlowTask(3), SlowTask(1)
+    cli._wait_showing([first, second], None)  # type: ignore[list-item]
+    assert first.done() and second.done()
+    assert len(first.slices) == 3 and len(second.slices) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("[....................] 0/2 in_progress")
+    assert lines[-1].startswith("[####################] 2/2 success")
+    late = SlowTask(3)
+    cli._wait_showing([late], 0.0)  # type: ignore[list-item]
+    assert late.slices == [] and not late.done()  # no time left: shown once, not waited on
+
+
+def test_a_running_ticker_does_not_keep_a_dropped_session_alive() -> None:
+    """Live outputs with a running card, their ticker's loop started: once the view and the
+    session are dropped, both are collected and the loop ends without a call."""
+    import weakref
+
+    runner, shown = Runner(), Shown()
+    session = Session(runner)
+    record = make_record(TaskStatus.IN_PROGRESS, paths=(), updated_at=10.0)
+    task = Task(session, record)  # type: ignore[arg-type]
+    session.handles[record.local_id] = task
+    live = LiveOutputs(session, show=shown, update=shown, tick_seconds=0.001)  # type: ignore[arg-type]
+    live.open(task, embed="none", side=64)
+    assert len(runner.started) == 1
+    gone = weakref.ref(session)
+    del session, task, live
+    gc.collect()
+    assert gone() is None
+    runner.run_all()
+    assert len(shown.calls) == 1  # only the card's first state
