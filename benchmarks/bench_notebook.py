@@ -10,8 +10,9 @@ than photographs and would flatter every format:
   PNG costs. It is saved with nbformat; a cell's weight is the saved size minus the size with
   that cell's outputs cleared.
 * **photo-like image, same code path.** A synthetic photo-like 1024x1024 PNG
-  (:mod:`benchmarks._images`) goes through the library's image store and the magic's own
-  bundle (``LiveOutputs.bundle`` with the magic's default ``embed`` and ``preview_size``), and
+  (:mod:`benchmarks._images`) goes through the library's image store and the bundle the
+  magic's live cards show (``record_bundle`` of the display layer, with the magic's default
+  ``embed`` and ``preview_size``), and
   through IPython's display formatter for ``Image(filename=...)``; each output is weighed in a
   one-cell notebook the same way.
 """
@@ -104,9 +105,9 @@ def photo_image(root: Path) -> dict[str, Any]:
     from IPython.display import Image
 
     from nanobanana_jupyter import Session, TaskStatus
-    from nanobanana_jupyter._core.task import Task
+    from nanobanana_jupyter._display.bundles import record_bundle
     from nanobanana_jupyter._store.records import TaskRecord
-    from nanobanana_jupyter._views.magic import LiveOutputs, NanoBananaMagics
+    from nanobanana_jupyter._views.magic import NanoBananaMagics
 
     png = photo_like_png(1024, seed=3)
     session = Session(api_key="dk-benchmark", base_url="http://127.0.0.1:9", data_dir=root / "p")
@@ -126,13 +127,11 @@ def photo_image(root: Path) -> dict[str, Any]:
             images=(stored,),
         )
         traits = NanoBananaMagics.class_traits()
-        live = LiveOutputs(session)
-        data, metadata = live.bundle(
-            Task(session, record),
+        data, metadata = record_bundle(
+            record,
             embed=traits["embed"].default_value,
             side=traits["preview_size"].default_value,
         )
-        live.close()
     finally:
         session.close()
     # The formatter a kernel's display() uses, without starting an IPython shell here.

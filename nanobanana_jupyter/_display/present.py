@@ -2,25 +2,69 @@
 
 Installed by the package's top into :mod:`nanobanana_jupyter._store.presenter`, so that a
 ``Task`` or ``History`` shown as a cell's result uses the same renderer as every view.
+
+A task shown as a cell's result embeds the same preview as its live card: the previews come
+from :func:`.previews.previews_for`, with the embed mode and size the magic was configured
+with (:func:`configure`; ``%config NanoBananaMagics.embed`` and ``preview_size``), or, for a
+task the magic showed with ``--embed``, the choice of its card (:func:`remember`).
 """
 
 from __future__ import annotations
 
-import time
+import threading
 import weakref
-from pathlib import Path
 from typing import Any
 
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._store.history import HTML_ROWS, History
 from nanobanana_jupyter._store.presenter import Bundle
 
-from .render import Preview, format_cost, history_html, task_bundle, task_text
+from .bundles import record_bundle
+from .html import history_html
+from .previews import EMBED_MODES, THUMB_SIDE
+from .words import format_cost, task_text
 
-__all__ = ["mimebundle", "show_compact_once", "text"]
+__all__ = ["configure", "embedding", "mimebundle", "remember", "show_compact_once", "text"]
 
 # Tasks whose live output already shows their card: their next Out[] repr is one line.
 _COMPACT_ONCE: weakref.WeakSet[Task] = weakref.WeakSet()
+# The embed mode and size of each task's live card, when a view showed one.
+_CHOSEN: weakref.WeakKeyDictionary[Task, tuple[str, int]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+_default: tuple[str, int] = ("thumb", THUMB_SIDE)
+
+
+def _checked(embed: str, side: int) -> tuple[str, int]:
+    if embed not in EMBED_MODES:
+        raise ValueError(f"embed must be one of {', '.join(EMBED_MODES)}, not {embed!r}")
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise ValueError(f"the preview size must be a positive number of pixels, not {side!r}")
+    return embed, side
+
+
+def configure(*, embed: str, side: int) -> None:
+    """What a task shown as a cell's result embeds (the magic's ``embed`` and ``preview_size``).
+
+    Raises:
+        ValueError: ``embed`` is not ``thumb``, ``full`` or ``none``, or ``side`` is not a
+            positive integer.
+    """
+    global _default
+    with _lock:
+        _default = _checked(embed, side)
+
+
+def remember(task: Task, *, embed: str, side: int) -> None:
+    """``task``'s live card embeds ``embed`` at ``side``: its cell result shows the same."""
+    with _lock:
+        _CHOSEN[task] = _checked(embed, side)
+
+
+def embedding(task: Task | None = None) -> tuple[str, int]:
+    """The ``(embed, side)`` a cell result of ``task`` uses (the configured one by default)."""
+    with _lock:
+        chosen = None if task is None else _CHOSEN.get(task)
+        return _default if chosen is None else chosen
 
 
 def show_compact_once(task: Task) -> None:
@@ -50,18 +94,8 @@ def mimebundle(obj: object) -> Bundle:
 
 
 def _task_bundle(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
-    previews = []
-    for image in task.record.images:
-        if image.thumb_path is None:
-            continue
-        try:
-            data = Path(image.thumb_path).read_bytes()
-        except OSError:
-            continue
-        previews.append(Preview(data, "image/jpeg"))
-    record = task.record
-    elapsed = None if task.done() else max(0.0, time.time() - record.created_at)
-    return task_bundle(record, previews=previews, elapsed=elapsed)
+    embed, side = embedding(task)
+    return record_bundle(task.record, embed=embed, side=side)
 
 
 def _history_html(history: History) -> str:

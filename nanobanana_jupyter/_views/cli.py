@@ -17,7 +17,7 @@ are named by their content hash, never by the server's task id.
 from __future__ import annotations
 
 import argparse
-import re
+import contextlib
 import shutil
 import sys
 import time
@@ -27,30 +27,17 @@ from typing import TextIO
 
 from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._display.progress import Progress, TerminalProgress
+from nanobanana_jupyter._display.words import format_time, shorten, terminal_text
 from nanobanana_jupyter._wire.errors import NanoBananaError
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES
 
 __all__ = ["main", "terminal_text"]
 
-# Escape sequences a terminal acts on: CSI (ESC [ or the C1 byte 0x9b), strings ended by BEL
-# or ST (OSC, DCS, SOS, PM, APC: ESC ] P X ^ _ or their C1 bytes), and two-character escapes.
-_ESCAPE_SEQUENCE = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
-    r"|\x1b[ -~]"
-)
-# Whatever control is left (C0, DEL, C1) and the bidirectional overrides (which reorder what
-# is shown); line breaks and tabs become spaces, so one message stays one line.
-_WHITESPACE_CONTROL = re.compile(r"[\t\n\r\v\f\x85\u2028\u2029]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# How long a wait lasts at most before the progress line is redrawn.
+_PROGRESS_SLICE = 0.2
 # The suffixes the image store gives its files; anything else is dropped from a copy's name.
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
-
-
-def terminal_text(text: object) -> str:
-    """``text`` fit for a terminal: no escape sequence, no control character, one line."""
-    cleaned = _ESCAPE_SEQUENCE.sub("", str(text))
-    return _CONTROL.sub("", _WHITESPACE_CONTROL.sub(" ", cleaned))
 
 
 def _say(text: object, stream: TextIO | None = None) -> None:
@@ -92,36 +79,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Progress:
-    """One status line on stderr, rewritten in place when stderr is a terminal."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._last = ""
-
-    def show(self, tasks: Sequence[Task], started: float) -> None:
-        done = sum(t.done() for t in tasks)
-        states = ", ".join(sorted({t.status.value for t in tasks}))
-        width = 20
-        filled = round(width * done / len(tasks))
-        line = terminal_text(
-            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{len(tasks)} "
-            f"{states} {time.monotonic() - started:5.1f} s"
-        )
-        if self._tty:
-            self._stream.write("\r" + line.ljust(len(self._last)))
-        elif line.split(" ")[1:3] != self._last.split(" ")[1:3]:
-            self._stream.write(line + "\n")
-        self._stream.flush()
-        self._last = line
-
-    def end(self) -> None:
-        if self._tty and self._last:
-            self._stream.write("\n")
-            self._stream.flush()
-
-
 def _generate(session: Session, args: argparse.Namespace) -> int:
     tasks: list[Task] = session.generate(
         args.prompt,
@@ -132,14 +89,7 @@ def _generate(session: Session, args: argparse.Namespace) -> int:
         force=args.force,
         n=args.n,
     )
-    progress = _Progress(sys.stderr)
-    started = time.monotonic()
-    deadline = started + args.timeout
-    while not all(t.done() for t in tasks) and time.monotonic() < deadline:
-        progress.show(tasks, started)
-        time.sleep(0.2)
-    progress.show(tasks, started)
-    progress.end()
+    _wait_showing(tasks, args.timeout)
     status = 0
     for task in tasks:
         if not task.done():
@@ -159,6 +109,27 @@ def _generate(session: Session, args: argparse.Namespace) -> int:
         if task.cost is not None:
             _say(f"{task.id}: {task.cost} credits", sys.stderr)
     return status
+
+
+def _wait_showing(tasks: Sequence[Task], timeout: float | None) -> None:
+    """Wait for ``tasks`` (at most ``timeout`` seconds), the progress line on stderr.
+
+    Waits on the tasks themselves, a slice at a time, so the line moves on at least every
+    slice and the wait ends as soon as the last task does.
+    """
+    progress = TerminalProgress(sys.stderr)
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    while True:
+        progress.show(Progress.of(tasks, elapsed=time.monotonic() - started))
+        running = [t for t in tasks if not t.done()]
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if not running or (remaining is not None and remaining <= 0):
+            break
+        slice_ = _PROGRESS_SLICE if remaining is None else min(_PROGRESS_SLICE, remaining)
+        with contextlib.suppress(TimeoutError):
+            running[0].wait(slice_)
+    progress.end()
 
 
 def _copy_into(directory: Path, source: Path, sha256: str) -> Path:
@@ -184,9 +155,9 @@ def _history(session: Session, args: argparse.Namespace) -> int:
     if args.status:
         history = history.filter(status=args.status)
     for record in history.latest(args.limit):
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created_at))
+        when = format_time(record.created_at)
         cost = "" if record.consumed is None else f"{record.consumed} cr"
-        prompt = record.prompt if len(record.prompt) <= 50 else record.prompt[:49] + "…"
+        prompt = shorten(record.prompt, 50)
         task_id = terminal_text(record.task_id or "-")
         _say(f"{when}  {record.status.value:<14} {cost:>8}  {task_id:<40} {terminal_text(prompt)}")
     _say(f"{len(history)} tasks, {history.total_cost} credits", sys.stderr)
@@ -198,13 +169,7 @@ def _resume(session: Session) -> int:
     if not tasks:
         _say("nothing to resume", sys.stderr)
         return 0
-    progress = _Progress(sys.stderr)
-    started = time.monotonic()
-    while not all(t.done() for t in tasks):
-        progress.show(tasks, started)
-        time.sleep(0.2)
-    progress.show(tasks, started)
-    progress.end()
+    _wait_showing(tasks, None)
     for task in tasks:
         for image in task.images:
             _say(image.path)

@@ -19,11 +19,8 @@ import getpass
 import logging
 import re
 import string
-import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +28,14 @@ from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display, update_display
-from traitlets import Bool, Enum, Float, Int, Unicode, default
+from traitlets import Bool, Enum, Float, Int, Unicode, default, observe
 
-from nanobanana_jupyter._core.events import TaskEvent
 from nanobanana_jupyter._core.session import Session, get_default_session, set_default_session
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._display import present
+from nanobanana_jupyter._display.live import LiveOutputs
 from nanobanana_jupyter._display.present import show_compact_once
-from nanobanana_jupyter._display.render import Preview, batch_bundle, task_bundle
-from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._display.previews import EMBED_MODES
 from nanobanana_jupyter._wire.errors import NanoBananaError, ValidationError
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
 from nanobanana_jupyter._wire.settings import ENV, MISSING_KEY_HELP, SecretKey, env_flag
@@ -63,9 +60,6 @@ ONE_WORD_PROMPT_HELP = (
     "cell form); one bare word is read as a subcommand."
 )
 _KEY_ON_LINE = re.compile(r"(?:^|\s)--?(?:api[-_]?)?key\b|\bdk-[A-Za-z0-9_-]{6,}", re.IGNORECASE)
-# How often live cards refresh while tasks run (their elapsed time).
-TICK_SECONDS = 1.0
-MIN_UPDATE_INTERVAL = 0.25
 
 
 def _marked_as_prompt(line: str, words: Sequence[str]) -> bool:
@@ -153,245 +147,6 @@ def expand_prompt(template: str, namespace: Mapping[str, Any]) -> str:
         raise UsageError(f"--expand: {exc} (write {{{{ and }}}} for literal braces)") from None
 
 
-@dataclass
-class _Slot:
-    """One live output (a display id) of one task, and what it last showed."""
-
-    display_id: str
-    local_id: str
-    embed: str
-    side: int
-    sent_at: float = 0.0
-    sent_status: str = ""
-    #: The newest state sent, from any thread (see ``_rank``): an older one is never sent.
-    sent_rank: tuple[bool, float] = (False, float("-inf"))
-    #: The state last sent from a thread running a cell (``open`` or ``flush``).
-    flushed: tuple[str, int] | None = None
-
-
-@dataclass
-class _Batch:
-    display_id: str
-    tasks: list[Task]
-    flushed: tuple[int, int] | None = None
-
-
-def _rank(record: TaskRecord) -> tuple[bool, float]:
-    """How new a state is: any final state is newer than every running one."""
-    return (record.is_terminal, record.updated_at)
-
-
-def _shown(record: TaskRecord) -> tuple[str, int]:
-    """What a card shows, apart from the elapsed time."""
-    return (record.status.value, len(record.images))
-
-
-def _batch_shown(tasks: Sequence[Task]) -> tuple[int, int]:
-    return (sum(t.done() for t in tasks), sum(t.status is TaskStatus.SUCCESS for t in tasks))
-
-
-class LiveOutputs:
-    """The output slots of one session's tasks, updated in place.
-
-    The engine thread updates them as tasks move (throttled). Those updates carry the parent
-    header of whatever cell the kernel saw last, so a headless runner (nbclient, papermill,
-    ``nbconvert --execute``) drops them; :meth:`flush`, called on the thread running a cell
-    after every blocking wait, sends each slot's current state again from that thread, and
-    retires the slots that are final. All sends go through one lock, and a slot never sends
-    a state older than one it already sent (``_rank``), so a late engine update cannot undo
-    a flush.
-    """
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._lock = threading.Lock()
-        self._slots: dict[str, _Slot] = {}  # display id -> slot
-        self._by_task: dict[str, list[_Slot]] = {}  # local id -> its slots
-        self._ticking = False
-        self._batches: dict[str, _Batch] = {}  # display id -> the batch
-        self._unsubscribe = session.subscribe(self._on_change)
-        self._unflush = session.add_wait_hook(self.flush)
-
-    def close(self) -> None:
-        self._unsubscribe()
-        self._unflush()
-
-    def open(self, task: Task, *, embed: str, side: int) -> str:
-        """Create a slot for ``task`` in the current cell (main thread) and return its id."""
-        display_id = f"nanobanana-{uuid.uuid4().hex}"
-        with self._lock:
-            record = task.record
-            data, metadata = self._bundle(record, embed=embed, side=side)
-            display(data, raw=True, metadata=metadata, display_id=display_id)
-            if record.is_terminal:
-                return display_id  # final already, and shown from the cell's own thread
-            slot = _Slot(display_id, task.local_id, embed, side)
-            slot.sent_at, slot.sent_status = time.monotonic(), record.status.value
-            slot.sent_rank, slot.flushed = _rank(record), _shown(record)
-            self._slots[display_id] = slot
-            self._by_task.setdefault(task.local_id, []).append(slot)
-        self._start_ticker()
-        return display_id
-
-    def bundle(self, task: Task, *, embed: str, side: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The mimebundle for a task: previews of the chosen size, or none."""
-        return self._bundle(task.record, embed=embed, side=side)
-
-    def _bundle(
-        self, record: TaskRecord, *, embed: str, side: int
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        previews: list[Preview] = []
-        if embed != "none":
-            for image in record.images:
-                preview = _preview_for(image.path, image.thumb_path, embed=embed, side=side)
-                if preview is not None:
-                    previews.append(preview)
-        elapsed = None if record.is_terminal else max(0.0, time.time() - record.created_at)
-        return task_bundle(record, previews=previews, elapsed=elapsed)
-
-    def open_batch(self, tasks: Sequence[Task]) -> str:
-        """One progress line for several tasks (``-n``), above their cards (main thread)."""
-        display_id = f"nanobanana-batch-{uuid.uuid4().hex}"
-        with self._lock:
-            display(batch_bundle(tasks), raw=True, display_id=display_id)
-            self._batches[display_id] = _Batch(display_id, list(tasks), _batch_shown(tasks))
-        return display_id
-
-    def flush(self) -> None:
-        """Bring every live output to its current state from the calling thread.
-
-        Called after a blocking wait on the thread running the cell (``Session`` calls it
-        through its flush hooks; the magic calls it after ``--wait`` and ``%nanobanana
-        wait``): updates sent from there are recorded by headless runners. A slot whose task
-        has ended is retired after its final state has been sent from here.
-        """
-        with self._lock:
-            for slot in list(self._slots.values()):
-                task = self._session.task_for(slot.local_id)
-                if task is None:
-                    continue
-                record = task.record
-                if slot.flushed != _shown(record) and self._send(slot, record, force=True):
-                    slot.flushed = _shown(record)
-                if record.is_terminal and slot.flushed == _shown(record):
-                    self._retire(slot)
-            for batch in list(self._batches.values()):
-                shown = _batch_shown(batch.tasks)
-                if batch.flushed != shown:
-                    self._send_batch(batch)
-                    batch.flushed = shown
-                if all(t.done() for t in batch.tasks):
-                    del self._batches[batch.display_id]
-
-    def _retire(self, slot: _Slot) -> None:
-        self._slots.pop(slot.display_id, None)
-        siblings = self._by_task.get(slot.local_id, [])
-        if slot in siblings:
-            siblings.remove(slot)
-        if not siblings:
-            self._by_task.pop(slot.local_id, None)
-
-    def _on_change(self, event: TaskEvent) -> None:
-        task = event.task
-        with self._lock:
-            record = task.record
-            for slot in list(self._by_task.get(task.local_id, ())):
-                self._send(slot, record, force=record.is_terminal)
-            for batch in list(self._batches.values()):
-                if task in batch.tasks:
-                    self._send_batch(batch)
-
-    def _send_batch(self, batch: _Batch) -> None:
-        try:
-            update_display(batch_bundle(batch.tasks), raw=True, display_id=batch.display_id)
-        except Exception:  # a closed kernel channel must not break the engine
-            logger.debug("could not update display %s", batch.display_id, exc_info=True)
-
-    def _send(self, slot: _Slot, record: TaskRecord, *, force: bool) -> bool:
-        """Send ``record`` to ``slot`` (lock held); False when throttled or older than shown."""
-        rank = _rank(record)
-        if rank < slot.sent_rank:
-            return False  # a newer state is already there: never go back
-        now = time.monotonic()
-        changed = record.status.value != slot.sent_status
-        if not (force or changed) and now - slot.sent_at < MIN_UPDATE_INTERVAL:
-            return False
-        slot.sent_at, slot.sent_status, slot.sent_rank = now, record.status.value, rank
-        data, metadata = self._bundle(record, embed=slot.embed, side=slot.side)
-        try:
-            update_display(data, raw=True, metadata=metadata, display_id=slot.display_id)
-        except Exception:  # a closed kernel channel must not break the engine
-            logger.debug("could not update display %s", slot.display_id, exc_info=True)
-        return True
-
-    def _start_ticker(self) -> None:
-        with self._lock:
-            if self._ticking:
-                return
-            self._ticking = True
-        self._session.run_in_background(self._tick())
-
-    async def _tick(self) -> None:
-        import asyncio
-
-        try:
-            while True:
-                await asyncio.sleep(TICK_SECONDS)
-                with self._lock:
-                    running = [s for s in self._slots.values() if s.sent_rank[0] is False]
-                    if not running:
-                        return
-                    for slot in running:
-                        task = self._session.task_for(slot.local_id)
-                        if task is not None and not task.done():
-                            self._send(slot, task.record, force=False)
-        finally:
-            with self._lock:
-                self._ticking = False
-
-
-_preview_cache: dict[tuple[str, int, str], Preview | None] = {}
-
-
-def _preview_for(path: str, thumb: str | None, *, embed: str, side: int) -> Preview | None:
-    """The preview bytes for one image: the stored thumbnail, or one made at ``side``."""
-    key = (path, side, embed)
-    if key in _preview_cache:
-        return _preview_cache[key]
-    preview: Preview | None = None
-    try:
-        if embed == "full":
-            from nanobanana_jupyter._wire.models import sniff_image_type
-
-            data = Path(path).read_bytes()
-            media = sniff_image_type(data) or "image/png"
-            preview = Preview(data, media)
-        elif thumb is not None and side == 512 and Path(thumb).is_file():
-            preview = Preview(Path(thumb).read_bytes(), "image/jpeg")
-        else:
-            from nanobanana_jupyter._store.decoding import make_preview
-
-            data, media = make_preview(path, side=side)
-            preview = Preview(data, media)
-        if preview is not None and preview.width is None:
-            preview = _with_size(preview)
-    except (OSError, ValueError):
-        preview = None
-    if len(_preview_cache) > 512:
-        _preview_cache.clear()
-    _preview_cache[key] = preview
-    return preview
-
-
-def _with_size(preview: Preview) -> Preview:
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(preview.data)) as img:
-        return Preview(preview.data, preview.media_type, img.width, img.height)
-
-
 @magics_class
 class NanoBananaMagics(Magics):
     """``%nanobanana`` and ``%%nanobanana``: generate images from a notebook cell.
@@ -403,7 +158,7 @@ class NanoBananaMagics(Magics):
         None, allow_none=True, help="Model used when --model is not given (else the session's)."
     ).tag(config=True)
     embed = Enum(
-        ["thumb", "full", "none"],
+        list(EMBED_MODES),
         "thumb",
         help="What the output embeds: a small preview (thumb), the full image, or none.",
     ).tag(config=True)
@@ -432,6 +187,18 @@ class NanoBananaMagics(Magics):
         self._open_panel = open_panel
         self._live: LiveOutputs | None = None
         self._live_session: Session | None = None
+        self._tell_display()
+
+    @observe("embed", "preview_size")
+    def _embedding_changed(self, change: Any) -> None:
+        self._tell_display()
+
+    def _tell_display(self) -> None:
+        """A task shown as a cell's result embeds what the cards embed (display layer)."""
+        try:
+            present.configure(embed=self.embed, side=self.preview_size)
+        except ValueError:  # a size no preview can have: cell results keep the last good one
+            logger.debug("preview_size %r ignored for cell results", self.preview_size)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -471,7 +238,7 @@ class NanoBananaMagics(Magics):
         if self._live is None or self._live_session is not session:
             if self._live is not None:
                 self._live.close()
-            self._live = LiveOutputs(session)
+            self._live = LiveOutputs(session, show=display, update=update_display)
             self._live_session = session
         return self._live
 
@@ -496,7 +263,7 @@ class NanoBananaMagics(Magics):
     @argument("--wait", "-w", action="store_true", help="block until done")
     @argument("--timeout", type=float, help="seconds --wait waits at most")
     @argument("--force", "-f", action="store_true", help="generate again even if cached")
-    @argument("--embed", choices=["thumb", "full", "none"], help="what the output embeds")
+    @argument("--embed", choices=list(EMBED_MODES), help="what the output embeds")
     @argument("--expand", "-e", action="store_true", help="fill {name} from the notebook")
     @line_cell_magic
     def nanobanana(self, line: str, cell: str | None = None) -> Any:

@@ -170,7 +170,7 @@ def test_the_checker_sees_wrong_imports() -> None:
         "import json\n"
         "from .records import TaskRecord\n"
         "def show():\n"
-        "    from .._display import render\n"
+        "    from .._display import html\n"
         "    import IPython\n"
         "    from nanobanana_jupyter.sandbox import Sandbox\n"
     )

@@ -262,13 +262,15 @@ def succeeded(record: Any, updated_at: float = 20.0) -> Any:
 
 
 @pytest.fixture
-def sends(monkeypatch: pytest.MonkeyPatch) -> Sends:
-    from nanobanana_jupyter._views import magic as _magic
+def sends() -> Sends:
+    return Sends()
 
-    recorder = Sends()
-    monkeypatch.setattr(_magic, "display", recorder.record)
-    monkeypatch.setattr(_magic, "update_display", recorder.record)
-    return recorder
+
+def live_outputs(fake: FakeSession, sends: Sends) -> Any:
+    """The display layer's live outputs over ``fake``, sending to ``sends``."""
+    from nanobanana_jupyter._display.live import LiveOutputs
+
+    return LiveOutputs(fake, show=sends.record, update=sends.record)  # type: ignore[arg-type]
 
 
 def live_task(fake: FakeSession, record: Any) -> Any:
@@ -282,12 +284,10 @@ def live_task(fake: FakeSession, record: Any) -> Any:
 def test_h7_flush_sends_the_final_state_from_the_waiting_thread(sends: Sends) -> None:
     """H7: the engine ends the task (its update is one a headless runner drops); the flush
     after the wait sends the final card again from the thread running the cell."""
-    from nanobanana_jupyter._views.magic import LiveOutputs
-
     fake = FakeSession()
     record = running_record()
     task = live_task(fake, record)
-    live = LiveOutputs(fake)  # type: ignore[arg-type]
+    live = live_outputs(fake, sends)
     slot = live.open(task, embed="none", side=64)
     fake.move(task, succeeded(record))
     assert sends.last(slot, "engine") == "success"
@@ -304,17 +304,15 @@ def test_h7_flush_sends_the_final_state_from_the_waiting_thread(sends: Sends) ->
 def test_h7_a_late_engine_update_never_overwrites_a_newer_state(sends: Sends) -> None:
     """H7: per-slot ordering: an update built from an older record, arriving after the
     final state was shown, is dropped (here before any flush retires the slot)."""
-    from nanobanana_jupyter._views.magic import LiveOutputs
-
     fake = FakeSession()
     record = running_record()
     task = live_task(fake, record)
-    live = LiveOutputs(fake)  # type: ignore[arg-type]
+    live = live_outputs(fake, sends)
     slot = live.open(task, embed="none", side=64)
     fake.move(task, succeeded(record))
     stale = record.replace(updated_at=15.0)  # newer than the first card, older than the end
     task._record = stale  # an engine snapshot taken before the end, delivered late
-    live._on_change(TaskEvent(task, task.record))
+    live.on_change(TaskEvent(task, task.record))
     assert sends.last(slot) == "success"
     fake._handles[record.local_id]._record = succeeded(record)
     fake._after_wait()
@@ -324,12 +322,10 @@ def test_h7_a_late_engine_update_never_overwrites_a_newer_state(sends: Sends) ->
 def test_h7_flush_reaches_cards_of_earlier_cells_and_batches(sends: Sends) -> None:
     """H7: a card opened without --wait, whose task ended in the background, and the -n
     progress line are brought to their final state by a later wait's flush."""
-    from nanobanana_jupyter._views.magic import LiveOutputs
-
     fake = FakeSession()
     first, second = running_record("loc-1"), running_record("loc-2")
     tasks = [live_task(fake, first), live_task(fake, second)]
-    live = LiveOutputs(fake)  # type: ignore[arg-type]
+    live = live_outputs(fake, sends)
     batch = live.open_batch(tasks)
     slots = [live.open(t, embed="none", side=64) for t in tasks]
     fake.move(tasks[0], succeeded(first))
@@ -339,7 +335,7 @@ def test_h7_flush_reaches_cards_of_earlier_cells_and_batches(sends: Sends) -> No
     assert [sends.last(s, "MainThread") for s in slots] == ["success", "success"]
     flushed = [c for c in sends.calls if c[0] == "MainThread"][len(main_before) :]
     assert any(c[1] == batch for c in flushed)
-    assert live._slots == {} and live._batches == {}
+    assert live.slots == 0 and live.batches == 0
 
 
 def test_h7_no_flush_on_the_engine_thread(sends: Sends) -> None:
@@ -398,3 +394,46 @@ def test_a_prompt_with_a_hash_is_still_a_prompt(
     """H6: a '#' inside an ordinary prompt is part of the prompt."""
     task = run(shell, "a poster of the #1 banana # in neon")
     assert task.prompt == "a poster of the #1 banana # in neon"
+
+
+# -- one display layer: a cell result shows what the live card shows ----------------------
+
+
+def test_a_cell_result_shows_the_same_preview_as_its_live_card(
+    shell: InteractiveShell, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``%config NanoBananaMagics.embed = 'full'`` and ``preview_size = 256``, a task
+    shown as a cell's result embeds the same image as the card the magic shows for it."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from nanobanana_jupyter._core.task import Task
+    from nanobanana_jupyter._store.images import ImageStore
+    from nanobanana_jupyter._views import magic as _magic
+    from nanobanana_jupyter._wire.models import TaskStatus
+    from tests.unit.test_render import make_record
+
+    shown: list[dict[str, Any]] = []
+    monkeypatch.setattr(_magic, "display", lambda data, **_: shown.append(data))
+    png = io.BytesIO()
+    Image.new("RGB", (1024, 768), (200, 160, 40)).save(png, format="PNG")
+    image = ImageStore(tmp_path / "images").put(png.getvalue())
+    task = Task(session, make_record(TaskStatus.SUCCESS, paths=()).replace(images=(image,)))
+    magics = shell.magics_manager.registry["NanoBananaMagics"]
+    shell.run_line_magic("config", "NanoBananaMagics.embed = 'full'")
+    shell.run_line_magic("config", "NanoBananaMagics.preview_size = 256")
+    try:
+        magics._live_for(session).open(task, embed=magics.embed, side=magics.preview_size)
+        (card,) = shown
+        result, _ = shell.display_formatter.format(task)
+        assert base64.b64decode(card["image/png"]) == Path(image.path).read_bytes()
+        assert result["image/png"] == card["image/png"]
+        assert result["text/html"] == card["text/html"]
+        # A handle of the same task that no card showed: the configured choice.
+        other, _ = shell.display_formatter.format(Task(session, task.record))
+        assert other["image/png"] == card["image/png"]
+    finally:
+        shell.run_line_magic("config", "NanoBananaMagics.embed = 'thumb'")
+        shell.run_line_magic("config", "NanoBananaMagics.preview_size = 512")

@@ -14,23 +14,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanobanana_jupyter._display.render import (
-    PROMPT_CARD_CHARS,
-    PROMPT_META_CHARS,
-    PROMPT_TEXT_CHARS,
-    Preview,
-    PreviewLike,
+from nanobanana_jupyter._display.bundles import task_bundle
+from nanobanana_jupyter._display.html import (
     data_uri,
     error_html,
     error_text,
     escape,
-    format_cost,
-    format_duration,
     history_html,
     safe_src,
-    status_label,
-    task_bundle,
     task_html,
+)
+from nanobanana_jupyter._display.previews import Preview, PreviewLike
+from nanobanana_jupyter._display.words import (
+    PROMPT_CARD_CHARS,
+    PROMPT_META_CHARS,
+    PROMPT_TEXT_CHARS,
+    format_cost,
+    format_duration,
+    status_label,
     task_text,
 )
 from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
@@ -868,7 +869,7 @@ def test_status_labels_are_distinct_words() -> None:
 
 def test_batch_bundle_counts_and_escapes() -> None:
     """The batch line counts finished tasks and those without images, and is plain HTML."""
-    from nanobanana_jupyter._display.render import batch_bundle
+    from nanobanana_jupyter._display.bundles import batch_bundle
 
     class FakeTask:
         def __init__(self, status: TaskStatus) -> None:

@@ -1,0 +1,387 @@
+"""Live outputs: one display slot per task, updated in place, and one throttled ticker.
+
+A view creates the slots on the thread running a cell (:meth:`LiveOutputs.open`); the
+session's changes (from its engine thread) and the ticker only update them. The display
+functions are handed in by the view (IPython's ``display`` and ``update_display``), so this
+layer never imports IPython.
+
+:class:`Ticker` is the one periodic refresher of the views (the magic's running cards, the
+panel's coalesced updates). It runs as a coroutine on the session's engine loop
+(``Session.run_in_background``) rather than on a thread of its own: the engine loop is
+already there and idle most of the time, a sleeping coroutine costs nothing, no thread is
+left to join at exit, and it stops with the engine. The coroutine holds only a weak
+reference to its ticker, so a ticker (and with it the view and the session) that nobody
+refers to any more is collected; the loop then ends at its next wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from nanobanana_jupyter._core.events import TaskEvent
+from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._store.records import TaskRecord
+from nanobanana_jupyter._wire.models import TaskStatus
+
+from . import present
+from .bundles import batch_bundle, record_bundle
+
+__all__ = ["MIN_UPDATE_INTERVAL", "TICK_SECONDS", "LiveOutputs", "Ticker"]
+
+logger = logging.getLogger("nanobanana_jupyter")
+
+# How often live cards refresh while tasks run (their elapsed time).
+TICK_SECONDS = 1.0
+MIN_UPDATE_INTERVAL = 0.25
+
+Show = Callable[..., object]
+"""``show(data, raw=True, metadata=..., display_id=...)``: IPython's ``display`` or
+``update_display`` (or a test's recorder)."""
+
+
+class _LiveSession(Protocol):
+    """What the live outputs use of a session (its public methods)."""
+
+    def subscribe(self, listener: Callable[[TaskEvent], object]) -> Callable[[], None]: ...
+    def add_wait_hook(self, hook: Callable[[], object]) -> Callable[[], None]: ...
+    def task_for(self, local_id: str) -> Task | None: ...
+    def run_in_background(self, work: Coroutine[Any, Any, Any]) -> object: ...
+
+
+# -- the ticker -------------------------------------------------------------------------------
+
+
+class Ticker:
+    """Calls ``callback(now)`` every ``interval`` seconds, on the engine loop, while it
+    returns true.
+
+    :meth:`start` from any thread begins the loop unless it runs already (a start while it
+    runs makes it go on for at least one more round, even if the callback just said it was
+    done); :meth:`stop` ends it. A callback that raises is logged and ends the loop.
+
+    Args:
+        callback: called with ``clock()``; returns whether there is more to do.
+        interval: seconds between calls.
+        run: starts a coroutine in the background (``session.run_in_background``); a
+            ``RuntimeError`` (the engine is stopping) leaves the ticker stopped.
+        clock: the time given to the callback (tests pass a fake one).
+        sleep: ``await sleep(seconds)`` between calls (tests pass one that returns at once).
+    """
+
+    def __init__(
+        self,
+        callback: Callable[[float], bool],
+        *,
+        interval: float,
+        run: Callable[[Coroutine[Any, Any, None]], object],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"the interval must be positive, not {interval!r}")
+        self.interval = float(interval)
+        self._callback = callback
+        self._run = run
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._running = False
+        self._again = False
+
+    @property
+    def running(self) -> bool:
+        """Whether a loop is on (started and not yet ended)."""
+        with self._lock:
+            return self._running
+
+    def start(self) -> bool:
+        """Begin ticking unless already on; return whether a new loop began."""
+        with self._lock:
+            if self._running:
+                self._again = True
+                return False
+            self._running, self._again = True, False
+            self._generation += 1
+            generation = self._generation
+        try:
+            self._run(_loop(weakref.ref(self), generation, self.interval, self._sleep))
+        except RuntimeError:  # the engine is stopping: nothing to tick on
+            with self._lock:
+                if self._generation == generation:
+                    self._running = False
+            return False
+        return True
+
+    def stop(self) -> None:
+        """End the loop (at its next wake); :meth:`start` may begin a new one."""
+        with self._lock:
+            self._generation += 1
+            self._running = False
+
+    def tick(self, generation: int | None = None) -> bool:
+        """Call the callback once, now; return whether the loop goes on.
+
+        The loop calls this every ``interval`` with its own ``generation``; a loop that
+        :meth:`stop` (or a newer start) replaced gets false without calling the callback.
+        """
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return False
+            self._again = False
+        try:
+            more = bool(self._callback(self._clock()))
+        except Exception:
+            logger.exception("a live output could not refresh")
+            more = False
+            with self._lock:
+                self._again = False
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return False
+            if more or self._again:
+                return True
+            if generation is not None:
+                self._running = False
+            return False
+
+
+async def _loop(
+    ref: weakref.ref[Ticker],
+    generation: int,
+    interval: float,
+    sleep: Callable[[float], Awaitable[object]],
+) -> None:
+    """The ticker's loop: only a weak reference, so it keeps nothing alive."""
+    while True:
+        await sleep(interval)
+        ticker = ref()
+        if ticker is None or not ticker.tick(generation):
+            return
+        del ticker
+
+
+# -- live outputs -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    """One live output (a display id) of one task, and what it last showed."""
+
+    display_id: str
+    local_id: str
+    embed: str
+    side: int
+    sent_at: float = 0.0
+    sent_status: str = ""
+    #: The newest state sent, from any thread (see ``_rank``): an older one is never sent.
+    sent_rank: tuple[bool, float] = (False, float("-inf"))
+    #: The state last sent from a thread running a cell (``open`` or ``flush``).
+    flushed: tuple[str, int] | None = None
+
+
+@dataclass
+class _Batch:
+    display_id: str
+    tasks: list[Task]
+    flushed: tuple[int, int] | None = None
+
+
+def _rank(record: TaskRecord) -> tuple[bool, float]:
+    """How new a state is: any final state is newer than every running one."""
+    return (record.is_terminal, record.updated_at)
+
+
+def _shown(record: TaskRecord) -> tuple[str, int]:
+    """What a card shows, apart from the elapsed time."""
+    return (record.status.value, len(record.images))
+
+
+def _batch_shown(tasks: Sequence[Task]) -> tuple[int, int]:
+    return (sum(t.done() for t in tasks), sum(t.status is TaskStatus.SUCCESS for t in tasks))
+
+
+class LiveOutputs:
+    """The output slots of one session's tasks, updated in place.
+
+    The engine thread updates them as tasks move (throttled). Those updates carry the parent
+    header of whatever cell the kernel saw last, so a headless runner (nbclient, papermill,
+    ``nbconvert --execute``) drops them; :meth:`flush`, called on the thread running a cell
+    after every blocking wait, sends each slot's current state again from that thread, and
+    retires the slots that are final. All sends go through one lock, and a slot never sends
+    a state older than one it already sent (``_rank``), so a late engine update cannot undo
+    a flush.
+
+    Args:
+        session: the session whose tasks are shown (its public methods only).
+        show: creates an output (IPython's ``display``).
+        update: replaces an output by display id (IPython's ``update_display``).
+        clock: monotonic seconds, for the per-slot throttle.
+        tick_seconds: how often running cards refresh their elapsed time.
+    """
+
+    def __init__(
+        self,
+        session: _LiveSession,
+        *,
+        show: Show,
+        update: Show,
+        clock: Callable[[], float] = time.monotonic,
+        tick_seconds: float = TICK_SECONDS,
+    ) -> None:
+        self._session = session
+        self._show = show
+        self._update = update
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: dict[str, _Slot] = {}  # display id -> slot
+        self._by_task: dict[str, list[_Slot]] = {}  # local id -> its slots
+        self._batches: dict[str, _Batch] = {}  # display id -> the batch
+        self.ticker = Ticker(
+            self._refresh_running, interval=tick_seconds, run=session.run_in_background
+        )
+        self._unsubscribe = session.subscribe(self.on_change)
+        self._unflush = session.add_wait_hook(self.flush)
+
+    def close(self) -> None:
+        self.ticker.stop()
+        self._unsubscribe()
+        self._unflush()
+
+    @property
+    def slots(self) -> int:
+        """How many slots are live (not yet retired)."""
+        with self._lock:
+            return len(self._slots)
+
+    @property
+    def batches(self) -> int:
+        """How many batch lines are live (not yet retired)."""
+        with self._lock:
+            return len(self._batches)
+
+    def open(self, task: Task, *, embed: str, side: int) -> str:
+        """Create a slot for ``task`` in the current cell (main thread) and return its id.
+
+        The task's cell result shows the same previews (:func:`.present.remember`).
+        """
+        present.remember(task, embed=embed, side=side)
+        display_id = f"nanobanana-{uuid.uuid4().hex}"
+        with self._lock:
+            record = task.record
+            data, metadata = self._bundle(record, embed=embed, side=side)
+            self._show(data, raw=True, metadata=metadata, display_id=display_id)
+            if record.is_terminal:
+                return display_id  # final already, and shown from the cell's own thread
+            slot = _Slot(display_id, task.local_id, embed, side)
+            slot.sent_at, slot.sent_status = self._clock(), record.status.value
+            slot.sent_rank, slot.flushed = _rank(record), _shown(record)
+            self._slots[display_id] = slot
+            self._by_task.setdefault(task.local_id, []).append(slot)
+        self.ticker.start()
+        return display_id
+
+    def bundle(self, task: Task, *, embed: str, side: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The mimebundle for a task: previews of the chosen size, or none."""
+        return self._bundle(task.record, embed=embed, side=side)
+
+    def _bundle(
+        self, record: TaskRecord, *, embed: str, side: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return record_bundle(record, embed=embed, side=side)
+
+    def open_batch(self, tasks: Sequence[Task]) -> str:
+        """One progress line for several tasks (``-n``), above their cards (main thread)."""
+        display_id = f"nanobanana-batch-{uuid.uuid4().hex}"
+        with self._lock:
+            self._show(batch_bundle(tasks), raw=True, display_id=display_id)
+            self._batches[display_id] = _Batch(display_id, list(tasks), _batch_shown(tasks))
+        return display_id
+
+    def flush(self) -> None:
+        """Bring every live output to its current state from the calling thread.
+
+        Called after a blocking wait on the thread running the cell (``Session`` calls it
+        through its wait hooks; the magic calls it after ``--wait`` and ``%nanobanana
+        wait``): updates sent from there are recorded by headless runners. A slot whose task
+        has ended is retired after its final state has been sent from here.
+        """
+        with self._lock:
+            for slot in list(self._slots.values()):
+                task = self._session.task_for(slot.local_id)
+                if task is None:
+                    continue
+                record = task.record
+                if slot.flushed != _shown(record) and self._send(slot, record, force=True):
+                    slot.flushed = _shown(record)
+                if record.is_terminal and slot.flushed == _shown(record):
+                    self._retire(slot)
+            for batch in list(self._batches.values()):
+                shown = _batch_shown(batch.tasks)
+                if batch.flushed != shown:
+                    self._send_batch(batch)
+                    batch.flushed = shown
+                if all(t.done() for t in batch.tasks):
+                    del self._batches[batch.display_id]
+
+    def _retire(self, slot: _Slot) -> None:
+        self._slots.pop(slot.display_id, None)
+        siblings = self._by_task.get(slot.local_id, [])
+        if slot in siblings:
+            siblings.remove(slot)
+        if not siblings:
+            self._by_task.pop(slot.local_id, None)
+
+    def on_change(self, event: TaskEvent) -> None:
+        """Show a task's change in its slots and batch lines (the session calls this)."""
+        task = event.task
+        with self._lock:
+            record = task.record
+            for slot in list(self._by_task.get(task.local_id, ())):
+                self._send(slot, record, force=record.is_terminal)
+            for batch in list(self._batches.values()):
+                if task in batch.tasks:
+                    self._send_batch(batch)
+
+    def _send_batch(self, batch: _Batch) -> None:
+        try:
+            self._update(batch_bundle(batch.tasks), raw=True, display_id=batch.display_id)
+        except Exception:  # a closed kernel channel must not break the engine
+            logger.debug("could not update display %s", batch.display_id, exc_info=True)
+
+    def _send(self, slot: _Slot, record: TaskRecord, *, force: bool) -> bool:
+        """Send ``record`` to ``slot`` (lock held); False when throttled or older than shown."""
+        rank = _rank(record)
+        if rank < slot.sent_rank:
+            return False  # a newer state is already there: never go back
+        now = self._clock()
+        changed = record.status.value != slot.sent_status
+        if not (force or changed) and now - slot.sent_at < MIN_UPDATE_INTERVAL:
+            return False
+        slot.sent_at, slot.sent_status, slot.sent_rank = now, record.status.value, rank
+        data, metadata = self._bundle(record, embed=slot.embed, side=slot.side)
+        try:
+            self._update(data, raw=True, metadata=metadata, display_id=slot.display_id)
+        except Exception:  # a closed kernel channel must not break the engine
+            logger.debug("could not update display %s", slot.display_id, exc_info=True)
+        return True
+
+    def _refresh_running(self, now: float) -> bool:
+        """The ticker's round: refresh the running cards' elapsed time; False when none runs."""
+        with self._lock:
+            running = [s for s in self._slots.values() if s.sent_rank[0] is False]
+            if not running:
+                return False
+            for slot in running:
+                task = self._session.task_for(slot.local_id)
+                if task is not None and not task.done():
+                    self._send(slot, task.record, force=False)
+            return True
