@@ -32,7 +32,7 @@ class Panel(widgets.VBox):
     ``aspect_box``, ``size_box``, ``count_box``, ``generate_button``, ``url_box``,
     ``upload``, ``status_html``; :meth:`generate`, :meth:`add_reference`,
     :meth:`use_as_reference`, :meth:`show_history_page`. The parts themselves are
-    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`history` and
+    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager` and
     :attr:`slot`; they share :attr:`context` (the session, the one lock, the status line).
 
     Args:
@@ -54,31 +54,28 @@ class Panel(widgets.VBox):
         )
         self.cards = Cards(ctx, retry=self.composer.retry, changed=self.ticker.ensure)
         self.gallery = Gallery(ctx, use=self._use_item)
-        self.history = HistoryPager(ctx, page_size=history_page_size, totals=self._totals)
+        self.pager = HistoryPager(ctx, page_size=history_page_size, totals=self._totals)
         self.slot = NotebookSlot(ctx, totals=self._totals)
 
         # The widgets a notebook or a test reads, under the names they always had.
-        composer, picker, gallery, history = self.composer, self.picker, self.gallery, self.history
+        composer, picker, gallery, pager = self.composer, self.picker, self.gallery, self.pager
         self.prompt_box, self.has_shortcut = composer.prompt_box, composer.has_shortcut
         self.model_box, self.aspect_box = composer.model_box, composer.aspect_box
         self.size_box, self.count_box = composer.size_box, composer.count_box
         self.generate_button = composer.generate_button
         self.url_box, self.add_url_button = picker.url_box, picker.add_url_button
-        self.upload, self.refs_label, self.refs_box = (
-            picker.upload,
-            picker.refs_label,
-            picker.refs_box,
-        )
+        self.upload = picker.upload
+        self.refs_label, self.refs_box = picker.refs_label, picker.refs_box
         self.status_html = ctx.status_html
         self.cards_box = self.cards.cards_box
         self.detail_image, self.detail_path = gallery.detail_image, gallery.detail_path
         self.detail_box = gallery.detail_box
         self.gallery_box, self.gallery_empty = gallery.gallery_box, gallery.gallery_empty
-        self.history_html, self.page_label = history.history_html, history.page_label
-        self.newer_button, self.older_button = history.newer_button, history.older_button
-        self.cost_label = history.cost_label
+        self.history_html, self.page_label = pager.history_html, pager.page_label
+        self.newer_button, self.older_button = pager.newer_button, pager.older_button
+        self.cost_label = pager.cost_label
         self.tabs = ctx.own(
-            widgets.Tab(children=[gallery.view, history.view], titles=("Gallery", "History"))
+            widgets.Tab(children=[gallery.view, pager.view], titles=("Gallery", "History"))
         )
         self.tabs.add_class("nanobanana-tabs")
 
@@ -101,7 +98,7 @@ class Panel(widgets.VBox):
 
         with ctx.lock:
             gallery.load_from_history()
-            history.render()
+            pager.render()
         self._unsubscribe = ctx.session.subscribe(self._on_change)
 
     # -- public ---------------------------------------------------------------------------
@@ -158,7 +155,7 @@ class Panel(widgets.VBox):
 
     def show_history_page(self, page: int) -> None:
         """Show page ``page`` (0 = newest tasks) of the history."""
-        self.history.show_page(page)
+        self.pager.show_page(page)
 
     def results_bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The plain mimebundle of the panel's results: what a saved notebook shows."""
@@ -260,11 +257,11 @@ class Panel(widgets.VBox):
             self.gallery.add(record)
         if self.composer.started(task.local_id):
             self.slot.collect(record)
-            self.history.mark_dirty()
+            self.pager.mark_dirty()
 
     def _flush(self, now: float) -> bool:
         """Apply what is due in every part; return whether there is more to do (lock held)."""
         cards = self.cards.flush(now)
         slot = self.slot.flush(now)
-        history = self.history.flush(now)
+        history = self.pager.flush(now)
         return cards or slot or history
