@@ -157,10 +157,6 @@ class Panel(widgets.VBox):
         """Show page ``page`` (0 = newest tasks) of the history."""
         self.pager.show_page(page)
 
-    def results_bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The plain mimebundle of the panel's results: what a saved notebook shows."""
-        return self.slot.bundle()
-
     def close(self) -> None:
         """Stop following the session and close every widget of the panel."""
         ctx = self.context
@@ -210,6 +206,10 @@ class Panel(widgets.VBox):
         if images is not None:
             parts.append(count(images, "image"))
         return ", ".join([*parts, format_cost(cost)])
+
+    def results_bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The plain mimebundle of the panel's results: what a saved notebook shows."""
+        return self.slot.bundle()
 
     def _header(self) -> Any:
         """Title, a sandbox badge when the session talks to the sandbox, and the costs."""
