@@ -1,0 +1,110 @@
+"""History paging: one page of the store at a time, newest first, and the cost line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import ipywidgets as widgets
+
+from .context import PanelContext
+from .showing import HISTORY_INTERVAL, format_cost, history_html
+
+__all__ = ["HISTORY_PAGE", "HistoryPager"]
+
+logger = logging.getLogger("nanobanana_jupyter")
+
+HISTORY_PAGE = 20
+
+
+class HistoryPager:
+    """The history tab (Newer, Older, Refresh, the page) and the header's cost line.
+
+    Args:
+        context: the panel's shared context.
+        page_size: rows per page.
+        totals: this panel's own totals for the cost line (``2 tasks, 1 credit``).
+    """
+
+    def __init__(
+        self,
+        context: PanelContext,
+        *,
+        page_size: int = HISTORY_PAGE,
+        totals: Callable[[], str] = lambda: "",
+    ) -> None:
+        self._ctx = context
+        self._totals = totals
+        self._page_size = max(1, int(page_size))
+        self._offset = 0
+        self._total = 0
+        self._dirty = False
+        self._at = 0.0
+        own = context.own
+        self.cost_label = own(widgets.Label(""))
+        self.cost_label.add_class("nanobanana-cost")
+        self.history_html = own(widgets.HTML(""))
+        self.history_html.add_class("nanobanana-history")
+        button = context.button
+        self.newer_button = button("Newer", "chevron-left", "nanobanana-newer", "Newer tasks")
+        self.older_button = button("Older", "chevron-right", "nanobanana-older", "Older tasks")
+        refresh = button("Refresh", "refresh", "nanobanana-refresh", "Read the store again")
+        self.newer_button.on_click(lambda _b: self.show_page(self._offset - 1))
+        self.older_button.on_click(lambda _b: self.show_page(self._offset + 1))
+        refresh.on_click(lambda _b: self.show_page(self._offset))
+        self.page_label = own(widgets.Label(""))
+        self.view = own(
+            widgets.VBox(
+                [
+                    context.row([self.newer_button, self.older_button, refresh, self.page_label]),
+                    self.history_html,
+                ]
+            )
+        )
+
+    def show_page(self, page: int) -> None:
+        """Show page ``page`` (0 = newest tasks)."""
+        with self._ctx.lock:
+            pages = max(1, -(-self._total // self._page_size))
+            self._offset = min(max(0, int(page)), pages - 1)
+            self.render()
+
+    def mark_dirty(self) -> None:
+        """Read the store again at the next flush (caller holds the lock)."""
+        self._dirty = True
+
+    def flush(self, now: float) -> bool:
+        """Re-read the store if it changed and is due; return whether that is still to do."""
+        if self._dirty and now - self._at >= HISTORY_INTERVAL:
+            try:
+                self.render()
+            except Exception:  # the next change tries again
+                logger.exception("the panel could not read the history")
+                self._dirty = False
+        return self._dirty
+
+    def render(self) -> None:
+        """Read one page of the store, newest first (caller holds the lock)."""
+        if self._ctx.closed:
+            return
+        history = self._ctx.session.history
+        total = len(history)
+        self._total = total
+        pages = max(1, -(-total // self._page_size))
+        self._offset = min(self._offset, pages - 1)
+        newest = self._offset * self._page_size
+        stop = max(0, total - newest)
+        start = max(0, stop - self._page_size)
+        records = history[start:stop][::-1] if stop else []
+        all_cost = history.total_cost
+        self.history_html.value = history_html(
+            records, total=total, offset=newest, total_cost=all_cost
+        )
+        self.page_label.value = f"page {self._offset + 1} of {pages:,}"
+        self.newer_button.disabled = self._offset == 0
+        self.older_button.disabled = self._offset >= pages - 1
+        self.cost_label.value = (
+            f"this panel: {self._totals()} · all: {total:,} tasks, {format_cost(all_cost)}"
+        )
+        self._at = self._ctx.clock()
+        self._dirty = False
