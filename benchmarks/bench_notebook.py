@@ -104,7 +104,7 @@ def photo_image(root: Path) -> dict[str, Any]:
     from IPython.display import Image
 
     from nanobanana_jupyter import Session, TaskStatus
-    from nanobanana_jupyter._core.task import Task
+    from nanobanana_jupyter._core.task import Task, TaskState
     from nanobanana_jupyter._store.records import TaskRecord
     from nanobanana_jupyter._views.magic import LiveOutputs, NanoBananaMagics
 
@@ -128,7 +128,7 @@ def photo_image(root: Path) -> dict[str, Any]:
         traits = NanoBananaMagics.class_traits()
         live = LiveOutputs(session)
         data, metadata = live.bundle(
-            Task(session, record),
+            Task(session, TaskState(record)),
             embed=traits["embed"].default_value,
             side=traits["preview_size"].default_value,
         )

@@ -39,8 +39,9 @@ from ._wire.errors import (
 )
 
 if TYPE_CHECKING:
+    from ._core.defaults import get_default_session, set_default_session
     from ._core.scheduler import PollPolicy
-    from ._core.session import Session, get_default_session, set_default_session
+    from ._core.session import Session
     from ._core.task import Task
     from ._store.history import History
     from ._store.records import ImageRecord, TaskRecord
@@ -129,8 +130,8 @@ _LAZY = {
     "PollPolicy": "._core.scheduler",
     "Session": "._core.session",
     "Task": "._core.task",
-    "get_default_session": "._core.session",
-    "set_default_session": "._core.session",
+    "get_default_session": "._core.defaults",
+    "set_default_session": "._core.defaults",
 }
 
 

@@ -72,8 +72,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 from IPython.display import display, update_display
 
+from nanobanana_jupyter._core.defaults import get_default_session
 from nanobanana_jupyter._core.events import TaskEvent
-from nanobanana_jupyter._core.session import Session, get_default_session
+from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._display.render import (
     data_uri,
