@@ -10,6 +10,7 @@ here refers to the session (the callbacks it is given hold the session's parts w
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -107,6 +108,22 @@ class Resources:
             self.submit_slots = asyncio.Semaphore(submits)
             self.maintenance = asyncio.get_running_loop().create_task(self.maintain())
         return self.client, self.poll_loop
+
+    def close(self) -> bool:
+        """Close everything (``Session.close()``); False when only started (on the engine
+        thread, from a done callback, where blocking would deadlock)."""
+        self.closed = True
+        self.engine.remove_closer(self.aclose)
+        if self.engine.in_engine_thread():
+            self.close_soon()
+            return False
+        if self.engine.running:
+            try:
+                self.engine.run(self.aclose(), timeout=5)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                logger.debug("session close did not finish in time")
+        self.close_now()
+        return True
 
     async def aclose(self) -> None:
         """Stop the background work and close connections (on the engine loop)."""

@@ -41,20 +41,15 @@ from nanobanana_jupyter._wire.errors import ValidationError
 from nanobanana_jupyter._wire.models import GenerationRequest, TaskStatus
 from nanobanana_jupyter._wire.settings import SecretKey, Settings, default_data_dir
 
-from .collector import Collector
 from .engine import Engine, get_engine
-from .events import EventBus, TaskEvent
-from .handles import Registry
-from .reconciler import Reconciler
+from .events import TaskEvent
+from .lookup import resolve_reference
+from .parts import Parts
 from .references import to_references
 from .resources import Resources
-from .sandboxed import start_sandbox
+from .sandboxed import sandbox_settings, start_sandbox
 from .scheduler import PollPolicy, PollScheduler
-from .submitter import Submitter
-from .support import weak_async_method, weak_method
 from .task import Task
-from .tracker import Tracker, maintain
-from .webhook import WebhookReceiver
 
 __all__ = ["MAX_SAMPLES", "WEBHOOK_BACKUP_POLICY", "Session"]
 
@@ -149,31 +144,18 @@ class Session:
             transport=transport,
             caps=(max_requests_per_second, max_in_flight, max_concurrent_submits),
         )
-        # The parts, each owning one job (see docs/architecture.md).
-        self._events = EventBus()
-        self._registry = Registry(self, self._store, self._events)
-        collector = Collector(res, self._images, self._registry)
-        self._tracker = Tracker(
-            res, self._registry, collector, settings=settings, lease_ttl=lease_ttl
-        )
-        self._reconciler = Reconciler(res, self._registry, self._tracker)
-        self._submitter = Submitter(
+        # The parts, each owning one job (see parts.py).
+        self._parts = parts = Parts(
+            self,
             res,
-            self._registry,
-            self._tracker,
-            self._reconciler,
+            self._images,
+            lease_ttl=lease_ttl,
             max_submits_per_second=max_submits_per_second,
+            webhook=webhook,
+            webhook_url=webhook_url,
         )
-        # The engine calls the parts only through weak references.
-        res.on_retry = weak_method(self._submitter.on_client_retry)
-        res.on_decision = weak_async_method(self._tracker.on_decision)
-        tracker_ref = weakref.ref(self._tracker)
-        res.maintain = lambda: maintain(tracker_ref, lease_ttl / 3)
-        if webhook or webhook_url:
-            res.receiver = WebhookReceiver(
-                weak_method(self._reconciler.on_hint), public_url=webhook_url
-            )
-            self._engine.run(res.receiver.start(), timeout=10)
+        self._events, self._registry, self._tracker = parts.events, parts.registry, parts.tracker
+        self._submitter = parts.submitter
         # Neither the engine nor the finalizer refers to the session (only to its resources):
         # a session nobody refers to is collected, and the finalizer closes what it held.
         self._engine.add_closer(res.aclose)
@@ -288,7 +270,7 @@ class Session:
         Tasks another live kernel is polling are watched, not polled, and taken over if that
         kernel goes away. Returns their handles at once.
         """
-        self._check_open()
+        self._res.check_open()
         self.settings.require_key()
         with self._registry.lock:
             handles = [self._registry.register(record) for record in self._store.unfinished()]
@@ -393,25 +375,7 @@ class Session:
         Raises:
             ValidationError: no such task, or none succeeded yet; says which.
         """
-        if ref == "@last":
-            last = self.last(succeeded=False)
-            if last is not None and not last.done():
-                # The reference must exist before the next submit: wait for the previous one.
-                try:
-                    last.wait(wait)
-                except TimeoutError:
-                    raise ValidationError(f"@last: {last.id} is still running") from None
-            if last is None or last.status is not TaskStatus.SUCCESS:
-                last = self.last()
-            if last is None:
-                raise ValidationError("@last: no successful task yet")
-            return last
-        if ref.startswith("@"):
-            try:
-                return self.get(ref[1:])
-            except KeyError:
-                raise ValidationError(f"{ref}: no such task in the history") from None
-        return ref
+        return resolve_reference(ref, last=self.last, get=self.get, wait=wait)
 
     def add_wait_hook(self, hook: Callable[[], object]) -> Callable[[], None]:
         """Call ``hook()`` after every blocking wait, on the waiting thread (views bring
@@ -473,24 +437,13 @@ class Session:
         """
         if self._res.closed:
             return
-        self._res.closed = True
         self._finalizer.detach()
-        resources = self._res
-        self._engine.remove_closer(resources.aclose)
         try:
-            if self._engine.in_engine_thread():
-                resources.close_soon()  # from a done callback: blocking here would deadlock
-                return
-            if self._engine.running:
-                try:
-                    self._engine.run(resources.aclose(), timeout=5)
-                except (concurrent.futures.TimeoutError, RuntimeError):
-                    logger.debug("session close did not finish in time")
-            resources.close_now()
+            if self._res.close():
+                self._events.close()  # after what closing wrote has been queued
         finally:
             # Nothing moves the unfinished tasks on any more: wake whoever waits on them.
             self._registry.orphan_all()
-            self._events.close()
 
     def __enter__(self) -> Session:
         return self
@@ -524,20 +477,8 @@ class Session:
         """
         server = start_sandbox(time_scale)
         try:
-            if data_dir is None:
-                base = Settings.resolve(colab=lambda name: None).data_dir or default_data_dir()
-                data_dir = Path(base) / "sandbox"
-            directory = data_dir
             kwargs.setdefault("poll_policy", PollPolicy().scaled(time_scale))
-            # The sandbox serves its images from 127.0.0.1: the one place local result URLs
-            # are allowed without being asked for (a loopback base URL alone does not).
-            settings = Settings.resolve(
-                api_key=server.api_key,
-                base_url=server.url,
-                data_dir=directory,
-                model=kwargs.pop("model", None),
-                allow_local_urls=True,
-            )
+            settings = sandbox_settings(server, data_dir, kwargs.pop("model", None))
             session = cls(settings=settings, **kwargs)
         except BaseException:
             server.stop()
@@ -546,9 +487,6 @@ class Session:
         return session
 
     # -- starting tasks ----------------------------------------------------------
-
-    def _check_open(self) -> None:
-        self._res.check_open()
 
     def _build_request(
         self,
@@ -559,7 +497,8 @@ class Session:
         image_size: str | None,
         callback_url: str | None,
     ) -> GenerationRequest:
-        self._check_open()
+        """The request, checked once, here on the caller's thread (its warnings too)."""
+        self._res.check_open()
         request = GenerationRequest(
             prompt=prompt,
             model=model or self.settings.model,

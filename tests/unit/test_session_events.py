@@ -154,3 +154,37 @@ def test_an_unknown_model_warns_once_from_the_callers_thread(
     assert len(unknown) == 1, [str(w.message) for w in unknown]
     assert accepting.submits[0]["model"] == "not/a-model"
     assert all(name == threading.current_thread().name for name in threads), threads
+
+
+def test_a_dropped_session_with_subscribers_is_collected_and_its_delivery_thread_ends(
+    accepting: Accepting, tmp_path: Path
+) -> None:
+    """The delivery thread holds the session's bus only weakly: dropping the session (never
+    closed) frees it, and the thread ends."""
+    import gc
+    import weakref
+
+    settings = Settings.resolve(
+        api_key=SENTINEL_KEY,
+        base_url="https://api.example.test",
+        data_dir=tmp_path / "dropped",
+        environ={},
+        colab=lambda name: None,
+    )
+    session = Session(settings=settings, transport=httpx.MockTransport(accepting))
+    got_id = threading.Event()
+    session.subscribe(lambda event: event.record.task_id is not None and got_id.set())
+    session.generate("a dropped cat")
+    assert got_id.wait(10)
+    thread = session._events._queue.thread
+    assert thread is not None and thread.is_alive()
+    ref = weakref.ref(session)
+    del session
+    for _ in range(50):
+        gc.collect()
+        if ref() is None:
+            break
+        threading.Event().wait(0.1)
+    assert ref() is None
+    thread.join(10)
+    assert not thread.is_alive()
