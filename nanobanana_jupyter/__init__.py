@@ -39,8 +39,9 @@ from ._wire.errors import (
 )
 
 if TYPE_CHECKING:
+    from ._core.defaults import get_default_session, set_default_session
     from ._core.poll_policy import PollPolicy
-    from ._core.session import Session, get_default_session, set_default_session
+    from ._core.session import Session
     from ._core.task import Task
     from ._store.history import History
     from ._store.records import ImageRecord, TaskRecord
@@ -128,8 +129,8 @@ _LAZY = {
     "PollPolicy": "._core.poll_policy",
     "Session": "._core.session",
     "Task": "._core.task",
-    "get_default_session": "._core.session",
-    "set_default_session": "._core.session",
+    "get_default_session": "._core.defaults",
+    "set_default_session": "._core.defaults",
 }
 
 

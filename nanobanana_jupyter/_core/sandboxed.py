@@ -7,9 +7,13 @@ none of the client's code, and the client imports only its public package, here,
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol
 
-__all__ = ["LocalServer", "start_sandbox"]
+from nanobanana_jupyter._wire.settings import Settings, default_data_dir
+
+__all__ = ["LocalServer", "sandbox_settings", "start_sandbox"]
 
 
 class LocalServer(Protocol):
@@ -31,3 +35,22 @@ def start_sandbox(time_scale: float) -> LocalServer:
     server = Sandbox(time_scale=time_scale, accept_any_key=True)
     server.start()
     return server
+
+
+def sandbox_settings(
+    server: LocalServer, data_dir: str | os.PathLike[str] | None, model: str | None
+) -> Settings:
+    """Settings for a session on ``server``: its history kept apart from real tasks (in
+    ``<data dir>/sandbox`` unless ``data_dir`` is given)."""
+    if data_dir is None:
+        base = Settings.resolve(colab=lambda name: None).data_dir or default_data_dir()
+        data_dir = Path(base) / "sandbox"
+    # The sandbox serves its images from 127.0.0.1: the one place local result URLs are
+    # allowed without being asked for (a loopback base URL alone does not).
+    return Settings.resolve(
+        api_key=server.api_key,
+        base_url=server.url,
+        data_dir=data_dir,
+        model=model,
+        allow_local_urls=True,
+    )

@@ -6,6 +6,9 @@ kernel interrupts land), ``await task`` (on any running loop, through a wrapped 
 future), and ``task.add_done_callback(fn)``. Closing the session ends every wait on an
 unfinished task at once, with a ``RuntimeError`` saying how to resume it: nothing would move
 the task on any more.
+
+A handle reads its state from a :class:`TaskState` that the session's registry owns and
+moves on; it asks its owner (:class:`TaskOwner`, the session) only through public calls.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nanobanana_jupyter._store import presenter
 from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
@@ -32,15 +35,94 @@ from nanobanana_jupyter._wire.errors import (
 from nanobanana_jupyter._wire.models import TaskStatus
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PIL import Image as PILImage
 
-    from .session import Session
-
-__all__ = ["Task"]
+__all__ = ["Task", "TaskOwner", "TaskState"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 # How long a blocking wait sleeps at a time: short enough that an interrupt lands at once.
 _WAIT_SLICE = 0.1
+
+
+class TaskOwner(Protocol):
+    """What a handle needs of the session that handed it out."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def in_engine_thread(self) -> bool:
+        """True on the engine thread (where a blocking wait would deadlock)."""
+        ...
+
+    def after_wait(self) -> None:
+        """A blocking wait has ended: subscribers and views catch up (waiting thread)."""
+        ...
+
+    def events_delivered(self) -> None:
+        """Return once every change event queued so far has reached the subscribers."""
+        ...
+
+    def resume_task(self, task: Task) -> bool:
+        """Poll ``task`` again (see :meth:`Task.resume`)."""
+        ...
+
+    def cancel_task(self, task: Task) -> bool:
+        """Stop following ``task`` and mark it abandoned (see :meth:`Task.cancel`)."""
+        ...
+
+
+class TaskState:
+    """What a handle shows, moved on by the session's registry (the engine thread).
+
+    The handle only reads it; :meth:`update` is how a record reaches the handle, waking its
+    waiters and calling its done callbacks when the record is final.
+    """
+
+    def __init__(self, record: TaskRecord) -> None:
+        self.record = record
+        self.lock = threading.Lock()
+        self.future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.callbacks: list[Callable[[Task], object]] = []
+        # Set when the session closed before the task ended: its future is then resolved
+        # only to wake the waiters, which raise instead of returning.
+        self.orphaned = False
+        self.reused = False
+        self.handle: Task | None = None  # the handle showing this state (set by the Task)
+        if record.is_terminal:
+            self.future.set_result(None)
+
+    def update(self, record: TaskRecord, announce: Callable[[], object] | None = None) -> None:
+        """Show ``record``. ``announce`` runs once the record is in place and before any
+        waiter wakes (the session queues the change event there)."""
+        callbacks: list[Callable[[Task], object]] = []
+        with self.lock:
+            self.record = record
+            if announce is not None:
+                announce()
+            if record.is_terminal and (self.orphaned or not self.future.done()):
+                self.orphaned = False  # it ended after all (a last write while closing)
+                if not self.future.done():
+                    self.future.set_result(None)
+                callbacks, self.callbacks = self.callbacks, []
+            elif not record.is_terminal and self.future.done():
+                # Resumed: waiting starts again.
+                self.future = concurrent.futures.Future()
+        handle = self.handle
+        if handle is not None:
+            for fn in callbacks:
+                _safe_call(fn, handle)
+
+    def mark_reused(self) -> None:
+        self.reused = True
+
+    def orphan(self) -> None:
+        """The session closed: nothing moves this task on any more; wake whoever waits."""
+        with self.lock:
+            if not self.future.done():
+                self.orphaned = True
+                self.future.set_result(None)
 
 
 class Task:
@@ -50,85 +132,76 @@ class Task:
     :meth:`result` or read :attr:`image` of an unfinished task.
     """
 
-    def __init__(self, session: Session, record: TaskRecord) -> None:
+    def __init__(self, session: TaskOwner, state: TaskState) -> None:
         self._session = session
-        self._record = record
-        self._lock = threading.Lock()
-        self._future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._callbacks: list[Callable[[Task], object]] = []
-        # Set when the session closed before the task ended: its future is then resolved
-        # only to wake the waiters, which raise instead of returning.
-        self._orphaned = False
-        self._started = time.monotonic()
-        self._reused = False
-        if record.is_terminal:
-            self._future.set_result(None)
+        self._state = state
+        state.handle = self
 
     # -- state --------------------------------------------------------------------
 
     @property
     def record(self) -> TaskRecord:
         """The newest local record of this task."""
-        return self._record
+        return self._state.record
 
     @property
     def reused(self) -> bool:
         """True when the last ``generate`` that returned this task did not send a request:
         an identical earlier request's task (done or still running) was handed back."""
-        return self._reused
+        return self._state.reused
 
     @property
-    def session(self) -> Session:
+    def session(self) -> TaskOwner:
         return self._session
 
     @property
     def id(self) -> str:
         """The server's task id once known, else the local id."""
-        return self._record.task_id or self._record.local_id
+        return self._state.record.task_id or self._state.record.local_id
 
     @property
     def local_id(self) -> str:
-        return self._record.local_id
+        return self._state.record.local_id
 
     @property
     def task_id(self) -> str | None:
-        return self._record.task_id
+        return self._state.record.task_id
 
     @property
     def status(self) -> TaskStatus:
-        return self._record.status
+        return self._state.record.status
 
     @property
     def prompt(self) -> str:
-        return self._record.prompt
+        return self._state.record.prompt
 
     @property
     def model(self) -> str:
-        return self._record.model
+        return self._state.record.model
 
     @property
     def error(self) -> str | None:
         """Why the task ended badly, or ``None``."""
-        return self._record.error
+        return self._state.record.error
 
     @property
     def cost(self) -> Decimal | None:
         """Credits the server charged (``consumed``), when known."""
-        return self._record.consumed
+        return self._state.record.consumed
 
     @property
     def images(self) -> list[ImageRecord]:
         """The images on disk (empty until the task succeeded)."""
-        return list(self._record.images)
+        return list(self._state.record.images)
 
     @property
     def paths(self) -> list[str]:
-        return [image.path for image in self._record.images]
+        return [image.path for image in self._state.record.images]
 
     @property
     def path(self) -> str | None:
         """The first image's file, or ``None``."""
-        images = self._record.images
+        images = self._state.record.images
         return images[0].path if images else None
 
     @property
@@ -168,14 +241,15 @@ class Task:
     @property
     def elapsed(self) -> float:
         """Seconds since the task was submitted (or until it finished)."""
-        rec = self._record
+        rec = self._state.record
         if rec.finished_at is not None:
             return max(0.0, rec.finished_at - rec.created_at)
         return max(0.0, time.time() - rec.created_at)
 
     def done(self) -> bool:
         """True when the task has ended (any terminal state)."""
-        return self._future.done() and not self._orphaned
+        state = self._state
+        return state.future.done() and not state.orphaned
 
     # -- waiting ------------------------------------------------------------------
 
@@ -187,20 +261,20 @@ class Task:
             RuntimeError: when called on the engine thread (it would deadlock), or when the
                 session is closed (before or during the wait) with the task unfinished.
         """
-        if self._session._engine.in_engine_thread() and not self.done():
+        if self._session.in_engine_thread() and not self.done():
             raise RuntimeError("Task.wait() cannot be called from a done callback; use done()")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            future = self._future
-            if self._orphaned:
-                self._session._after_wait()  # what did finish is shown final all the same
+            future = self._state.future
+            if self._state.orphaned:
+                self._session.after_wait()  # what did finish is shown final all the same
                 raise self._closed_error()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                self._session._after_wait()  # outputs final, sent from the waiting thread
-                if future.done() and not self._orphaned:
+                self._session.after_wait()  # outputs final, sent from the waiting thread
+                if future.done() and not self._state.orphaned:
                     return self
-                if self._orphaned:
+                if self._state.orphaned:
                     raise self._closed_error()
                 raise TimeoutError(
                     f"task {self.id} still {self.status.value} after {timeout:g} s; it goes on "
@@ -211,9 +285,9 @@ class Task:
                 future.result(timeout=slice_)
             except concurrent.futures.TimeoutError:
                 continue
-            if future is self._future:  # not re-armed by a resume meanwhile
-                self._session._after_wait()  # outputs final, sent from the waiting thread
-                if self._orphaned:
+            if future is self._state.future:  # not re-armed by a resume meanwhile
+                self._session.after_wait()  # outputs final, sent from the waiting thread
+                if self._state.orphaned:
                     raise self._closed_error()
                 return self
 
@@ -229,11 +303,11 @@ class Task:
         error = self.exception()
         if error is not None:
             raise error
-        return list(self._record.images)
+        return list(self._state.record.images)
 
     def exception(self) -> Exception | None:
         """The error :meth:`result` would raise for a finished task, or ``None``."""
-        rec = self._record
+        rec = self._state.record
         message = rec.error or rec.status.value
         status = rec.status
         if status is TaskStatus.SUCCESS:
@@ -252,19 +326,20 @@ class Task:
                 task_id=self.id,
             )
         if status is TaskStatus.SUBMIT_UNKNOWN:
-            return SubmitOutcomeUnknownError(message, task_id=self._record.task_id)
+            return SubmitOutcomeUnknownError(message, task_id=self._state.record.task_id)
         if status is TaskStatus.NOT_SENT:
             return TaskError(f"the task was not sent: {message}", task_id=self.id)
         return None
 
     def __await__(self) -> Generator[Any, None, Task]:
         while True:
-            future = self._future
-            if self._orphaned:
+            future = self._state.future
+            if self._state.orphaned:
                 raise self._closed_error()
             yield from asyncio.wrap_future(future).__await__()
-            if future is self._future:
-                if self._orphaned:
+            if future is self._state.future:
+                self._session.events_delivered()
+                if self._state.orphaned:
                     raise self._closed_error()
                 return self
 
@@ -282,9 +357,9 @@ class Task:
 
         The call happens on the engine thread: keep it short, and never block in it.
         """
-        with self._lock:
+        with self._state.lock:
             if not self.done():
-                self._callbacks.append(fn)
+                self._state.callbacks.append(fn)
                 return
         _safe_call(fn, self)
 
@@ -295,39 +370,12 @@ class Task:
         Returns False when there is nothing to resume (never sent, or finished for good).
         Nothing is submitted again.
         """
-        return self._session._resume_one(self)
+        return self._session.resume_task(self)
 
     def cancel(self) -> bool:
         """Stop polling and mark the task abandoned. The API has no cancel: the server may
         still finish and charge it; ``task.resume()`` picks it up again."""
-        return self._session._abandon(self)
-
-    # -- called by the session (engine thread) --------------------------------------
-
-    def _update(self, record: TaskRecord) -> None:
-        callbacks: list[Callable[[Task], object]] = []
-        with self._lock:
-            self._record = record
-            if record.is_terminal and (self._orphaned or not self._future.done()):
-                self._orphaned = False  # it ended after all (a last write while closing)
-                if not self._future.done():
-                    self._future.set_result(None)
-                callbacks, self._callbacks = self._callbacks, []
-            elif not record.is_terminal and self._future.done():
-                # Resumed: waiting starts again.
-                self._future = concurrent.futures.Future()
-        for fn in callbacks:
-            _safe_call(fn, self)
-
-    def _mark_reused(self) -> None:
-        self._reused = True
-
-    def _session_closed(self) -> None:
-        """The session closed: nothing moves this task on any more; wake whoever waits."""
-        with self._lock:
-            if not self._future.done():
-                self._orphaned = True
-                self._future.set_result(None)
+        return self._session.cancel_task(self)
 
     # -- display ------------------------------------------------------------------
 

@@ -112,9 +112,8 @@ class WebhookReceiver:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only through the server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1])
+        # The port the system chose: the runner lists the address of each bound socket.
+        self.port = int(runner.addresses[0][1])
         self._runner = runner
 
     async def aclose(self) -> None:

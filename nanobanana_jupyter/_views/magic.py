@@ -30,7 +30,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display, update_display
 from traitlets import Bool, Enum, Float, Int, Unicode, default, observe
 
-from nanobanana_jupyter._core.session import Session, get_default_session, set_default_session
+from nanobanana_jupyter._core.defaults import get_default_session, set_default_session
+from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._display import present
 from nanobanana_jupyter._display.live import LiveOutputs

@@ -302,8 +302,7 @@ def _install_backend(
     ):
         raise RuntimeError("this httpx version hides its connection pool; cannot guard downloads")
     # httpx offers no public hook for a network backend; the shape is checked just above.
-    # (RUF100 too, while SLF001 is not yet selected for the package.)
-    pool._network_backend = backend  # noqa: SLF001, RUF100
+    pool._network_backend = backend  # noqa: SLF001
     return transport
 
 

@@ -196,6 +196,23 @@ def parse_data_uri(uri: str, *, max_bytes: int) -> tuple[bytes, str]:
     return raw, actual
 
 
+# The attribute marking a request :meth:`GenerationRequest.validated` returned (not a field:
+# ``dataclasses.replace`` makes an unmarked copy, which is checked again).
+_VALIDATED = "_nanobanana_validated"
+
+
+def with_callback_url(request: GenerationRequest, url: str) -> GenerationRequest:
+    """``request`` sending its callback to ``url`` (a session's webhook receiver), still
+    validated if it was: only the new URL is checked."""
+    _check_sendable(url, "the callback URL")
+    if not is_http_url(url):
+        raise ValidationError(f"callback URL {url!r} is not an http(s) URL")
+    changed = dataclasses.replace(request, callback_url=url)
+    if vars(request).get(_VALIDATED):
+        object.__setattr__(changed, _VALIDATED, True)
+    return changed
+
+
 def is_http_url(value: str) -> bool:
     parts = urlsplit(value)
     return parts.scheme in {"http", "https"} and bool(parts.hostname)
@@ -237,7 +254,14 @@ class GenerationRequest:
     """An http(s) URL the service POSTs the final state to."""
 
     def validated(self) -> GenerationRequest:
-        """Return a normalised copy, or raise :class:`ValidationError` saying what to fix."""
+        """Return a normalised copy, or raise :class:`ValidationError` saying what to fix.
+
+        A copy this returned is not checked again (nor warned about again): the clients
+        call this on what they send, and a session's requests were checked on the caller's
+        thread already.
+        """
+        if vars(self).get(_VALIDATED):
+            return self
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValidationError("the prompt is empty: describe the image to generate")
         _check_sendable(self.prompt, "the prompt")
@@ -293,9 +317,11 @@ class GenerationRequest:
                 )
         if self.callback_url is not None and not is_http_url(self.callback_url):
             raise ValidationError(f"callback URL {self.callback_url!r} is not an http(s) URL")
-        return dataclasses.replace(
+        checked = dataclasses.replace(
             self, prompt=self.prompt, model=model, images=images, image_size=size
         )
+        object.__setattr__(checked, _VALIDATED, True)  # frozen: the mark is no field
+        return checked
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON body of the submit, leaving out what is unset."""

@@ -160,7 +160,7 @@ def test_lab_magic_card_turns_into_the_image_while_another_cell_runs(
         "from nanobanana_jupyter import get_default_session\n"
         "from nanobanana_jupyter.sandbox import TaskPlan\n"
         "# 10 API seconds at the sandbox's 0.2 time scale: the task takes about 2 s.\n"
-        "get_default_session()._sandbox.plan(TaskPlan(duration=10))"
+        "get_default_session()._res.sandbox.plan(TaskPlan(duration=10))"
     )
     magic = "%%nanobanana --aspect-ratio 1:1\nA banana wearing sunglasses, on a beach"
     sleeper = "import time\ntime.sleep(4)"

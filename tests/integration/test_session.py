@@ -460,8 +460,8 @@ def test_resume_shows_what_another_kernel_finished_meanwhile(
         with make_session(sandbox, tmp_path / "d") as second:
             # Simulate the race: the second kernel holds a stale, unfinished view of the task.
             stale = task.record.replace(status=TaskStatus.IN_PROGRESS, images=(), finished_at=None)
-            handle = second._register(stale)
-            second._engine.run(second._resume([stale.local_id]), timeout=10)
+            handle = second._registry.register(stale)
+            second.run_in_background(second._tracker.resume([stale.local_id])).result(10)
             assert handle.wait(timeout=5).status is TaskStatus.SUCCESS
 
 
@@ -506,17 +506,17 @@ def test_close_with_a_submit_in_flight_records_it_as_unknown(
 ) -> None:
     """Closing a session mid-submit leaks nothing, and the row says the outcome is unknown."""
     sandbox.faults.add("submit", Fault.HANG_AFTER_ACCEPT)
-    import nanobanana_jupyter._core.session as session_module
+    import nanobanana_jupyter._core.resources as resources_module
 
     session = make_session(sandbox, tmp_path)
-    old = session_module.SUBMIT_GRACE_ON_CLOSE
-    session_module.SUBMIT_GRACE_ON_CLOSE = 0.2
+    old = resources_module.SUBMIT_GRACE_ON_CLOSE
+    resources_module.SUBMIT_GRACE_ON_CLOSE = 0.2
     try:
         task = session.generate("closing too soon")
         threading.Event().wait(0.3)
         session.close()
     finally:
-        session_module.SUBMIT_GRACE_ON_CLOSE = old
+        resources_module.SUBMIT_GRACE_ON_CLOSE = old
     import gc
 
     gc.collect()  # an unclosed socket would raise ResourceWarning here (warnings are errors)
@@ -558,17 +558,17 @@ def test_close_while_submits_wait_for_their_turn_records_them_as_not_sent(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """Requests still queued behind the cap at close were never sent: not_sent, not unknown."""
-    import nanobanana_jupyter._core.session as session_module
+    import nanobanana_jupyter._core.resources as resources_module
 
     session = make_session(sandbox, tmp_path, max_submits_per_second=0.1)
-    old = session_module.SUBMIT_GRACE_ON_CLOSE
-    session_module.SUBMIT_GRACE_ON_CLOSE = 0.5
+    old = resources_module.SUBMIT_GRACE_ON_CLOSE
+    resources_module.SUBMIT_GRACE_ON_CLOSE = 0.5
     try:
         first, second, third = session.map(["queued 1", "queued 2", "queued 3"])
         first.wait(timeout=20)
         session.close()
     finally:
-        session_module.SUBMIT_GRACE_ON_CLOSE = old
+        resources_module.SUBMIT_GRACE_ON_CLOSE = old
     assert first.status is TaskStatus.SUCCESS
     for task in (second, third):
         assert task.status is TaskStatus.NOT_SENT

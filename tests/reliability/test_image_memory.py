@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from nanobanana_jupyter import Session, TaskStatus
-from nanobanana_jupyter._core.session import IMAGE_FETCHES
+from nanobanana_jupyter._core.collector import IMAGE_FETCHES
 from tests.reliability.conftest import SCALE, make_settings
 
 pytestmark = pytest.mark.integration

@@ -49,7 +49,7 @@ def test_l2_close_while_images_download_leaves_no_lease_behind(
                 holder = second._store.lease_holder(task.local_id)
                 pytest.fail(
                     f"still {resumed[0].status.value} 5 s after resume(); lease held by "
-                    f"{'the closed session' if holder == first._owner else holder!r}"
+                    f"{'the closed session' if holder == first._res.owner else holder!r}"
                 )
             assert resumed[0].status is TaskStatus.SUCCESS
         assert time.monotonic() - started < 5
@@ -167,10 +167,10 @@ def test_h4_a_reused_row_whose_writer_stopped_unsent_ends_not_sent(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """H4: B follows a waiting row whose writing session closed first: it ends not_sent, at once."""
-    import nanobanana_jupyter._core.session as session_module
+    import nanobanana_jupyter._core.resources as resources_module
 
-    old = session_module.SUBMIT_GRACE_ON_CLOSE
-    session_module.SUBMIT_GRACE_ON_CLOSE = 0.2
+    old = resources_module.SUBMIT_GRACE_ON_CLOSE
+    resources_module.SUBMIT_GRACE_ON_CLOSE = 0.2
     try:
         a = make_session(sandbox, tmp_path, max_submits_per_second=0.1)
         with make_session(sandbox, tmp_path) as b:
@@ -181,7 +181,7 @@ def test_h4_a_reused_row_whose_writer_stopped_unsent_ends_not_sent(
             assert reused.wait(timeout=5).status is TaskStatus.NOT_SENT
             assert "nothing was charged" in (reused.error or "")
     finally:
-        session_module.SUBMIT_GRACE_ON_CLOSE = old
+        resources_module.SUBMIT_GRACE_ON_CLOSE = old
     assert sandbox.ledger.submits_received == 1
 
 

@@ -244,7 +244,7 @@ class TaskLife(RuleBasedStateMachine):
             # Short leases: a restarted kernel takes over within about 3 s (not 30 s).
             lease_ttl=LEASE_TTL,
         )
-        receiver = session._receiver
+        receiver = session._res.receiver
         if receiver is not None:
             original = receiver.url_for
 
@@ -490,7 +490,7 @@ class TaskLife(RuleBasedStateMachine):
             for local_id in keys:
                 holder = session._store.lease_holder(local_id)
                 # Re-read: the task may have ended (and its lease been released) meanwhile.
-                assert holder == session._owner or local_id not in _scheduled(session), (
+                assert holder == session._res.owner or local_id not in _scheduled(session), (
                     local_id,
                     holder,
                 )

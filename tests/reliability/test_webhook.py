@@ -61,7 +61,7 @@ def running_receiver(**kwargs: Any) -> Iterator[tuple[WebhookReceiver, list[Hint
 
 def spy_callback_urls(session: Session) -> dict[str, str]:
     """Record the callback URL the session hands out for each local submission."""
-    receiver = session._receiver
+    receiver = session._res.receiver
     assert receiver is not None
     urls: dict[str, str] = {}
     original = receiver.url_for
@@ -195,7 +195,7 @@ def test_w2_wrong_or_missing_token_is_404_and_changes_nothing(
         time.sleep(0.3)
         assert sandbox.ledger.queries == {}
         assert task.status is before.status and task.record.polls == before.polls
-        assert session._receiver is not None and session._receiver.received == 0
+        assert session._res.receiver is not None and session._res.receiver.received == 0
 
 
 # -- W3: right token, forged body ----------------------------------------------------------
@@ -476,8 +476,8 @@ def test_w7_listens_on_loopback_only_and_leaves_nothing_behind(
     assert fds <= 0 and threads <= 0, (fds, threads)
 
     with hooked_session(sandbox, tmp_path) as session:
-        assert session._receiver is not None
-        port = session._receiver.port or 0
+        assert session._res.receiver is not None
+        port = session._res.receiver.port or 0
         assert _listening_address(port) == "127.0.0.1"
     assert _refused("127.0.0.1", port)
 

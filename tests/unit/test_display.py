@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from nanobanana_jupyter._core.events import TaskEvent
-from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._core.task import Task, TaskState
 from nanobanana_jupyter._display import present
 from nanobanana_jupyter._display.bundles import batch_bundle, record_bundle
 from nanobanana_jupyter._display.html import error_html, task_html
@@ -136,7 +136,7 @@ def test_cell_result_shows_the_configured_preview(
 ) -> None:
     """A task shown as a cell's result embeds what the magic's cards embed: the configured
     mode and size, or the choice of the task's own card."""
-    task = Task(None, stored)  # type: ignore[arg-type]
+    task = Task(None, TaskState(stored))  # type: ignore[arg-type]
     present.configure(embed="full", side=256)
     data, _ = present.mimebundle(task)  # type: ignore[misc]
     card, _ = record_bundle(stored, embed="full", side=256)
@@ -363,7 +363,7 @@ def test_live_slot_throttle_and_ticker_refresh_on_a_fake_clock() -> None:
     clock, runner, shown = Clock(), Runner(), Shown()
     session = Session(runner)
     record = make_record(TaskStatus.IN_PROGRESS, paths=(), updated_at=10.0)
-    task = Task(session, record)  # type: ignore[arg-type]
+    task = Task(session, TaskState(record))  # type: ignore[arg-type]
     session.handles[record.local_id] = task
     live = LiveOutputs(session, show=shown, update=shown, clock=clock, tick_seconds=0.001)  # type: ignore[arg-type]
     slot = live.open(task, embed="none", side=64)
@@ -439,7 +439,7 @@ def test_a_running_ticker_does_not_keep_a_dropped_session_alive() -> None:
     runner, shown = Runner(), Shown()
     session = Session(runner)
     record = make_record(TaskStatus.IN_PROGRESS, paths=(), updated_at=10.0)
-    task = Task(session, record)  # type: ignore[arg-type]
+    task = Task(session, TaskState(record))  # type: ignore[arg-type]
     session.handles[record.local_id] = task
     live = LiveOutputs(session, show=shown, update=shown, tick_seconds=0.001)  # type: ignore[arg-type]
     live.open(task, embed="none", side=64)

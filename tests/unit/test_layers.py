@@ -177,3 +177,31 @@ def test_the_checker_sees_wrong_imports() -> None:
     module = f"{PACKAGE}._store.probe"
     wrong = _wrong_imports(module, _imports_in(source, f"{PACKAGE}._store"))
     assert [w.split(":")[0] for w in wrong] == ["line 4", "line 4", "line 5", "line 6"]
+
+
+def test_no_import_cycles() -> None:
+    """No two modules of the package import each other, directly or round a loop."""
+    graph: dict[str, set[str]] = {}
+    for path in _sources():
+        module = _module_name(path)
+        graph[module] = {
+            target
+            for _, target in _imports(path)
+            if _layer(target) is not None and target != module and _is_package_module(target)
+        }
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*trail[trail.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []

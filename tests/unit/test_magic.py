@@ -18,8 +18,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from nanobanana_jupyter import Session, ValidationError
+from nanobanana_jupyter._core.defaults import set_default_session
 from nanobanana_jupyter._core.events import TaskEvent
-from nanobanana_jupyter._core.session import set_default_session
 from nanobanana_jupyter._views.magic import NanoBananaMagics
 from nanobanana_jupyter._wire.settings import Settings
 from tests.conftest import SENTINEL_KEY
@@ -229,14 +229,20 @@ class FakeSession:
     def run_in_background(self, coro: Any) -> None:
         coro.close()  # no ticker: these tests drive every update themselves
 
+    def in_engine_thread(self) -> bool:
+        return self._engine.in_engine_thread()
+
+    def events_delivered(self) -> None:
+        pass  # these listeners are called synchronously by move()
+
     add_wait_hook = Session.add_wait_hook
-    _after_wait = Session._after_wait
+    after_wait = Session.after_wait
 
     def move(self, task: Any, record: Any, *, thread: str = "engine") -> None:
         """Apply a change as the engine does: the handle first, then the views."""
 
         def apply() -> None:
-            task._update(record)
+            task._state.update(record)
             for listener in list(self._listeners):
                 listener(TaskEvent(task, record))
 
@@ -274,9 +280,9 @@ def live_outputs(fake: FakeSession, sends: Sends) -> Any:
 
 
 def live_task(fake: FakeSession, record: Any) -> Any:
-    from nanobanana_jupyter._core.task import Task
+    from nanobanana_jupyter._core.task import Task, TaskState
 
-    task = Task(fake, record)  # type: ignore[arg-type]
+    task = Task(fake, TaskState(record))  # type: ignore[arg-type]
     fake._handles[record.local_id] = task
     return task
 
@@ -293,10 +299,10 @@ def test_h7_flush_sends_the_final_state_from_the_waiting_thread(sends: Sends) ->
     assert sends.last(slot, "engine") == "success"
     assert sends.last(slot, "MainThread") == "in_progress"
 
-    fake._after_wait()  # what Task.wait does when it returns, on the waiting thread
+    fake.after_wait()  # what Task.wait does when it returns, on the waiting thread
     assert sends.last(slot, "MainThread") == "success"
     count = len(sends.calls)
-    fake._after_wait()  # retired: a second flush sends nothing
+    fake.after_wait()  # retired: a second flush sends nothing
     fake.move(task, succeeded(record, updated_at=30.0))
     assert len(sends.calls) == count
 
@@ -311,11 +317,11 @@ def test_h7_a_late_engine_update_never_overwrites_a_newer_state(sends: Sends) ->
     slot = live.open(task, embed="none", side=64)
     fake.move(task, succeeded(record))
     stale = record.replace(updated_at=15.0)  # newer than the first card, older than the end
-    task._record = stale  # an engine snapshot taken before the end, delivered late
+    task._state.record = stale  # an engine snapshot taken before the end, delivered late
     live.on_change(TaskEvent(task, task.record))
     assert sends.last(slot) == "success"
-    fake._handles[record.local_id]._record = succeeded(record)
-    fake._after_wait()
+    fake._handles[record.local_id]._state.record = succeeded(record)
+    fake.after_wait()
     assert sends.last(slot, "MainThread") == "success"
 
 
@@ -331,7 +337,7 @@ def test_h7_flush_reaches_cards_of_earlier_cells_and_batches(sends: Sends) -> No
     fake.move(tasks[0], succeeded(first))
     fake.move(tasks[1], succeeded(second))
     main_before = [c for c in sends.calls if c[0] == "MainThread"]
-    fake._after_wait()
+    fake.after_wait()
     assert [sends.last(s, "MainThread") for s in slots] == ["success", "success"]
     flushed = [c for c in sends.calls if c[0] == "MainThread"][len(main_before) :]
     assert any(c[1] == batch for c in flushed)
@@ -343,10 +349,10 @@ def test_h7_no_flush_on_the_engine_thread(sends: Sends) -> None:
     fake = FakeSession()
     calls: list[str] = []
     fake.add_wait_hook(lambda: calls.append(threading.current_thread().name))
-    worker = threading.Thread(target=fake._after_wait, name="engine")
+    worker = threading.Thread(target=fake.after_wait, name="engine")
     worker.start()
     worker.join(5)
-    fake._after_wait()
+    fake.after_wait()
     assert calls == ["MainThread"]
 
 
@@ -409,7 +415,7 @@ def test_a_cell_result_shows_the_same_preview_as_its_live_card(
 
     from PIL import Image
 
-    from nanobanana_jupyter._core.task import Task
+    from nanobanana_jupyter._core.task import Task, TaskState
     from nanobanana_jupyter._store.images import ImageStore
     from nanobanana_jupyter._views import magic as _magic
     from nanobanana_jupyter._wire.models import TaskStatus
@@ -420,7 +426,9 @@ def test_a_cell_result_shows_the_same_preview_as_its_live_card(
     png = io.BytesIO()
     Image.new("RGB", (1024, 768), (200, 160, 40)).save(png, format="PNG")
     image = ImageStore(tmp_path / "images").put(png.getvalue())
-    task = Task(session, make_record(TaskStatus.SUCCESS, paths=()).replace(images=(image,)))
+    task = Task(
+        session, TaskState(make_record(TaskStatus.SUCCESS, paths=()).replace(images=(image,)))
+    )
     magics = shell.magics_manager.registry["NanoBananaMagics"]
     shell.run_line_magic("config", "NanoBananaMagics.embed = 'full'")
     shell.run_line_magic("config", "NanoBananaMagics.preview_size = 256")
@@ -432,7 +440,7 @@ def test_a_cell_result_shows_the_same_preview_as_its_live_card(
         assert result["image/png"] == card["image/png"]
         assert result["text/html"] == card["text/html"]
         # A handle of the same task that no card showed: the configured choice.
-        other, _ = shell.display_formatter.format(Task(session, task.record))
+        other, _ = shell.display_formatter.format(Task(session, TaskState(task.record)))
         assert other["image/png"] == card["image/png"]
     finally:
         shell.run_line_magic("config", "NanoBananaMagics.embed = 'thumb'")

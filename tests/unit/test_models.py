@@ -455,3 +455,28 @@ def test_consumed_is_normalised(raw: object, shown: str) -> None:
     """Costs read as the server sends them are kept without trailing zeros or exponents."""
     snap = TaskSnapshot.from_data({"task_id": "t", "status": "success", "consumed": raw})
     assert str(snap.consumed) == shown
+
+
+def test_a_validated_request_is_not_validated_or_warned_about_again() -> None:
+    """validated() of what validated() returned is the same request, with no second warning;
+    a copy changed with dataclasses.replace is checked again; a receiver's callback URL keeps
+    the mark, and is itself checked."""
+    import dataclasses
+    import warnings
+
+    from nanobanana_jupyter._wire.models import with_callback_url
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checked = GenerationRequest(prompt="a cat", model="not/a-model").validated()
+        assert checked.validated() is checked
+        assert len([w for w in caught if w.category is UnknownModelWarning]) == 1
+        moved = with_callback_url(checked, "http://127.0.0.1:9/hook/x")
+        assert moved.callback_url == "http://127.0.0.1:9/hook/x"
+        assert moved.validated() is moved
+        assert len([w for w in caught if w.category is UnknownModelWarning]) == 1
+        changed = dataclasses.replace(checked, prompt="")
+        with pytest.raises(ValidationError, match="empty"):
+            changed.validated()
+    with pytest.raises(ValidationError, match="callback URL"):
+        with_callback_url(checked, "ftp://example.test/hook")

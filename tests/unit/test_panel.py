@@ -230,12 +230,12 @@ def test_close_stops_following_the_session_and_closes_widgets(
     session: Session, make_panel: Callable[..., Panel]
 ) -> None:
     """After close, the panel is no session listener and its widgets are closed."""
-    before = len(session._listeners)
+    before = len(session._events.listeners)
     panel = make_panel(session)
-    assert len(session._listeners) == before + 1
+    assert len(session._events.listeners) == before + 1
     button = panel.generate_button
     panel.close()
-    assert len(session._listeners) == before
+    assert len(session._events.listeners) == before
     assert button.comm is None and panel.comm is None
     assert panel.generate() == []
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from nanobanana_jupyter._core.defaults import get_default_session
 from nanobanana_jupyter._core.events import TaskEvent
-from nanobanana_jupyter._core.session import Session, get_default_session
+from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._wire.models import TaskStatus
 

@@ -1,0 +1,190 @@
+"""Change events leave the submit path, and each request is validated once, on the caller's thread.
+
+Against an httpx MockTransport (no server, no clock): what reaches the transport is the proof.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nanobanana_jupyter import Session, Settings, UnknownModelWarning
+from nanobanana_jupyter._core.events import TaskEvent
+from tests.conftest import SENTINEL_KEY
+
+
+class Accepting:
+    """Accepts every submit with a new task id (noting it); queries say "in_progress"."""
+
+    def __init__(self) -> None:
+        self.submits: list[dict[str, object]] = []
+        self.submitted = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            with self._lock:
+                self.submits.append(json.loads(request.read()))
+                task_id = f"ta{len(self.submits)}"
+            self.submitted.set()
+            return httpx.Response(200, json={"code": 0, "data": {"task_id": task_id}})
+        task_id = request.url.params.get("task_id", "")
+        body = {"code": 0, "data": {"task_id": task_id, "status": "in_progress"}}
+        return httpx.Response(200, json=body)
+
+
+@pytest.fixture
+def accepting() -> Accepting:
+    return Accepting()
+
+
+@pytest.fixture
+def session(accepting: Accepting, tmp_path: Path) -> Iterator[Session]:
+    settings = Settings.resolve(
+        api_key=SENTINEL_KEY,
+        base_url="https://api.example.test",
+        data_dir=tmp_path / "data",
+        environ={},
+        colab=lambda name: None,
+    )
+    with Session(settings=settings, transport=httpx.MockTransport(accepting)) as s:
+        yield s
+
+
+def test_the_post_leaves_while_a_slow_subscriber_is_still_rendering(
+    session: Session, accepting: Accepting
+) -> None:
+    """A subscriber blocked inside its first event does not hold the submit back."""
+    release = threading.Event()
+    entered = threading.Event()
+
+    caller = threading.current_thread()
+
+    def slow(event: TaskEvent) -> None:
+        if threading.current_thread() is caller:
+            return  # only a background delivery may block (the caller would just hang here)
+        entered.set()
+        release.wait(30)  # a view rendering a whole card, forever as far as the submit knows
+
+    session.subscribe(slow)
+    try:
+        session.generate("a cat")
+        assert entered.wait(10), "the subscriber was never called"
+        assert accepting.submitted.wait(10), "the submit waited for a subscriber"
+        assert len(accepting.submits) == 1
+    finally:
+        release.set()
+
+
+def test_a_failing_subscriber_does_not_stop_later_events(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener raising on every event is logged; it and the others get every later event."""
+    seen: list[str] = []
+    failing_calls: list[str] = []
+    got_id = threading.Event()
+
+    def failing(event: TaskEvent) -> None:
+        failing_calls.append(event.record.status.value)
+        raise RuntimeError("a view's bug")
+
+    def recording(event: TaskEvent) -> None:
+        seen.append(event.record.status.value)
+        if event.record.task_id is not None:
+            got_id.set()
+
+    session.subscribe(failing)
+    session.subscribe(recording)
+    with caplog.at_level(logging.ERROR, logger="nanobanana_jupyter"):
+        session.generate("a dog")
+        assert got_id.wait(10)
+    assert seen[0] == "waiting_to_send"
+    assert "pending" in seen
+    assert len(failing_calls) == len(seen) >= 3  # waiting_to_send, submitting, pending
+    assert any("listener" in r.getMessage() for r in caplog.records)
+
+
+def test_events_are_delivered_in_order_and_before_a_wait_returns(
+    session: Session,
+) -> None:
+    """Each subscriber sees a task's states in the order they were written; a wait that
+    returns has every event up to the state it saw delivered already."""
+    seen: list[tuple[str, str]] = []
+
+    def recording(event: TaskEvent) -> None:
+        seen.append((event.record.local_id, event.record.status.value))
+
+    session.subscribe(recording)
+    task = session.generate("a bird")
+    with pytest.raises(TimeoutError):
+        task.wait(0.3)  # still in progress on the server; the wait's end drains the bus
+    states = [status for local_id, status in seen if local_id == task.local_id]
+    assert states[:3] == ["waiting_to_send", "submitting", "pending"]
+    assert states[-1] == task.status.value
+
+
+def test_an_unknown_model_warns_once_from_the_callers_thread(
+    session: Session, accepting: Accepting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """generate(model=...) with an unknown id: one UnknownModelWarning, from this thread,
+    none from the engine thread when the request is sent."""
+    threads: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        original = warnings.showwarning
+
+        def showwarning(*args: Any, **kwargs: Any) -> None:
+            threads.append(threading.current_thread().name)
+            original(*args, **kwargs)
+
+        monkeypatch.setattr(warnings, "showwarning", showwarning)
+        task = session.generate("a fish", model="not/a-model")
+        assert accepting.submitted.wait(10)
+        with pytest.raises(TimeoutError):
+            task.wait(0.3)  # the engine has sent it (and would have warned by now)
+    unknown = [w for w in caught if issubclass(w.category, UnknownModelWarning)]
+    assert len(unknown) == 1, [str(w.message) for w in unknown]
+    assert accepting.submits[0]["model"] == "not/a-model"
+    assert all(name == threading.current_thread().name for name in threads), threads
+
+
+def test_a_dropped_session_with_subscribers_is_collected_and_its_delivery_thread_ends(
+    accepting: Accepting, tmp_path: Path
+) -> None:
+    """The delivery thread holds the session's bus only weakly: dropping the session (never
+    closed) frees it, and the thread ends."""
+    import gc
+    import weakref
+
+    settings = Settings.resolve(
+        api_key=SENTINEL_KEY,
+        base_url="https://api.example.test",
+        data_dir=tmp_path / "dropped",
+        environ={},
+        colab=lambda name: None,
+    )
+    session = Session(settings=settings, transport=httpx.MockTransport(accepting))
+    got_id = threading.Event()
+    session.subscribe(lambda event: event.record.task_id is not None and got_id.set())
+    session.generate("a dropped cat")
+    assert got_id.wait(10)
+    thread = session._events._queue.thread
+    assert thread is not None and thread.is_alive()
+    ref = weakref.ref(session)
+    del session
+    for _ in range(50):
+        gc.collect()
+        if ref() is None:
+            break
+        threading.Event().wait(0.1)
+    assert ref() is None
+    thread.join(10)
+    assert not thread.is_alive()
