@@ -40,6 +40,7 @@ from ._wire.errors import (
 
 if TYPE_CHECKING:
     from ._core.defaults import get_default_session, set_default_session
+    from ._core.events import TaskEvent
     from ._core.poll_policy import PollPolicy
     from ._core.session import Session
     from ._core.task import Task
@@ -94,6 +95,7 @@ __all__ = [
     "Task",
     "TaskAbandonedError",
     "TaskError",
+    "TaskEvent",
     "TaskFailedError",
     "TaskRecord",
     "TaskSnapshot",
@@ -129,6 +131,7 @@ _LAZY = {
     "PollPolicy": "._core.poll_policy",
     "Session": "._core.session",
     "Task": "._core.task",
+    "TaskEvent": "._core.events",
     "get_default_session": "._core.defaults",
     "set_default_session": "._core.defaults",
 }

@@ -53,7 +53,7 @@ from .sandboxed import sandbox_settings, start_sandbox
 from .scheduler import PollScheduler
 from .task import Task
 
-__all__ = ["MAX_SAMPLES", "WEBHOOK_BACKUP_POLICY", "Session"]
+__all__ = ["MAX_SAMPLES", "WEBHOOK_BACKUP_POLICY", "Session", "check_samples"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
@@ -66,6 +66,16 @@ MAX_SAMPLES = 16
 WEBHOOK_BACKUP_POLICY = PollPolicy(
     initial_delay=90.0, age_fraction=0.5, min_interval=10.0, max_interval=60.0, min_samples=10**9
 )
+
+
+def check_samples(n: object) -> None:
+    """Refuse a number of samples outside 1..:data:`MAX_SAMPLES` (every view's ``-n``).
+
+    Raises:
+        ValidationError: says the bounds.
+    """
+    if isinstance(n, bool) or not (isinstance(n, int) and 1 <= n <= MAX_SAMPLES):
+        raise ValidationError(f"n must be a whole number from 1 to {MAX_SAMPLES}, not {n!r}")
 
 
 class Session:
@@ -216,8 +226,8 @@ class Session:
             ValidationError: the request is wrong; nothing was sent or written.
             MissingAPIKeyError: no key is configured; says where to put one.
         """
-        if n is not None and not (isinstance(n, int) and 1 <= n <= MAX_SAMPLES):
-            raise ValidationError(f"n must be a whole number from 1 to {MAX_SAMPLES}, not {n!r}")
+        if n is not None:
+            check_samples(n)
         request = self._build_request(prompt, model, images, aspect_ratio, image_size, callback_url)
         if n is None:
             return self._submitter.start(request, force=force, variant=variant)

@@ -338,7 +338,10 @@ class Task:
                 raise self._closed_error()
             yield from asyncio.wrap_future(future).__await__()
             if future is self._state.future:
-                self._session.events_delivered()
+                # Subscribers catch up, waited for off this loop: a slow view must not stall
+                # the caller's loop (in a notebook, the kernel's).
+                loop = asyncio.get_running_loop()
+                yield from loop.run_in_executor(None, self._session.events_delivered).__await__()
                 if self._state.orphaned:
                     raise self._closed_error()
                 return self

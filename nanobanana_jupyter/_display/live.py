@@ -375,8 +375,14 @@ class LiveOutputs:
         return True
 
     def _refresh_running(self, now: float) -> bool:
-        """The ticker's round: refresh the running cards' elapsed time; False when none runs."""
-        with self._lock:
+        """The ticker's round: refresh the running cards' elapsed time; False when none runs.
+
+        It runs on the engine loop, so it never waits for the lock: while an event is being
+        shown (the delivery thread holds it), this round is skipped and the next one tries.
+        """
+        if not self._lock.acquire(blocking=False):
+            return True
+        try:
             running = [s for s in self._slots.values() if s.sent_rank[0] is False]
             if not running:
                 return False
@@ -385,3 +391,5 @@ class LiveOutputs:
                 if task is not None and not task.done():
                     self._send(slot, task.record, force=False)
             return True
+        finally:
+            self._lock.release()

@@ -3,8 +3,9 @@
 ``History`` (store) and ``Task`` (core) are shown by the display layer, which sits above
 them, so they cannot import it. The package's top (``nanobanana_jupyter/__init__.py``, which
 composes the layers) installs the display layer's functions here; they import the display
-modules on the first repr, so ``import nanobanana_jupyter`` stays cheap. Without them (a
-layer imported on its own, before the package's top ran) objects show as plain text.
+modules on the first repr, so ``import nanobanana_jupyter`` stays cheap. Without them
+(nothing installed, as in a test that calls :func:`install` with its own) the fallback is
+plain text.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from IPython.display import display, update_display
 from traitlets import Bool, Enum, Float, Int, Unicode, default, observe
 
 from nanobanana_jupyter._core.defaults import get_default_session, set_default_session
-from nanobanana_jupyter._core.session import Session
+from nanobanana_jupyter._core.session import Session, check_samples
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._display import present
 from nanobanana_jupyter._display.live import LiveOutputs
@@ -317,6 +317,10 @@ class NanoBananaMagics(Magics):
             raise UsageError(
                 "the prompt is empty: write it in the cell body (or after %nanobanana)"
             )
+        try:  # before a key is asked for or a reference waited for
+            check_samples(args.n)
+        except NanoBananaError as exc:
+            raise UsageError(exc.message) from None
         session = self._session_with_key()
         model = args.model or self.default_model or None
         try:

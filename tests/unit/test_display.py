@@ -9,6 +9,7 @@ import gc
 import io
 import logging
 import re
+import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -384,6 +385,42 @@ def test_live_slot_throttle_and_ticker_refresh_on_a_fake_clock() -> None:
     assert session.listeners == [] and session.hooks == [] and not live.ticker.running
     runner.run_all()  # the stopped loop ends at its next wake
     assert len(shown.calls) == 3
+
+
+def test_the_ticker_skips_a_round_while_an_event_is_being_shown() -> None:
+    """The ticker runs on the engine loop: while the delivery thread holds the live outputs'
+    lock (a slow view showing an event), its round returns at once and sends nothing."""
+    clock, runner, shown = Clock(), Runner(), Shown()
+    session = Session(runner)
+    record = make_record(TaskStatus.IN_PROGRESS, paths=(), updated_at=10.0)
+    task = Task(session, TaskState(record))  # type: ignore[arg-type]
+    session.handles[record.local_id] = task
+    live = LiveOutputs(session, show=shown, update=shown, clock=clock, tick_seconds=0.001)  # type: ignore[arg-type]
+    live.open(task, embed="none", side=64)
+    clock.now += 1.0
+    showing = threading.Event()
+    let_go = threading.Event()
+
+    def slow_show() -> None:
+        with live._lock:  # what on_change holds while it renders and sends
+            showing.set()
+            let_go.wait(30)
+
+    view = threading.Thread(target=slow_show)
+    view.start()
+    assert showing.wait(10)
+    rounds: list[bool] = []
+    ticker = threading.Thread(target=lambda: rounds.append(live.ticker.tick()))
+    ticker.start()
+    ticker.join(10)
+    alive = ticker.is_alive()
+    let_go.set()
+    view.join(10)
+    ticker.join(10)
+    assert not alive and rounds == [True] and len(shown.calls) == 1  # skipped, goes on
+    assert live.ticker.tick() is True and len(shown.calls) == 2  # the next round refreshes
+    live.close()
+    runner.run_all()  # the stopped loop ends at its next wake
 
 
 # -- the command waits on its tasks -------------------------------------------------------------

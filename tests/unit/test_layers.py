@@ -34,9 +34,9 @@ THIRD_PARTY = {
 TOP = {f"{PACKAGE}", f"{PACKAGE}.__main__"}
 ANYONE = {f"{PACKAGE}._version"}
 # The one place below the views that starts a sandbox: Session.sandbox(), the factory that
-# README and the notebooks use. It imports only the sandbox's public package, lazily; the
+# README and the notebooks use (and the command's `nanobanana sandbox`). It imports only the sandbox's public package, lazily; the
 # sandbox never imports the client's code (test below).
-SANDBOX_USERS = {f"{PACKAGE}._core.sandboxed", f"{PACKAGE}._views.magic", f"{PACKAGE}._views.cli"}
+SANDBOX_USERS = {f"{PACKAGE}._core.sandboxed", f"{PACKAGE}._views.cli"}
 
 
 def _module_name(path: Path) -> str:

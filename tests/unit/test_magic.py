@@ -445,3 +445,19 @@ def test_a_cell_result_shows_the_same_preview_as_its_live_card(
     finally:
         shell.run_line_magic("config", "NanoBananaMagics.embed = 'thumb'")
         shell.run_line_magic("config", "NanoBananaMagics.preview_size = 512")
+
+
+@pytest.mark.parametrize("n", ["0", "17"])
+def test_a_wrong_n_is_refused_before_a_key_is_asked_for(
+    shell: InteractiveShell, recorder: Recorder, monkeypatch: pytest.MonkeyPatch, n: str
+) -> None:
+    """-n outside 1..16 is one line saying the bounds, before the magic asks for a key (which
+    may prompt) or waits for a @last reference; nothing is sent."""
+
+    def asked(self: Any) -> Any:
+        raise AssertionError("the magic asked for the key first")
+
+    monkeypatch.setattr(NanoBananaMagics, "_session_with_key", asked)
+    with pytest.raises(UsageError, match="1 to 16"):
+        run(shell, f"-n {n} --ref @last", "a cat")
+    assert recorder.submits == []

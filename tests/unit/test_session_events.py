@@ -188,3 +188,52 @@ def test_a_dropped_session_with_subscribers_is_collected_and_its_delivery_thread
     assert ref() is None
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_await_lets_the_callers_loop_run_while_a_slow_subscriber_catches_up(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`await task` waits for the subscribers off the caller's loop: another coroutine on that
+    loop (here, the one that lets the slow subscriber go on) runs meanwhile."""
+    import asyncio
+
+    from nanobanana_jupyter import TaskStatus
+
+    has_id, release = threading.Event(), threading.Event()
+
+    def slow_on_the_end(event: TaskEvent) -> None:
+        if event.record.task_id is not None:
+            has_id.set()
+        if event.record.status is TaskStatus.ABANDONED:
+            release.wait(30)  # a view still drawing the final card
+
+    session.subscribe(slow_on_the_end)
+    task = session.generate("a hare")
+    assert has_id.wait(10)
+    assert task.cancel()  # ended locally; its event now waits on the slow subscriber
+    order: list[str] = []
+    draining = threading.Event()
+    catch_up = session.events_delivered
+
+    def noting_the_wait() -> None:
+        draining.set()
+        catch_up()
+
+    monkeypatch.setattr(session, "events_delivered", noting_the_wait)
+
+    async def main() -> None:
+        async def let_go() -> None:
+            for _ in range(3000):  # until the await is waiting for the subscribers
+                if draining.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            order.append("released")
+            release.set()
+
+        other = asyncio.ensure_future(let_go())
+        await task
+        order.append("awaited")
+        await other
+
+    asyncio.run(main())
+    assert order == ["released", "awaited"]

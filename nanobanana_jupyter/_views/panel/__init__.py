@@ -26,8 +26,9 @@ Threading (design.md section 3, research/jupyter-async.md sections 1 and 3):
   Pillow work, the 1024 px preview of the larger view, runs in the engine's executor.
   Callbacks never hold the panel's lock while they call into the session (a cancel waits for
   the engine, whose listener needs that lock).
-- Background updates come from ``session.subscribe`` (the engine thread, or the thread that
-  called ``generate``) and from one ticker coroutine on the engine loop. They only set widget
+- Background updates come from ``session.subscribe`` (the session's event delivery thread)
+  and from the display layer's ticker on the engine loop (which skips a round rather than
+  wait while the lock is held). They only set widget
   traits and update one display slot, always under the panel's single lock. Progress is
   throttled to at most four updates a second per card, and coalesced: a card applies the
   newest state of its task, never a queue of old ones. A task that ends is shown at once.

@@ -238,7 +238,7 @@ class Panel(widgets.VBox):
             self._finished(task)
 
     def _on_change(self, event: TaskEvent) -> None:
-        """Session listener (engine thread, or the caller of generate): set traits only."""
+        """Session listener (the event delivery thread): set traits only."""
         task = event.task
         ctx = self.context
         with ctx.lock:

@@ -170,5 +170,11 @@ class Ticker:
             self._ticker.start()
 
     def _round(self, now: float) -> bool:
-        with self._lock:
+        # On the engine loop: never wait for the lock. While an event is being shown (the
+        # delivery thread holds it), skip this round; the next one tries again.
+        if not self._lock.acquire(blocking=False):
+            return True
+        try:
             return self._active() and self._step(now)
+        finally:
+            self._lock.release()
