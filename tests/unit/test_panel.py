@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import threading
 import time
 import uuid
@@ -20,11 +19,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
-from nanobanana_jupyter import Session, Settings, TaskRecord, TaskStatus
+from nanobanana_jupyter import Session, TaskRecord, TaskStatus
 from nanobanana_jupyter._core.events import TaskEvent
 from nanobanana_jupyter._store.records import ImageRecord
 from nanobanana_jupyter._store.store import Store
@@ -40,44 +38,14 @@ from nanobanana_jupyter._views.panel.showing import (
     Ticker,
     format_duration,
 )
-from tests.conftest import SENTINEL_KEY
+from tests.helpers.mock_api import mock_session
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
-class Accepting:
-    """Accepts every submit with a new task id; every query answers "in_progress"."""
-
-    def __init__(self) -> None:
-        self.submits: list[dict[str, object]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST":
-            with self._lock:
-                self.submits.append(json.loads(request.read()))
-                task_id = f"ta{len(self.submits)}"
-            return httpx.Response(200, json={"code": 0, "data": {"task_id": task_id}})
-        task_id = request.url.params.get("task_id", "")
-        body = {"code": 0, "data": {"task_id": task_id, "status": "in_progress"}}
-        return httpx.Response(200, json=body)
-
-
-def make_session(data_dir: Path, **settings: Any) -> Session:
-    resolved = Settings.resolve(
-        api_key=settings.pop("api_key", SENTINEL_KEY),
-        base_url="https://api.example.test",
-        data_dir=data_dir,
-        environ={},
-        colab=lambda name: None,
-        **settings,
-    )
-    return Session(settings=resolved, transport=httpx.MockTransport(Accepting()))
-
-
 @pytest.fixture
 def session(tmp_path: Path) -> Iterator[Session]:
-    with make_session(tmp_path / "data") as s:
+    with mock_session(tmp_path / "data") as s:
         yield s
 
 
@@ -157,7 +125,7 @@ def _seed(store_path: Path, n: int) -> None:
 
 def test_a_missing_key_shows_in_the_panel(tmp_path: Path, make_panel: Callable[..., Panel]) -> None:
     """Without an API key, Generate explains where to put one, inside the panel."""
-    with make_session(tmp_path / "nokey", api_key=None) as keyless:
+    with mock_session(tmp_path / "nokey", api_key=None) as keyless:
         panel = make_panel(keyless)
         assert generate(panel, "no key") == []
         assert "NANOBANANA_API_KEY" in panel.status_text
@@ -208,7 +176,7 @@ def test_an_upload_becomes_a_reference_and_the_upload_clears(panel: Panel) -> No
 def test_history_pages_newest_first(tmp_path: Path, make_panel: Callable[..., Panel]) -> None:
     """The history shows the newest page first; Older and Newer flip pages within bounds."""
     _seed(tmp_path / "h" / "history.sqlite3", 45)
-    with make_session(tmp_path / "h") as session:
+    with mock_session(tmp_path / "h") as session:
         panel = make_panel(session)
         html = panel.history_html.value
         assert "seeded prompt 44" in html and "seeded prompt 25" in html

@@ -6,35 +6,15 @@ Against an httpx MockTransport: submits get task ids, queries say the task is st
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from nanobanana_jupyter import Session, Settings, Task, ValidationError
+from nanobanana_jupyter import Session, Task, ValidationError
 from nanobanana_jupyter._core.events import TaskEvent
-from tests.conftest import SENTINEL_KEY
-
-
-class Accepting:
-    """Accepts every submit with a new task id; every query answers "in_progress"."""
-
-    def __init__(self) -> None:
-        self.submits: list[dict[str, object]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST":
-            with self._lock:
-                self.submits.append(json.loads(request.read()))
-                task_id = f"ta{len(self.submits)}"
-            return httpx.Response(200, json={"code": 0, "data": {"task_id": task_id}})
-        task_id = request.url.params.get("task_id", "")
-        body = {"code": 0, "data": {"task_id": task_id, "status": "in_progress"}}
-        return httpx.Response(200, json=body)
+from tests.helpers.mock_api import Accepting, mock_session
 
 
 @pytest.fixture
@@ -44,14 +24,7 @@ def accepting() -> Accepting:
 
 @pytest.fixture
 def session(accepting: Accepting, tmp_path: Path) -> Iterator[Session]:
-    settings = Settings.resolve(
-        api_key=SENTINEL_KEY,
-        base_url="https://api.example.test",
-        data_dir=tmp_path / "data",
-        environ={},
-        colab=lambda name: None,
-    )
-    with Session(settings=settings, transport=httpx.MockTransport(accepting)) as s:
+    with mock_session(tmp_path / "data", accepting) as s:
         yield s
 
 

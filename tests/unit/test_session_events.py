@@ -5,7 +5,6 @@ Against an httpx MockTransport (no server, no clock): what reaches the transport
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import warnings
@@ -19,26 +18,7 @@ import pytest
 from nanobanana_jupyter import Session, Settings, UnknownModelWarning
 from nanobanana_jupyter._core.events import TaskEvent
 from tests.conftest import SENTINEL_KEY
-
-
-class Accepting:
-    """Accepts every submit with a new task id (noting it); queries say "in_progress"."""
-
-    def __init__(self) -> None:
-        self.submits: list[dict[str, object]] = []
-        self.submitted = threading.Event()
-        self._lock = threading.Lock()
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST":
-            with self._lock:
-                self.submits.append(json.loads(request.read()))
-                task_id = f"ta{len(self.submits)}"
-            self.submitted.set()
-            return httpx.Response(200, json={"code": 0, "data": {"task_id": task_id}})
-        task_id = request.url.params.get("task_id", "")
-        body = {"code": 0, "data": {"task_id": task_id, "status": "in_progress"}}
-        return httpx.Response(200, json=body)
+from tests.helpers.mock_api import Accepting, mock_session
 
 
 @pytest.fixture
@@ -48,14 +28,7 @@ def accepting() -> Accepting:
 
 @pytest.fixture
 def session(accepting: Accepting, tmp_path: Path) -> Iterator[Session]:
-    settings = Settings.resolve(
-        api_key=SENTINEL_KEY,
-        base_url="https://api.example.test",
-        data_dir=tmp_path / "data",
-        environ={},
-        colab=lambda name: None,
-    )
-    with Session(settings=settings, transport=httpx.MockTransport(accepting)) as s:
+    with mock_session(tmp_path / "data", accepting) as s:
         yield s
 
 
