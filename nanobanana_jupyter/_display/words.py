@@ -29,6 +29,7 @@ __all__ = [
     "PROMPT_TEXT_CHARS",
     "PROMPT_TITLE_CHARS",
     "REASON_CHARS",
+    "REUSED",
     "TONES",
     "TONE_COLOURS",
     "ToneColours",
@@ -231,8 +232,14 @@ def terminal_text(text: object) -> str:
 # -- numbers --------------------------------------------------------------------------------
 
 
-def format_cost(value: Decimal | None) -> str:
+REUSED = "reused, no new charge"
+"""What a task handed back for an identical earlier request says instead of a new charge."""
+
+
+def format_cost(value: Decimal | None, *, pretend: bool = False) -> str:
     """Credits as people read them: ``0.5 credits``, ``1 credit``; ``—`` when unknown.
+
+    ``pretend`` (a sandbox's charges): ``0.5 pretend credits``.
 
     At most four decimal places; trailing zeros dropped; zero is ``0``, never ``-0``. A value
     that cannot be a cost (negative, infinite, beyond any real charge) is unknown.
@@ -250,7 +257,8 @@ def format_cost(value: Decimal | None) -> str:
     if isinstance(exponent, int) and exponent < -4:
         amount = amount.quantize(Decimal("0.0001"))
     amount = normalize_credits(amount)
-    return f"{format(amount, 'f')} {'credit' if amount == 1 else 'credits'}"
+    unit = "credit" if amount == 1 else "credits"
+    return f"{format(amount, 'f')} {'pretend ' if pretend else ''}{unit}"
 
 
 def format_duration(seconds: float | None) -> str:

@@ -68,7 +68,8 @@ _SCHEMA: tuple[str, ...] = (
         images        TEXT NOT NULL DEFAULT '[]',
         texts         TEXT NOT NULL DEFAULT '[]',
         polls         INTEGER NOT NULL DEFAULT 0,
-        writer        TEXT
+        writer        TEXT,
+        reuses        INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS tasks_task_id ON tasks (task_id) WHERE task_id IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, local_id)",
@@ -81,6 +82,19 @@ _SCHEMA: tuple[str, ...] = (
         expires_at  REAL NOT NULL
     ) WITHOUT ROWID""",
 )
+
+
+# Columns added after a table was first made, with their definitions. Added where missing,
+# without a new schema version: an older release reads and writes such a file as before (it
+# names its columns; the default fills what it does not know).
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("reuses", "INTEGER NOT NULL DEFAULT 0"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
 
 
 class StoreWarning(UserWarning):
@@ -229,6 +243,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> str:
             )
         for statement in _SCHEMA:
             conn.execute(statement)
+        _add_missing_columns(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except sqlite3.Error as exc:

@@ -101,6 +101,8 @@ class TaskRecord:
     """Text answers, when the model replied in words."""
     polls: int = 0
     """Queries made for this task."""
+    reuses: int = 0
+    """How many later identical requests were handed this task instead of paying again."""
 
     def __post_init__(self) -> None:
         # A record is what is stored and shown, so it never holds a secret: a key (the
@@ -154,6 +156,7 @@ class TaskRecord:
             "paths": [i.path for i in self.images],
             "texts": list(self.texts),
             "polls": self.polls,
+            "reuses": self.reuses,
         }
 
 
@@ -161,5 +164,6 @@ RECORD_COLUMNS: tuple[str, ...] = (
     "local_id", "task_id", "status", "prompt", "model", "aspect_ratio", "image_size",
     "callback_url", "references", "fingerprint", "created_at", "updated_at", "submitted_at",
     "finished_at", "duration", "consumed", "error", "result_urls", "paths", "texts", "polls",
+    "reuses",
 )  # fmt: skip
 """The keys of :meth:`TaskRecord.to_dict`, in order: the columns of ``History.to_pandas()``."""

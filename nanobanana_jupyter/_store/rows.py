@@ -58,6 +58,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("images", "images"),
     ("texts", "texts"),
     ("polls", "polls"),
+    ("reuses", "reuses"),
 )
 _COLUMN_LIST = ", ".join(column for _, column in _COLUMNS)
 INSERT = (
@@ -107,6 +108,7 @@ def to_row(record: TaskRecord) -> tuple[Any, ...]:
         _json(dataclasses.asdict(image) for image in record.images),
         _json(record.texts),
         max(0, int(record.polls)),
+        max(0, int(record.reuses)),
     )
 
 
@@ -139,6 +141,7 @@ def from_row(row: Sequence[Any]) -> TaskRecord:
         images=tuple(ImageRecord.from_dict(item) for item in json.loads(values["images"])),
         texts=tuple(json.loads(values["texts"])),
         polls=values["polls"],
+        reuses=values["reuses"],
     )
 
 

@@ -73,10 +73,11 @@ def merge_update(stored: TaskRecord, new: TaskRecord) -> TaskRecord | None:
       a ``waiting_to_send`` write onto a row that has moved on, or a ``submitting`` write
       onto a row past ``submitting``, is a late echo of the intent and is ignored.
 
-    What an accepted write can never do: lower ``polls``, change ``created_at``, or forget a
-    known ``task_id``. A refresh of a terminal row adds information but never blanks it
-    (images, URLs, texts, cost, error, times keep their stored value when the new is empty),
-    so a stale copy of the record cannot wipe a finished result.
+    What an accepted write can never do: lower ``polls`` or ``reuses``, change
+    ``created_at``, or forget a known ``task_id``. A refresh of a terminal row adds
+    information but never blanks it (images, URLs, texts, cost, error, times keep their
+    stored value when the new is empty), so a stale copy of the record cannot wipe a finished
+    result.
     """
     old, status = stored.status, new.status
     if status is TaskStatus.WAITING_TO_SEND and old is not TaskStatus.WAITING_TO_SEND:
@@ -91,6 +92,7 @@ def merge_update(stored: TaskRecord, new: TaskRecord) -> TaskRecord | None:
     merged = new.replace(
         created_at=stored.created_at,
         polls=max(stored.polls, new.polls),
+        reuses=max(stored.reuses, new.reuses),
         task_id=new.task_id if new.task_id is not None else stored.task_id,
     )
     if old.is_terminal and status is old:

@@ -123,6 +123,7 @@ def full_record(tmp_path: Path) -> TaskRecord:
         ),
         texts=("Here is your cat.",),
         polls=7,
+        reuses=2,
     )
 
 
@@ -803,3 +804,28 @@ def test_two_recoveries_never_overwrite_an_earlier_aside_file(db: Path, clock: F
             pass
     moved = aside_files(db, "corrupt")
     assert sorted(p.read_bytes()[:5] for p in moved) == [b"first", b"secon"]
+
+
+def test_a_store_made_before_reuses_were_counted_gains_the_column_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A history file written without the ``reuses`` column opens, reads as 0, and counts."""
+    db = tmp_path / "history.sqlite3"
+    with Store(db) as store:
+        store.insert(rec("old", prompt="kept"))
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE tasks DROP COLUMN reuses")
+    conn.commit()
+    conn.close()
+    with Store(db) as store:
+        got = store.get("old")
+        assert got is not None
+        assert got.prompt == "kept"
+        assert got.reuses == 0
+        store.update(got.replace(reuses=3))
+        again = store.get("old")
+        assert again is not None
+        assert again.reuses == 3
+        # A stale copy never lowers the count.
+        store.update(got.replace(reuses=1))
+        assert store.get("old").reuses == 3  # type: ignore[union-attr]
