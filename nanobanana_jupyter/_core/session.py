@@ -185,6 +185,8 @@ class Session:
     @property
     def history(self) -> History:
         """Every task in this data directory, oldest first (see :class:`History`)."""
+        if self.is_sandbox and not self._history.is_sandbox:
+            self._history = History(self._store, sandbox=True)
         return self._history
 
     @property

@@ -21,7 +21,7 @@ from .previews import PreviewLike, previews_for, usable_previews
 from .progress import Progress
 from .words import MODEL_CHARS, PROMPT_META_CHARS, clean, shorten, task_text
 
-__all__ = ["Bundle", "batch_bundle", "record_bundle", "task_bundle"]
+__all__ = ["Bundle", "batch_bundle", "record_bundle", "shown_as", "task_bundle"]
 
 Bundle = tuple[dict[str, Any], dict[str, Any]]
 
@@ -42,6 +42,8 @@ def task_bundle(
     previews: Sequence[PreviewLike] = (),
     elapsed: float | None = None,
     embed_first_image: bool = True,
+    reused: bool = False,
+    pretend: bool = False,
 ) -> tuple[dict[str, object], dict[str, object]]:
     """A Jupyter mimebundle ``(data, metadata)`` for ``_repr_mimebundle_`` and display handles.
 
@@ -49,12 +51,15 @@ def task_bundle(
     PNG preview is given, that image as base64 under its own type, so saved notebooks,
     nbconvert and GitHub show it without any JavaScript. ``metadata["nanobanana"]`` names the
     task (ids, status, model, prompt cut to 500 characters, paths, credits) for tools that
-    read notebooks; everything in it is JSON-serialisable and redacted.
+    read notebooks; everything in it is JSON-serialisable and redacted. ``reused`` and
+    ``pretend`` as in :func:`.html.task_html`.
     """
     usable = usable_previews(previews)
     data: dict[str, object] = {
-        "text/plain": task_text(record, elapsed=elapsed),
-        "text/html": task_html(record, previews=usable, elapsed=elapsed),
+        "text/plain": task_text(record, elapsed=elapsed, reused=reused, pretend=pretend),
+        "text/html": task_html(
+            record, previews=usable, elapsed=elapsed, reused=reused, pretend=pretend
+        ),
     }
     metadata: dict[str, object] = {
         "nanobanana": {
@@ -65,6 +70,7 @@ def task_bundle(
             "prompt": shorten(clean(record.prompt), PROMPT_META_CHARS),
             "paths": [clean(image.path) for image in record.images],
             "consumed": _json_number(record.consumed),
+            "reused": reused,
         }
     }
     if embed_first_image:
@@ -77,7 +83,13 @@ def task_bundle(
 
 
 def record_bundle(
-    record: TaskRecord, *, embed: str, side: int, now: float | None = None
+    record: TaskRecord,
+    *,
+    embed: str,
+    side: int,
+    now: float | None = None,
+    reused: bool = False,
+    pretend: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A task's mimebundle with its previews for ``embed`` and ``side``
     (:func:`.previews.previews_for`): what a live card and a cell's result both show.
@@ -89,7 +101,17 @@ def record_bundle(
     elapsed = None
     if not record.is_terminal:
         elapsed = max(0.0, (time.time() if now is None else now) - record.created_at)
-    return task_bundle(record, previews=previews, elapsed=elapsed)
+    return task_bundle(record, previews=previews, elapsed=elapsed, reused=reused, pretend=pretend)
+
+
+def shown_as(task: Any) -> dict[str, bool]:
+    """How a task's card words its cost: ``reused`` (handed back for an identical request)
+    and ``pretend`` (its session talks to a sandbox)."""
+    session = getattr(task, "session", None)
+    return {
+        "reused": bool(getattr(task, "reused", False)),
+        "pretend": bool(getattr(session, "is_sandbox", False)),
+    }
 
 
 def batch_bundle(tasks: Sequence[Any]) -> dict[str, object]:

@@ -33,7 +33,7 @@ from nanobanana_jupyter._wire.models import RASTER_TYPES, TaskStatus
 
 from .previews import Preview, PreviewLike, as_preview, usable_previews
 from .words import (
-    ID_CHARS,
+    FULL_ID_CHARS,
     MODEL_CHARS,
     PATH_CHARS,
     PROMPT_CARD_CHARS,
@@ -41,6 +41,7 @@ from .words import (
     PROMPT_TABLE_CHARS,
     PROMPT_TITLE_CHARS,
     REASON_CHARS,
+    REUSED,
     TONE_COLOURS,
     clean,
     format_cost,
@@ -48,7 +49,6 @@ from .words import (
     format_time,
     one_line,
     plural,
-    short_id,
     shorten,
     shows_reason,
     status_label,
@@ -58,7 +58,9 @@ from .words import (
 )
 
 __all__ = [
+    "HISTORY_COLUMNS",
     "badge",
+    "cost_words",
     "data_uri",
     "error_html",
     "error_text",
@@ -249,15 +251,10 @@ def _gallery(record: TaskRecord, previews: list[Preview]) -> str:
         )
         caption = ""
         if index < len(paths):
-            caption = (
-                f'<figcaption style="{_SMALL_STYLE};{_WRAP_STYLE}">'
-                f"<code>{html_text(paths[index], PATH_CHARS)}</code></figcaption>"
-            )
+            caption = f'<figcaption style="{_SMALL_STYLE}">{_path(paths[index])}</figcaption>'
         figures.append(f'<figure style="margin:0;max-width:{width}px">{img}{caption}</figure>')
     # Full-size files without a preview are still worth a pointer.
-    rest = [
-        f"<div><code>{html_text(path, PATH_CHARS)}</code></div>" for path in paths[len(previews) :]
-    ]
+    rest = [f"<div>{_path(path)}</div>" for path in paths[len(previews) :]]
     out = ""
     if figures:
         out += (
@@ -265,8 +262,18 @@ def _gallery(record: TaskRecord, previews: list[Preview]) -> str:
             f'margin-top:8px">{"".join(figures)}</div>'
         )
     if rest:
-        out += f'<div style="{_SMALL_STYLE};{_WRAP_STYLE};margin-top:6px">{"".join(rest)}</div>'
+        out += f'<div style="{_SMALL_STYLE};margin-top:6px">{"".join(rest)}</div>'
     return out
+
+
+def _path(path: str) -> str:
+    """A file path on one line: cut at the end with an ellipsis when narrow, never broken
+    mid-hash; the whole path in the tooltip and selected whole with one click."""
+    full = html_text(path, PATH_CHARS)
+    return (
+        f'<code title="{full}" style="display:block;max-width:100%;white-space:nowrap;'
+        f'overflow:hidden;text-overflow:ellipsis;user-select:all">{full}</code>'
+    )
 
 
 def _result_links(record: TaskRecord) -> str:
@@ -297,11 +304,30 @@ def _texts(record: TaskRecord) -> str:
     )
 
 
+def _full_id(label: str, ident: str | None) -> str:
+    """``label <id>`` with the whole id, selected whole with one click (no JavaScript)."""
+    shown = html_text(ident, FULL_ID_CHARS)
+    return (
+        f'{label} <code class="nanobanana-id" title="{shown}" '
+        f'style="user-select:all;white-space:nowrap">{shown}</code>'
+    )
+
+
+def cost_words(record: TaskRecord, *, reused: bool = False, pretend: bool = False) -> str:
+    """What a task cost, for a card or a line: ``0.5 credits``; a task handed back for an
+    identical request says so (``reused, no new charge``); a sandbox's are pretend credits."""
+    if reused:
+        return REUSED
+    return format_cost(record.consumed, pretend=pretend)
+
+
 def task_html(
     record: TaskRecord,
     *,
     previews: Sequence[PreviewLike] = (),
     elapsed: float | None = None,
+    reused: bool = False,
+    pretend: bool = False,
 ) -> str:
     """A small self-contained card for a task: status, time, model, cost, prompt, images.
 
@@ -310,6 +336,9 @@ def task_html(
         previews: downscaled images to embed, in the order of ``record.images``; anything
             that is not a raster image is left out.
         elapsed: seconds since the task started, shown while it runs.
+        reused: the task was handed back for an identical request: the card says nothing
+            new was charged (the first charge is in the cost's tooltip).
+        pretend: a sandbox's task: its costs are pretend credits.
     """
     status = record.status
     tone = tone_of(status)
@@ -318,10 +347,17 @@ def task_html(
     if spent is not None:
         facts.append(format_duration(spent))
     facts.append(f"<bdi>{html_text(record.model, MODEL_CHARS)}</bdi>")
-    if record.consumed is not None:
-        facts.append(format_cost(record.consumed))
-    if status is TaskStatus.SUCCESS or record.images:
+    if reused:
+        first = format_cost(record.consumed, pretend=pretend)
+        facts.append(
+            f'<span class="nanobanana-reused" title="first made for {first}">{REUSED}</span>'
+        )
+    elif record.consumed is not None:
+        facts.append(format_cost(record.consumed, pretend=pretend))
+    if record.images:
         facts.append(plural(len(record.images), "image"))
+    elif status is TaskStatus.SUCCESS:
+        facts.append("answered in words" if record.texts else plural(0, "image"))
     header = (
         f'<div class="nanobanana-head">{badge(status)}'
         f'<span style="{_MUTED_STYLE}"> · {" · ".join(facts)}</span></div>'
@@ -332,19 +368,17 @@ def task_html(
         f'<div class="nanobanana-prompt" title="{full_prompt}" '
         f'style="margin-top:6px;{_WRAP_STYLE}"><bdi>{shown}</bdi></div>'
     )
-    kind, ident = short_id(record)
-    footer_parts = [f"{kind} {escape(ident)}"]
     if record.task_id:
-        footer_parts.append(f"local {html_text(record.local_id, ID_CHARS)}")
+        footer_parts = [_full_id("task", record.task_id), _full_id("local", record.local_id)]
+    else:
+        footer_parts = [_full_id("local task", record.local_id)]
     options = [o for o in (record.aspect_ratio, record.image_size) if o]
     if options:
         footer_parts.append(" ".join(html_text(o, 20) for o in options))
     if record.references:
         footer_parts.append(plural(len(record.references), "reference image"))
-    if record.polls:
-        footer_parts.append(plural(record.polls, "poll"))
     footer = (
-        f'<div style="{_SMALL_STYLE};margin-top:6px">'
+        f'<div style="{_SMALL_STYLE};margin-top:6px;overflow-wrap:anywhere">'
         f"<bdi>{'</bdi> · <bdi>'.join(footer_parts)}</bdi></div>"
     )
     return (
@@ -364,6 +398,7 @@ def history_html(
     offset: int = 0,
     total_cost: Decimal | None = None,
     thumbs: Mapping[str, PreviewLike] | None = None,
+    pretend: bool = False,
 ) -> str:
     """One page of the history as a compact table, under a line such as
     ``57 tasks · 12.5 credits · showing 21–30``.
@@ -374,12 +409,13 @@ def history_html(
         offset: the index of the first record of this page in the whole history.
         total_cost: credits charged over the whole history, when known.
         thumbs: tiny previews by ``local_id``; raster types only, the rest are left out.
+        pretend: a sandbox's history: its costs are pretend credits.
     """
     total = max(0, int(total))
     offset = max(0, int(offset))
     summary = [plural(total, "task")]
     if total_cost is not None:
-        summary.append(format_cost(total_cost))
+        summary.append(format_cost(total_cost, pretend=pretend))
     if records:
         summary.append(f"showing {offset + 1}–{offset + len(records)}")
     elif total:
@@ -392,13 +428,13 @@ def history_html(
     if not records:
         empty = "" if total else f'<div style="{_SMALL_STYLE}">No tasks yet.</div>'
         return f"{root}{head}{empty}</div>"
-    columns = ("time", "status", "model", "prompt", "cost", "duration", "polls", "images")
+    columns = HISTORY_COLUMNS
     header_cells = "".join(
         f'<th style="{_CELL_STYLE};border-bottom:1px solid rgba(128,128,128,0.45)">{c}</th>'
         for c in columns
     )
     rows = [
-        _history_row(record, None if thumbs is None else thumbs.get(record.local_id))
+        _history_row(record, None if thumbs is None else thumbs.get(record.local_id), pretend)
         for record in records
     ]
     table = (
@@ -408,7 +444,24 @@ def history_html(
     return f"{root}{head}{table}</div>"
 
 
-def _history_row(record: TaskRecord, thumb: PreviewLike | None) -> str:
+HISTORY_COLUMNS = (
+    "time", "status", "id", "model", "prompt", "cost", "reused", "duration", "polls", "images",
+)  # fmt: skip
+"""The columns of the history table, in order."""
+# Cells that must never wrap ("0.5 / credits", a date over two lines).
+_NOWRAP = frozenset({"time", "status", "id", "cost", "reused", "duration", "polls"})
+
+
+def _history_id(record: TaskRecord) -> str:
+    """The id cell: the server id (or the local id before it), shown cut, copied whole."""
+    full = html_text(record.task_id or record.local_id, FULL_ID_CHARS)
+    return (
+        f'<code class="nanobanana-id" title="{full}" style="user-select:all;display:inline-block;'
+        f'max-width:9em;overflow:hidden;text-overflow:ellipsis;vertical-align:bottom">{full}</code>'
+    )
+
+
+def _history_row(record: TaskRecord, thumb: PreviewLike | None, pretend: bool = False) -> str:
     count = len(record.images)
     images = str(count) if count else "—"
     preview = None if thumb is None else as_preview(thumb)
@@ -425,14 +478,23 @@ def _history_row(record: TaskRecord, thumb: PreviewLike | None) -> str:
     cells = (
         format_time(record.created_at),
         badge(record.status),
+        _history_id(record),
         f"<bdi>{html_text(record.model, 40)}</bdi>",
         f'<span title="{title}"><bdi>{shown}</bdi></span>',
-        format_cost(record.consumed),
+        format_cost(record.consumed, pretend=pretend),
+        f"{record.reuses}×" if record.reuses else "—",
         format_duration(record.duration),
         str(record.polls),
         images,
     )
-    return "<tr>" + "".join(f'<td style="{_CELL_STYLE}">{c}</td>' for c in cells) + "</tr>"
+    return (
+        "<tr>"
+        + "".join(
+            f'<td style="{_CELL_STYLE}{";white-space:nowrap" if name in _NOWRAP else ""}">{c}</td>'
+            for name, c in zip(HISTORY_COLUMNS, cells, strict=True)
+        )
+        + "</tr>"
+    )
 
 
 # -- user errors ----------------------------------------------------------------------------

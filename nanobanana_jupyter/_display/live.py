@@ -23,7 +23,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nanobanana_jupyter._core.events import TaskEvent
@@ -32,7 +32,7 @@ from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from . import present
-from .bundles import batch_bundle, record_bundle
+from .bundles import batch_bundle, record_bundle, shown_as
 
 __all__ = ["MIN_UPDATE_INTERVAL", "TICK_SECONDS", "LiveOutputs", "Ticker"]
 
@@ -180,6 +180,8 @@ class _Slot:
     local_id: str
     embed: str
     side: int
+    #: How the card words its cost (:func:`.bundles.shown_as`), fixed when it opened.
+    shown_as: dict[str, bool] = field(default_factory=dict)
     sent_at: float = 0.0
     sent_status: str = ""
     #: The newest state sent, from any thread (see ``_rank``): an older one is never sent.
@@ -277,11 +279,12 @@ class LiveOutputs:
         display_id = f"nanobanana-{uuid.uuid4().hex}"
         with self._lock:
             record = task.record
-            data, metadata = self._bundle(record, embed=embed, side=side)
+            shown = shown_as(task)
+            data, metadata = self._bundle(record, embed=embed, side=side, **shown)
             self._show(data, raw=True, metadata=metadata, display_id=display_id)
             if record.is_terminal:
                 return display_id  # final already, and shown from the cell's own thread
-            slot = _Slot(display_id, task.local_id, embed, side)
+            slot = _Slot(display_id, task.local_id, embed, side, shown)
             slot.sent_at, slot.sent_status = self._clock(), record.status.value
             slot.sent_rank, slot.flushed = _rank(record), _shown(record)
             self._slots[display_id] = slot
@@ -291,12 +294,18 @@ class LiveOutputs:
 
     def bundle(self, task: Task, *, embed: str, side: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """The mimebundle for a task: previews of the chosen size, or none."""
-        return self._bundle(task.record, embed=embed, side=side)
+        return self._bundle(task.record, embed=embed, side=side, **shown_as(task))
 
     def _bundle(
-        self, record: TaskRecord, *, embed: str, side: int
+        self,
+        record: TaskRecord,
+        *,
+        embed: str,
+        side: int,
+        reused: bool = False,
+        pretend: bool = False,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return record_bundle(record, embed=embed, side=side)
+        return record_bundle(record, embed=embed, side=side, reused=reused, pretend=pretend)
 
     def open_batch(self, tasks: Sequence[Task]) -> str:
         """One progress line for several tasks (``-n``), above their cards (main thread)."""
@@ -367,7 +376,7 @@ class LiveOutputs:
         if not (force or changed) and now - slot.sent_at < MIN_UPDATE_INTERVAL:
             return False
         slot.sent_at, slot.sent_status, slot.sent_rank = now, record.status.value, rank
-        data, metadata = self._bundle(record, embed=slot.embed, side=slot.side)
+        data, metadata = self._bundle(record, embed=slot.embed, side=slot.side, **slot.shown_as)
         try:
             self._update(data, raw=True, metadata=metadata, display_id=slot.display_id)
         except Exception:  # a closed kernel channel must not break the engine

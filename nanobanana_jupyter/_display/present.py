@@ -19,9 +19,9 @@ from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._store.history import HTML_ROWS, History
 from nanobanana_jupyter._store.presenter import Bundle
 
-from .bundles import record_bundle
+from .bundles import record_bundle, shown_as
 from .html import history_html
-from .previews import EMBED_MODES, THUMB_SIDE
+from .previews import EMBED_MODES, THUMB_SIDE, history_thumbs
 from .words import format_cost, task_text
 
 __all__ = ["configure", "embedding", "mimebundle", "remember", "show_compact_once", "text"]
@@ -76,9 +76,10 @@ def show_compact_once(task: Task) -> None:
 def text(obj: object) -> str:
     if isinstance(obj, Task):
         record = obj.record
-        return task_text(record, elapsed=None if obj.done() else obj.elapsed)
+        return task_text(record, elapsed=None if obj.done() else obj.elapsed, **shown_as(obj))
     if isinstance(obj, History):
-        return f"<History: {len(obj)} tasks, {format_cost(obj.total_cost)}>"
+        cost = format_cost(obj.total_cost, pretend=obj.is_sandbox)
+        return f"<History: {len(obj)} tasks, {cost}>"
     return repr(obj)
 
 
@@ -95,10 +96,16 @@ def mimebundle(obj: object) -> Bundle:
 
 def _task_bundle(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
     embed, side = embedding(task)
-    return record_bundle(task.record, embed=embed, side=side)
+    return record_bundle(task.record, embed=embed, side=side, **shown_as(task))
 
 
 def _history_html(history: History) -> str:
+    records = history.latest(HTML_ROWS)
     return history_html(
-        history.latest(HTML_ROWS), total=len(history), offset=0, total_cost=history.total_cost
+        records,
+        total=len(history),
+        offset=0,
+        total_cost=history.total_cost,
+        thumbs=history_thumbs(records),
+        pretend=history.is_sandbox,
     )

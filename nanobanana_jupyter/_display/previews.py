@@ -27,12 +27,14 @@ from nanobanana_jupyter._wire.models import RASTER_TYPES
 
 __all__ = [
     "EMBED_MODES",
+    "HISTORY_THUMB_SIDE",
     "THUMB_SIDE",
     "TILE_SIDE",
     "Preview",
     "PreviewLike",
     "as_preview",
     "contact_sheet",
+    "history_thumbs",
     "preview_for",
     "previews_for",
     "read_bytes",
@@ -175,6 +177,34 @@ def read_bytes(path: str | None) -> bytes | None:
         return Path(path).read_bytes()
     except OSError:
         return None
+
+
+HISTORY_THUMB_SIDE = 48
+"""The long side of the previews in a history table's rows."""
+
+
+def history_thumbs(
+    records: Sequence[TaskRecord], *, side: int = HISTORY_THUMB_SIDE
+) -> dict[str, Preview]:
+    """A tiny preview of each record's first image, by ``local_id``, for a history table.
+
+    Made from the stored thumbnail when there is one (a small JPEG, quick to decode), cached
+    like every preview; records without a readable image are left out.
+    """
+    out: dict[str, Preview] = {}
+    for record in records:
+        if not record.images:
+            continue
+        image = record.images[0]
+        source = (
+            image.thumb_path
+            if image.thumb_path and Path(image.thumb_path).is_file()
+            else image.path
+        )
+        preview = preview_for(source, None, embed="thumb", side=side)
+        if preview is not None:
+            out[record.local_id] = preview
+    return out
 
 
 def tile(thumb_path: str, *, side: int = TILE_SIDE) -> bytes | None:

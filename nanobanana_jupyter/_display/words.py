@@ -20,6 +20,7 @@ from nanobanana_jupyter._wire.errors import redact
 from nanobanana_jupyter._wire.models import TaskStatus
 
 __all__ = [
+    "FULL_ID_CHARS",
     "ID_CHARS",
     "MODEL_CHARS",
     "PATH_CHARS",
@@ -65,6 +66,8 @@ REASON_CHARS = 500
 MODEL_CHARS = 80
 PATH_CHARS = 300
 ID_CHARS = 12
+FULL_ID_CHARS = 128
+"""A whole id as shown to be copied (server ids are far shorter; the cap bounds a hostile one)."""
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _WHITESPACE = re.compile(r"\s+")
@@ -307,7 +310,13 @@ def time_spent(record: TaskRecord, elapsed: float | None) -> float | None:
 # -- a task as one line -----------------------------------------------------------------------
 
 
-def task_text(record: TaskRecord, *, elapsed: float | None = None) -> str:
+def task_text(
+    record: TaskRecord,
+    *,
+    elapsed: float | None = None,
+    reused: bool = False,
+    pretend: bool = False,
+) -> str:
     """One line for ``text/plain``, e.g.
     ``<NanoBanana task ta123… success: 1 image, 0.5 credits, 14 s, model google/gempix2,
     prompt 'a cat in a…'>``.
@@ -315,6 +324,8 @@ def task_text(record: TaskRecord, *, elapsed: float | None = None) -> str:
     Args:
         record: the task.
         elapsed: seconds since the task started, shown while it runs.
+        reused: handed back for an identical request: says no new charge instead of the cost.
+        pretend: a sandbox's task: its cost is in pretend credits.
     """
     status = record.status
     head = status_label(status)
@@ -329,15 +340,18 @@ def task_text(record: TaskRecord, *, elapsed: float | None = None) -> str:
             head = f"{head} {format_duration(spent)}"
         spent = None
     if status is TaskStatus.SUCCESS:
-        details.append(plural(len(record.images), "image"))
+        if record.images or not record.texts:
+            details.append(plural(len(record.images), "image"))
         if record.texts:
             details.append(plural(len(record.texts), "text answer"))
     if shows_reason(record):
         details.append(f"reason {plain(one_line(record.error), 80)}")
     elif status is TaskStatus.FAILED:
         details.append("no reason given")
-    if record.consumed is not None:
-        details.append(format_cost(record.consumed))
+    if reused:
+        details.append(REUSED)
+    elif record.consumed is not None:
+        details.append(format_cost(record.consumed, pretend=pretend))
     if spent is not None:
         details.append(format_duration(spent))
     kind, ident = short_id(record)

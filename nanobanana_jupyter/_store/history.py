@@ -43,9 +43,17 @@ class History(Sequence[TaskRecord]):
     kernels sharing the data directory.
     """
 
-    def __init__(self, store: Store, filters: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, store: Store, filters: dict[str, Any] | None = None, *, sandbox: bool = False
+    ) -> None:
         self._store = store
         self._filters: dict[str, Any] = dict(filters or {})
+        self._sandbox = sandbox
+
+    @property
+    def is_sandbox(self) -> bool:
+        """True for a sandbox's history: its costs are pretend credits."""
+        return self._sandbox
 
     def filter(
         self,
@@ -67,7 +75,7 @@ class History(Sequence[TaskRecord]):
         ):
             if value is not None:
                 filters[name] = value
-        return History(self._store, filters)
+        return History(self._store, filters, sandbox=self._sandbox)
 
     def __len__(self) -> int:
         return self._store.count(**self._filters)

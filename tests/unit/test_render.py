@@ -649,6 +649,7 @@ def test_bundle_metadata_names_the_task() -> None:
             "prompt": "p" * (PROMPT_META_CHARS - 1) + "…",
             "paths": ["/a.png", "/b.png"],
             "consumed": 0.5,
+            "reused": False,
         }
     }
 
