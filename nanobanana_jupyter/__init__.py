@@ -97,6 +97,7 @@ __all__ = [
     "TaskError",
     "TaskEvent",
     "TaskFailedError",
+    "TaskList",
     "TaskRecord",
     "TaskSnapshot",
     "TaskStatus",
@@ -132,6 +133,7 @@ _LAZY = {
     "Session": "._core.session",
     "Task": "._core.task",
     "TaskEvent": "._core.events",
+    "TaskList": "._core.task_list",
     "get_default_session": "._core.defaults",
     "set_default_session": "._core.defaults",
 }
@@ -149,9 +151,17 @@ def _mimebundle(obj: object) -> Any:
     return mimebundle(obj)
 
 
+def _show(obj: object) -> None:
+    from IPython.display import display
+
+    from ._display.present import show
+
+    show(obj, display=display)
+
+
 # The top composes the layers: objects of the store and the core are shown by the display
 # layer above them (imported on the first repr, not now).
-_presenter.install(text=_text, bundle=_mimebundle)
+_presenter.install(text=_text, bundle=_mimebundle, show=_show)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -52,6 +52,7 @@ from .resources import Resources
 from .sandboxed import sandbox_settings, start_sandbox
 from .scheduler import PollScheduler
 from .task import Task
+from .task_list import TaskList
 
 __all__ = ["MAX_SAMPLES", "WEBHOOK_BACKUP_POLICY", "Session", "check_samples"]
 
@@ -233,7 +234,9 @@ class Session:
         request = self._build_request(prompt, model, images, aspect_ratio, image_size, callback_url)
         if n is None:
             return self._submitter.start(request, force=force, variant=variant)
-        return [self._submitter.start(request, force=force, variant=variant + i) for i in range(n)]
+        return TaskList(
+            self._submitter.start(request, force=force, variant=variant + i) for i in range(n)
+        )
 
     def map(
         self,
@@ -242,7 +245,7 @@ class Session:
         concurrency: int = 4,
         force: bool = False,
         **options: Any,
-    ) -> list[Task]:
+    ) -> TaskList:
         """Start one task per prompt (same options), at most ``concurrency`` submits at once.
 
         Every prompt is validated before anything is sent, so one bad prompt costs nothing.
@@ -273,7 +276,9 @@ class Session:
             for prompt in prompts
         ]
         slots = asyncio.Semaphore(concurrency)
-        return [self._submitter.start(request, force=force, slots=slots) for request in requests]
+        return TaskList(
+            self._submitter.start(request, force=force, slots=slots) for request in requests
+        )
 
     def resume(self) -> list[Task]:
         """Pick up every unfinished task of the store (after a restart, a timeout, a crash).

@@ -385,6 +385,12 @@ class Task:
     def __repr__(self) -> str:
         return presenter.text(self, f"<Task {self.id} {self.status.value}>")
 
+    def _ipython_display_(self) -> None:
+        # IPython calls this instead of sending a result of its own: one output per cell. A
+        # task already shown live in the running cell is not shown again; one shown in a
+        # later cell gets a card that stays current while it runs.
+        presenter.show(self)
+
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
     ) -> tuple[dict[str, Any], dict[str, Any]] | dict[str, Any]:

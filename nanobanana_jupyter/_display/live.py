@@ -252,8 +252,11 @@ class LiveOutputs:
         )
         self._unsubscribe = session.subscribe(self.on_change)
         self._unflush = session.add_wait_hook(self.flush)
+        present.register_live(session, self)
 
     def close(self) -> None:
+        if present.live_outputs_of(self._session) is self:
+            present.register_live(self._session, None)
         self.ticker.stop()
         self._unsubscribe()
         self._unflush()

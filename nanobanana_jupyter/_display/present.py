@@ -11,25 +11,40 @@ task the magic showed with ``--embed``, the choice of its card (:func:`remember`
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._core.task_list import TaskList
 from nanobanana_jupyter._store.history import HTML_ROWS, History
 from nanobanana_jupyter._store.presenter import Bundle
 
 from .bundles import record_bundle, shown_as
 from .html import history_html
 from .previews import EMBED_MODES, THUMB_SIDE, history_thumbs
+from .progress import Progress
 from .words import format_cost, task_text
 
-__all__ = ["configure", "embedding", "mimebundle", "remember", "show_compact_once", "text"]
+__all__ = [
+    "configure",
+    "current_cell",
+    "embedding",
+    "live_outputs_of",
+    "mimebundle",
+    "register_live",
+    "remember",
+    "show",
+    "shown_in_cell",
+    "text",
+]
 
-# Tasks whose live output already shows their card: their next Out[] repr is one line.
-_COMPACT_ONCE: weakref.WeakSet[Task] = weakref.WeakSet()
 # The embed mode and size of each task's live card, when a view showed one.
 _CHOSEN: weakref.WeakKeyDictionary[Task, tuple[str, int]] = weakref.WeakKeyDictionary()
+# The cell (IPython's execution count) in which each task's card was last shown.
+_CELL: weakref.WeakKeyDictionary[Task, int] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 _default: tuple[str, int] = ("thumb", THUMB_SIDE)
 
@@ -55,9 +70,28 @@ def configure(*, embed: str, side: int) -> None:
 
 
 def remember(task: Task, *, embed: str, side: int) -> None:
-    """``task``'s live card embeds ``embed`` at ``side``: its cell result shows the same."""
+    """``task``'s live card embeds ``embed`` at ``side`` and is shown in the running cell: its
+    cell result there shows nothing more, and elsewhere the same previews."""
+    cell = current_cell()
     with _lock:
         _CHOSEN[task] = _checked(embed, side)
+        if cell is not None:
+            _CELL[task] = cell
+
+
+def current_cell() -> int | None:
+    """The running cell's number (IPython's execution count); ``None`` outside IPython."""
+    module = sys.modules.get("IPython")
+    shell = None if module is None else module.get_ipython()
+    count = getattr(shell, "execution_count", None)
+    return count if isinstance(count, int) else None
+
+
+def shown_in_cell(task: Task) -> bool:
+    """True when ``task``'s card was already shown in the running cell."""
+    cell = current_cell()
+    with _lock:
+        return cell is not None and _CELL.get(task) == cell
 
 
 def embedding(task: Task | None = None) -> tuple[str, int]:
@@ -67,13 +101,63 @@ def embedding(task: Task | None = None) -> tuple[str, int]:
         return _default if chosen is None else chosen
 
 
-def show_compact_once(task: Task) -> None:
-    """The next time ``task`` is shown as a cell's result, show one line, not a second card
-    (the line magic's live output already shows it)."""
-    _COMPACT_ONCE.add(task)
+# Each session's live outputs (the magic's), so a task shown as a later cell's result can get
+# a card that stays current. Weak both ways: neither keeps the other alive.
+_LIVE: weakref.WeakKeyDictionary[object, weakref.ref[Any]] = weakref.WeakKeyDictionary()
+
+
+def register_live(session: object, live: object | None) -> None:
+    """``live`` (a :class:`.live.LiveOutputs`) shows ``session``'s tasks; ``None``: no more."""
+    with _lock:
+        if live is None:
+            _LIVE.pop(session, None)
+        else:
+            _LIVE[session] = weakref.ref(live)
+
+
+def live_outputs_of(session: object) -> Any:
+    """The open live outputs showing ``session``'s tasks, or ``None``."""
+    with _lock:
+        found = _LIVE.get(session)
+    return None if found is None else found()
+
+
+def show(obj: object, *, display: Callable[..., object]) -> None:
+    """Show a task or a list of tasks as a cell's result: one output per cell.
+
+    ``display`` is IPython's (the package's top passes it). A task whose card the running
+    cell already shows (the line magic's live card) shows nothing more. Otherwise a task
+    that is still running gets a live card that stays current, when its session has live
+    outputs (the magic's), and a static card when not or once ended. A list shows a gallery
+    of its tasks' cards under one progress line.
+    """
+    tasks: Sequence[Task] = (
+        obj if isinstance(obj, TaskList) else [obj] if isinstance(obj, Task) else []
+    )
+    if not tasks:
+        found = mimebundle(obj)
+        data, metadata = found if isinstance(found, tuple) else (found, {})
+        display(data, metadata=metadata, raw=True)
+        return
+    fresh = [task for task in tasks if not shown_in_cell(task)]
+    if not fresh:
+        return
+    live = live_outputs_of(fresh[0].session)
+    if live is not None and len(fresh) > 1:
+        live.open_batch(fresh)
+    for task in fresh:
+        embed, side = embedding(task)
+        if live is not None and not task.done():
+            live.open(task, embed=embed, side=side)
+            continue
+        data, metadata = _task_bundle(task)
+        display(data, metadata=metadata, raw=True)
+        remember(task, embed=embed, side=side)
 
 
 def text(obj: object) -> str:
+    if isinstance(obj, TaskList):
+        return _list_text(obj)
     if isinstance(obj, Task):
         record = obj.record
         return task_text(record, elapsed=None if obj.done() else obj.elapsed, **shown_as(obj))
@@ -84,10 +168,9 @@ def text(obj: object) -> str:
 
 
 def mimebundle(obj: object) -> Bundle:
+    if isinstance(obj, TaskList):
+        return _list_bundle(obj)
     if isinstance(obj, Task):
-        if obj in _COMPACT_ONCE:
-            _COMPACT_ONCE.discard(obj)
-            return {"text/plain": text(obj)}
         return _task_bundle(obj)
     if isinstance(obj, History):
         return {"text/plain": text(obj), "text/html": _history_html(obj)}
@@ -97,6 +180,24 @@ def mimebundle(obj: object) -> Bundle:
 def _task_bundle(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
     embed, side = embedding(task)
     return record_bundle(task.record, embed=embed, side=side, **shown_as(task))
+
+
+def _list_text(tasks: TaskList) -> str:
+    lines = [Progress.of(tasks).text(), *(text(task) for task in tasks)]
+    return "\n".join(lines)
+
+
+def _list_bundle(tasks: TaskList) -> dict[str, Any]:
+    """Static: the progress line and every card, for a front end without IPython display."""
+    cards = [str(_task_bundle(task)[0]["text/html"]) for task in tasks]
+    gallery = (
+        '<div class="nanobanana-list" style="display:flex;flex-wrap:wrap;gap:8px;'
+        f'align-items:flex-start">{"".join(cards)}</div>'
+    )
+    return {
+        "text/plain": _list_text(tasks),
+        "text/html": f"{Progress.of(tasks).html()}{gallery}",
+    }
 
 
 def _history_html(history: History) -> str:

@@ -13,18 +13,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Bundle", "install", "mimebundle", "text"]
+__all__ = ["Bundle", "install", "mimebundle", "show", "text"]
 
 Bundle = dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]
 
 _text: Callable[[object], str] | None = None
 _bundle: Callable[[object], Bundle] | None = None
+_show: Callable[[object], None] | None = None
 
 
-def install(*, text: Callable[[object], str], bundle: Callable[[object], Bundle]) -> None:
-    """Set the functions that give an object's plain text and its Jupyter mimebundle."""
-    global _text, _bundle
-    _text, _bundle = text, bundle
+def install(
+    *,
+    text: Callable[[object], str],
+    bundle: Callable[[object], Bundle],
+    show: Callable[[object], None] | None = None,
+) -> None:
+    """Set the functions that give an object's plain text and its Jupyter mimebundle, and
+    the one that shows it as a cell's result (``_ipython_display_``)."""
+    global _text, _bundle, _show
+    _text, _bundle, _show = text, bundle, show
 
 
 def text(obj: object, fallback: str) -> str:
@@ -35,3 +42,11 @@ def text(obj: object, fallback: str) -> str:
 def mimebundle(obj: object, fallback: str) -> Bundle:
     """``obj``'s mimebundle for ``_repr_mimebundle_`` (plain ``fallback`` without one)."""
     return {"text/plain": fallback} if _bundle is None else _bundle(obj)
+
+
+def show(obj: object) -> None:
+    """Show ``obj`` as a cell's result, as the display layer does (its text without one)."""
+    if _show is not None:
+        _show(obj)
+    else:
+        print(text(obj, repr(obj)))

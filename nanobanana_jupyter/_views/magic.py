@@ -33,9 +33,9 @@ from traitlets import Bool, Enum, Float, Int, Unicode, default, observe
 from nanobanana_jupyter._core.defaults import get_default_session, set_default_session
 from nanobanana_jupyter._core.session import Session, check_samples
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._core.task_list import TaskList
 from nanobanana_jupyter._display import present
 from nanobanana_jupyter._display.live import LiveOutputs
-from nanobanana_jupyter._display.present import show_compact_once
 from nanobanana_jupyter._display.previews import EMBED_MODES
 from nanobanana_jupyter._wire.errors import NanoBananaError, ValidationError
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
@@ -343,7 +343,7 @@ class NanoBananaMagics(Magics):
             live.open_batch(tasks)
         for task in tasks:
             live.open(task, embed=embed, side=self.preview_size)
-        result: Task | list[Task] = tasks[0] if len(tasks) == 1 else tasks
+        result: Task | TaskList = tasks[0] if len(tasks) == 1 else TaskList(tasks)
         self._user_ns["_nanobanana"] = result
         if args.out:
             if not args.out.isidentifier():
@@ -353,9 +353,7 @@ class NanoBananaMagics(Magics):
             self._wait(tasks, args.timeout if args.timeout is not None else self.timeout)
             live.flush()  # every card's final state, sent from this cell's thread
         if cell is None:
-            for task in tasks:
-                show_compact_once(task)
-            return result
+            return result  # shown as nothing more: its cards are in this cell already
         return None
 
     def _wait(self, tasks: Sequence[Task], timeout: float) -> None:

@@ -435,12 +435,16 @@ def test_a_cell_result_shows_the_same_preview_as_its_live_card(
     try:
         magics._live_for(session).open(task, embed=magics.embed, side=magics.preview_size)
         (card,) = shown
-        result, _ = shell.display_formatter.format(task)
+        # Shown as this cell's result too: nothing more (one output per cell) ...
+        assert shell.display_formatter.format(task) == ({}, {})
+        assert len(shown) == 1
+        # ... and its mimebundle, for a front end without IPython display, is the same card.
+        result, _ = task._repr_mimebundle_()
         assert base64.b64decode(card["image/png"]) == Path(image.path).read_bytes()
         assert result["image/png"] == card["image/png"]
         assert result["text/html"] == card["text/html"]
         # A handle of the same task that no card showed: the configured choice.
-        other, _ = shell.display_formatter.format(Task(session, TaskState(task.record)))
+        other, _ = Task(session, TaskState(task.record))._repr_mimebundle_()
         assert other["image/png"] == card["image/png"]
     finally:
         shell.run_line_magic("config", "NanoBananaMagics.embed = 'thumb'")
