@@ -24,7 +24,7 @@ from ._ledger import CallbackRecord, Ledger, RequestRecord
 from ._server import Sandbox, serve
 from ._state import TEXT_ONLY_MARK, TaskPlan
 
-__all__ = [
+__all__ = [  # noqa: RUF022 -- plain sorted order (tests/sandbox/test_surface.py)
     "CallbackRecord",
     "Fault",
     "FaultScript",
