@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._store import presenter as _presenter
 from ._version import __version__
 from ._wire.errors import (
+    AmbiguousTaskError,
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -33,8 +34,10 @@ from ._wire.errors import (
     TaskAbandonedError,
     TaskError,
     TaskFailedError,
+    TaskLookupError,
     TaskTimeoutError,
     TaskUnavailableError,
+    UnknownTaskError,
     ValidationError,
 )
 
@@ -68,6 +71,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AmbiguousTaskError",
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
@@ -98,12 +102,14 @@ __all__ = [
     "TaskEvent",
     "TaskFailedError",
     "TaskList",
+    "TaskLookupError",
     "TaskRecord",
     "TaskSnapshot",
     "TaskStatus",
     "TaskTimeoutError",
     "TaskUnavailableError",
     "UnknownModelWarning",
+    "UnknownTaskError",
     "ValidationError",
     "__version__",
     "get_default_session",

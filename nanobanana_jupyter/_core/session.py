@@ -44,7 +44,7 @@ from nanobanana_jupyter._wire.settings import SecretKey, Settings, default_data_
 
 from .engine import Engine, get_engine
 from .events import TaskEvent
-from .lookup import resolve_reference
+from .lookup import find_task, resolve_reference
 from .parts import Parts
 from .poll_policy import PollPolicy
 from .references import to_references
@@ -305,11 +305,16 @@ class Session:
         return self._res.sandbox is not None
 
     def get(self, task_id: str) -> Task:
-        """The task with this server id or local id (from this store)."""
-        record = self._store.get_by_task_id(task_id) or self._store.get(task_id)
-        if record is None:
-            raise KeyError(f"no task {task_id!r} in {self.data_dir}")
-        return self._tracker.handle_for(record)
+        """The task with this server id or local id, or the one whose id starts with it.
+
+        An exact id wins; otherwise a prefix of either id (as short as is unique) names
+        the task, the way a card's or the history's short id is typed.
+
+        Raises:
+            UnknownTaskError: no task of this data directory has such an id (a ``KeyError``).
+            AmbiguousTaskError: several have; its message lists a few (a ``KeyError``).
+        """
+        return self._tracker.handle_for(find_task(self._store, task_id, self.data_dir))
 
     def last(self, *, succeeded: bool = True) -> Task | None:
         """The last task this session handed out; before any, the newest in the store.

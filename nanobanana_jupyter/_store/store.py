@@ -160,6 +160,29 @@ class Store:
         rows = self._read(f"{SELECT} WHERE task_id = ?", (task_id,))
         return from_row(rows[0]) if rows else None
 
+    def find_by_id_prefix(self, prefix: str, *, limit: int = 3) -> tuple[list[TaskRecord], int]:
+        """Tasks whose server id or local id starts with ``prefix``: ``(newest few, count)``.
+
+        The first list holds up to ``limit`` records, newest first; ``count`` is how many
+        tasks match in all (a task matched by both of its ids counts once). Served by the
+        indexes on both columns with a range query (``prefix <= id < next``), so it stays
+        fast on a large history, and ``%`` or ``_`` in a prefix are plain characters.
+        """
+        if not prefix:
+            return [], 0
+        upper = _next_string(prefix)
+        matched: dict[str, tuple[float, str]] = {}
+        for column in ("task_id", "local_id"):
+            bounds = f"{column} >= ?" if upper is None else f"{column} >= ? AND {column} < ?"
+            params = (prefix,) if upper is None else (prefix, upper)
+            sql = f"SELECT local_id, {column}, created_at FROM tasks WHERE {bounds}"  # noqa: S608
+            for local_id, value, created in self._read(sql, params):
+                if value.startswith(prefix):
+                    matched[local_id] = (created, local_id)
+        newest = sorted(matched.values(), reverse=True)[: max(0, limit)]
+        records = [self.get(local_id) for _, local_id in newest]
+        return [r for r in records if r is not None], len(matched)
+
     def update(self, record: TaskRecord) -> TaskRecord:
         """Store a newer version of a record and return what is stored afterwards.
 
@@ -446,6 +469,15 @@ class Store:
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else self.journal_mode
         return f"<Store {str(self.path)!r} ({state})>"
+
+
+def _next_string(prefix: str) -> str | None:
+    """The smallest string above every string starting with ``prefix`` (SQLite compares
+    text as UTF-8 bytes, in code point order), or ``None`` when there is no such string."""
+    last = ord(prefix[-1]) + 1
+    if last > 0x10FFFF or 0xD800 <= last <= 0xDFFF:
+        return None
+    return prefix[:-1] + chr(last)
 
 
 def _check_ttl(ttl: float) -> None:

@@ -18,6 +18,9 @@ NanoBananaError
 │       ├── RateLimitError        429: carries ``retry_after`` (seconds) when known
 │       └── ServerError           5xx
 ├── SubmitOutcomeUnknownError     a submit may have reached the server: maybe charged, never re-sent
+├── TaskLookupError               no single task has this id (also a KeyError)
+│   ├── UnknownTaskError          no task has this id or id prefix: says where it looked
+│   └── AmbiguousTaskError        several tasks start with this prefix: lists a few of them
 └── TaskError                     a task ended badly; carries ``task_id``
     ├── TaskFailedError           the server says the task failed: carries ``reason``
     ├── TaskTimeoutError          the local deadline passed; the server may still finish
@@ -48,6 +51,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AmbiguousTaskError",
     "AuthenticationError",
     "BadRequestError",
     "CertificateError",
@@ -63,8 +67,10 @@ __all__ = [
     "TaskAbandonedError",
     "TaskError",
     "TaskFailedError",
+    "TaskLookupError",
     "TaskTimeoutError",
     "TaskUnavailableError",
+    "UnknownTaskError",
     "ValidationError",
     "redact",
     "safe_url",
@@ -292,6 +298,36 @@ class SubmitOutcomeUnknownError(NanoBananaError):
         super().__init__(message)
         self.cause = cause
         self.task_id = task_id
+
+
+class TaskLookupError(NanoBananaError, KeyError):
+    """No single task has the id given (also a ``KeyError``, so ``except KeyError`` works).
+
+    ``query`` is the id or id prefix that was looked up.
+    """
+
+    def __init__(self, message: str, *, query: str) -> None:
+        super().__init__(message)
+        self.query = query
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class UnknownTaskError(TaskLookupError):
+    """No task's server id or local id is, or starts with, the id given."""
+
+
+class AmbiguousTaskError(TaskLookupError):
+    """Several tasks' ids start with the prefix given; ``candidates`` holds their local ids
+    (the first few, newest first) and ``count`` how many matched in all."""
+
+    def __init__(
+        self, message: str, *, query: str, candidates: tuple[str, ...], count: int
+    ) -> None:
+        super().__init__(message, query=query)
+        self.candidates = candidates
+        self.count = count
 
 
 class TaskError(NanoBananaError):

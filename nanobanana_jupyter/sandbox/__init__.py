@@ -10,7 +10,8 @@ It backs the demo, offline use without an API key, the test suite and the benchm
         ...                                        # talk to sb.url with sb.api_key
         assert sb.ledger.duplicate_submits() == []
 
-From a shell: ``python -m nanobanana_jupyter.sandbox --port 8765``.
+From a shell: ``python -m nanobanana_jupyter.sandbox --port 8765``. A prompt containing
+``[text only]`` (:data:`TEXT_ONLY_MARK`) is answered in words, with no image.
 
 The sandbox imports nothing from the rest of the package on purpose: it must not share parsing
 or serialisation code with the client it is used to test.
@@ -21,15 +22,16 @@ from __future__ import annotations
 from ._faults import Fault, FaultScript
 from ._ledger import CallbackRecord, Ledger, RequestRecord
 from ._server import Sandbox, serve
-from ._state import TaskPlan
+from ._state import TEXT_ONLY_MARK, TaskPlan
 
-__all__ = [
+__all__ = [  # noqa: RUF022 -- plain sorted order (tests/sandbox/test_surface.py)
     "CallbackRecord",
     "Fault",
     "FaultScript",
     "Ledger",
     "RequestRecord",
     "Sandbox",
+    "TEXT_ONLY_MARK",
     "TaskPlan",
     "serve",
 ]

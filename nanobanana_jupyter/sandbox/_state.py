@@ -6,6 +6,11 @@ query, and a query costs one dict lookup. The server still arms one timer per ta
 effects of finishing (drawing, callbacks, ``completed_at``) happen on time, but ``settle`` is
 idempotent and is also called on every access, which is what makes an injected fake clock work.
 
+A prompt containing :data:`TEXT_ONLY_MARK` (``[text only]``, any case) is answered in words,
+one ``{"text": ...}`` entry and no image, as the real model sometimes does, unless a queued
+plan says otherwise: a way to see such an answer from a notebook, the terminal or a sandbox
+started by hand, where no plan can be queued.
+
 Times are on the sandbox clock (``time.monotonic`` unless injected), in real seconds. Durations
 given by users are in API seconds and multiplied by ``time_scale``.
 """
@@ -20,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -31,6 +36,9 @@ RESULT_MODES: tuple[ResultMode, ...] = ("url", "data_uri", "mixed")
 Status = Literal["pending", "submitted", "in_progress", "success", "failed"]
 Clock = Callable[[], float]
 Duration = float | Callable[[str], float]
+
+TEXT_ONLY_MARK = "[text only]"
+"""A prompt holding this (any case) gets a text-only success unless a plan was queued."""
 
 # Share of a task's duration spent in each phase before it runs; the rest is in_progress.
 _PENDING_SHARE = 0.05
@@ -211,9 +219,13 @@ class TaskStore:
         """The sandbox clock."""
         return self.clock()
 
-    def _next_plan(self) -> TaskPlan:
+    def _next_plan(self, prompt: str = "") -> TaskPlan:
         with self._plans_lock:
-            return self._plans.popleft() if self._plans else self.default_plan
+            if self._plans:
+                return self._plans.popleft()
+        if TEXT_ONLY_MARK in prompt.casefold():
+            return replace(self.default_plan, text_only=True)
+        return self.default_plan
 
     def _duration_for(self, plan: TaskPlan, prompt: str) -> float:
         if plan.duration is not None:
@@ -228,7 +240,7 @@ class TaskStore:
 
     def create(self, request: SubmitRequest) -> Task:
         """Create, schedule and charge a task for a validated request."""
-        plan = self._next_plan()
+        plan = self._next_plan(request.prompt)
         now = self.clock()
         scale = self.time_scale
         total = self._duration_for(plan, request.prompt) * scale

@@ -485,6 +485,22 @@ def test_text_only_answer_is_kept(session: Session, sandbox: Sandbox) -> None:
     assert task.record.texts and task.images == []
 
 
+def test_text_only_answer_by_prompt_is_a_success_with_text_after_a_restart(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The sandbox's '[text only]' prompt: a success that keeps its words, also for a new
+    session on the same data dir, which reuses it (not unavailable, no image missing)."""
+    with make_session(sandbox, tmp_path / "data") as first:
+        task = first.generate("a fox [text only]").wait(timeout=20)
+        assert task.status is TaskStatus.SUCCESS and task.error is None
+        assert task.record.texts == ("I can only describe this one: a fox [text only]",)
+    with make_session(sandbox, tmp_path / "data") as second:
+        again = second.generate("a fox [text only]")
+        assert again.local_id == task.local_id and again.status is TaskStatus.SUCCESS
+        assert again.record.texts == task.record.texts and again.images == []
+    assert len(sandbox.ledger.charges) == 1
+
+
 def test_abandoned_task_resumes_and_completes(session: Session, sandbox: Sandbox) -> None:
     """A cancelled task can be picked up again with task.resume(); it completes, unpaid twice."""
     sandbox.plan(TaskPlan(duration=50))

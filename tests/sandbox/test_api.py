@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanobanana_jupyter.sandbox import Sandbox, TaskPlan
+from nanobanana_jupyter.sandbox import TEXT_ONLY_MARK, Sandbox, TaskPlan
 
 pytestmark = pytest.mark.integration
 
@@ -155,6 +155,18 @@ def test_several_images_text_only_and_empty_results(client: httpx.Client, sb: Sa
     assert len({entry["image"] for entry in results[0]}) == 3
     assert set(results[1][0]) == {"text"}
     assert "a cat" in results[1][0]["text"]
+
+
+def test_a_prompt_marked_text_only_is_answered_in_words(client: httpx.Client, sb: Sandbox) -> None:
+    """'[text only]' in a prompt (any case) gives one text entry; a queued plan wins."""
+    worded = task_id_of(submit(client, prompt="a fox [Text Only]"))
+    sb.plan(TaskPlan(duration=1))
+    planned = task_id_of(submit(client, prompt="a fox [text only] again"))
+    plain = task_id_of(submit(client, prompt="a fox"))
+    results = [poll_until(client, i, finished)[0]["result"] for i in (worded, planned, plain)]
+    assert results[0] == [{"text": "I can only describe this one: a fox [Text Only]"}]
+    assert set(results[1][0]) == {"image"} and set(results[2][0]) == {"image"}
+    assert TEXT_ONLY_MARK == "[text only]"
 
 
 def test_invisible_task_answers_404_then_appears(client: httpx.Client, sb: Sandbox) -> None:
