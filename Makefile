@@ -1,8 +1,10 @@
 # Every target sets itself up: a virtual environment in .venv with the package installed.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: help venv demo test test-reliability soak bench lint fmt lab docs dist screenshots clean
 
@@ -19,16 +21,27 @@ help:
 	@echo "make screenshots - refresh docs/screenshots/panel.png from the JupyterLab browser test"
 
 $(PY):
+	@echo "== creating the virtual environment in $(VENV) (first run only)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# Everything: the tests, the linters, JupyterLab and the browser driver.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test,lint]'
-	@touch $(STAMP)
+	@echo "== installing the package with its test and lint tools (first run only)"
+	@set -o pipefail; $(PY) -m pip install --progress-bar off -e '.[test,lint]' 2>&1 \
+		| { grep -E "^(Collecting|Successfully|ERROR)" || true; }
+	@touch $(STAMP) $(DEMO_STAMP)
+
+# Only what the demo needs (no JupyterLab, browser driver or linters): a quicker first run.
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	@echo "== installing the package and what the demo needs (first run only)"
+	@set -o pipefail; $(PY) -m pip install --progress-bar off -e '.[demo]' 2>&1 \
+		| { grep -E "^(Collecting|Successfully|ERROR)" || true; }
+	@touch $(DEMO_STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) scripts/run_demo.py
 
 lab: $(STAMP)
