@@ -74,6 +74,32 @@ for task in tasks:
     task.wait()
 tasks[0]""",
     ),
+    (
+        "md",
+        """## Re-running is free
+
+Ask for exactly the same thing again (a re-run cell, the same cell after a restart): the
+finished task comes back at once, and its card says *reused, no new charge*.""",
+    ),
+    (
+        "code",
+        """again = session.generate('a red apple', aspect_ratio='1:1')
+print(again.reused, again is tasks[0] or again.id == tasks[0].id)
+again""",
+    ),
+    (
+        "md",
+        """## Short ids
+
+Wherever an id is taken (`session.get`, `%nanobanana status`, `--ref @...`), the first
+characters of it are enough while they name one task. The card shows the whole id; one
+click selects it.""",
+    ),
+    (
+        "code",
+        """prefix = cat.id[:8]
+print(prefix, '->', session.get(prefix).prompt)""",
+    ),
     ("md", "## History and cost\n\nEvery task is kept, with its cost, across kernel restarts."),
     (
         "code",
