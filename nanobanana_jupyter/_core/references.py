@@ -130,8 +130,10 @@ def to_reference(obj: object) -> str:
         Image = None  # type: ignore[assignment]
     if Image is not None and isinstance(obj, Image.Image):
         return _encode(obj)
+    name = type(obj).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
     raise ValidationError(
-        f"cannot use a {type(obj).__name__} as a reference image; give an http(s) URL, "
+        f"cannot use {article} {name} as a reference image; give an http(s) URL, "
         "a data:image/ URI, a file path, a PIL image, bytes, or an earlier task"
     )
 

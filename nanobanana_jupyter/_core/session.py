@@ -175,10 +175,11 @@ class Session:
         self._finalizer = weakref.finalize(self, Resources.dropped, res)
         self._finalizer.atexit = False  # at exit the engine's closers run instead
         if self._store.recovered:
+            count = self._store.recovered
             logger.warning(
-                "%d task(s) were being submitted when a previous session stopped; they are "
-                "marked submit_unknown (maybe charged, never re-sent)",
-                self._store.recovered,
+                "%s being submitted when a previous session stopped: marked submit_unknown "
+                "(maybe charged, never re-sent)",
+                "1 task was" if count == 1 else f"{count} tasks were",
             )
 
     # -- public API ---------------------------------------------------------------

@@ -27,8 +27,16 @@ from typing import TextIO
 
 from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._display.bundles import shown_as
+from nanobanana_jupyter._display.html import cost_words
 from nanobanana_jupyter._display.progress import Progress, TerminalProgress
-from nanobanana_jupyter._display.words import format_time, shorten, terminal_text
+from nanobanana_jupyter._display.words import (
+    format_cost,
+    format_time,
+    plural,
+    shorten,
+    terminal_text,
+)
 from nanobanana_jupyter._wire.errors import NanoBananaError
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES
 
@@ -107,7 +115,7 @@ def _generate(session: Session, args: argparse.Namespace) -> int:
                 path = _copy_into(args.out, path, image.sha256)
             _say(path)
         if task.cost is not None:
-            _say(f"{task.id}: {task.cost} credits", sys.stderr)
+            _say(f"{task.id}: {cost_words(task.record, **shown_as(task))}", sys.stderr)
     return status
 
 
@@ -160,7 +168,8 @@ def _history(session: Session, args: argparse.Namespace) -> int:
         prompt = shorten(record.prompt, 50)
         task_id = terminal_text(record.task_id or "-")
         _say(f"{when}  {record.status.value:<14} {cost:>8}  {task_id:<40} {terminal_text(prompt)}")
-    _say(f"{len(history)} tasks, {history.total_cost} credits", sys.stderr)
+    cost = format_cost(history.total_cost, pretend=history.is_sandbox)
+    _say(f"{plural(len(history), 'task')}, {cost}", sys.stderr)
     return 0
 
 

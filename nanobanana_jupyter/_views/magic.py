@@ -37,6 +37,7 @@ from nanobanana_jupyter._core.task_list import TaskList
 from nanobanana_jupyter._display import present
 from nanobanana_jupyter._display.live import LiveOutputs
 from nanobanana_jupyter._display.previews import EMBED_MODES
+from nanobanana_jupyter._display.words import plural
 from nanobanana_jupyter._wire.errors import NanoBananaError, ValidationError
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
 from nanobanana_jupyter._wire.settings import ENV, MISSING_KEY_HELP, SecretKey, env_flag
@@ -442,8 +443,11 @@ class NanoBananaMagics(Magics):
             self._wait(open_tasks, self.timeout)
             if self._live is not None and self._live_session is session:
                 self._live.flush()  # also the cards of tasks that ended before this cell
+            if not open_tasks:
+                print("no task of this session was running")
+                return None
             ended = sum(t.status is TaskStatus.SUCCESS for t in open_tasks)
-            print(f"{len(open_tasks)} task(s) ended, {ended} with images")
+            print(f"{plural(len(open_tasks), 'task')} ended, {ended} with images")
             return None
         raise UsageError(f"unknown subcommand {name!r}")  # pragma: no cover
 

@@ -59,7 +59,7 @@ def test_generate_prints_saved_paths_then_history_lists_them(tmp_path: Path) -> 
     history = run(["--sandbox", "history"], tmp_path / "data")
     assert history.returncode == 0, history.stderr
     assert history.stdout.count("a banana lighthouse") == 2
-    assert "2 tasks, 1 credits" in history.stderr
+    assert "2 tasks, 1 pretend credit" in history.stderr  # one credit, and a sandbox's
 
 
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path: Path) -> None:

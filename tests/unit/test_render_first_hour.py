@@ -121,3 +121,13 @@ def test_a_success_with_only_text_reads_as_an_answer_not_as_a_missing_image(
     assert "1 text answer" in line
     # A success with neither still says it has no image.
     assert "0 images" in task_html(make_record(TaskStatus.SUCCESS, paths=()))
+
+
+def test_a_wrong_reference_type_takes_the_right_article() -> None:
+    from nanobanana_jupyter._core.references import to_reference
+    from nanobanana_jupyter._wire.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="cannot use an int as a reference image"):
+        to_reference(3)
+    with pytest.raises(ValidationError, match="cannot use a float as a reference image"):
+        to_reference(2.5)
