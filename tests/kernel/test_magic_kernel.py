@@ -75,7 +75,7 @@ def test_wait_blocks_until_the_image_is_there(kernel: Kernel) -> None:
         ("%nanobanana --api-key dk-0123456789 a cat", "never goes on the magic's line"),
         ("%%nanobanana --ref /no/such.png\na cat", "does not exist"),
         ("%%nanobanana --expand\na {nope}", "not defined"),
-        ("%nanobanana status nothing-like-this", "no task"),
+        ("%nanobanana status nothing-like-this", "no such task"),
     ],
 )
 def test_user_errors_are_one_line(kernel: Kernel, cell: str, fragment: str) -> None:
