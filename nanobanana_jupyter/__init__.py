@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ._core.events import TaskEvent
     from ._core.poll_policy import PollPolicy
     from ._core.session import Session
+    from ._core.spending import SessionCredits
     from ._core.task import Task
     from ._store.history import History
     from ._store.records import ImageRecord, TaskRecord
@@ -94,6 +95,7 @@ __all__ = [
     "SecretKey",
     "ServerError",
     "Session",
+    "SessionCredits",
     "Settings",
     "SubmitOutcomeUnknownError",
     "Task",
@@ -137,6 +139,7 @@ _LAZY = {
     "Panel": "._views.panel",
     "PollPolicy": "._core.poll_policy",
     "Session": "._core.session",
+    "SessionCredits": "._core.spending",
     "Task": "._core.task",
     "TaskEvent": "._core.events",
     "TaskList": "._core.task_list",

@@ -59,20 +59,23 @@ def main() -> int:
     args = parser.parse_args()
 
     out: Path = args.out.resolve()
-    data_dir = out / "demo-data"
-    shutil.rmtree(data_dir, ignore_errors=True)
+    data_root = out / "demo-data"
+    data_dir = data_root / "sandbox"  # where NANOBANANA_SANDBOX=1 keeps the history
+    shutil.rmtree(data_root, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with Sandbox(time_scale=args.time_scale) as sandbox:
-        print(f"sandbox: {sandbox.url} (offline; no credits; time x{1 / args.time_scale:g})")
+        print(f"sandbox: {sandbox.url} (offline; pretend credits; time x{1 / args.time_scale:g})")
         # The kernel inherits these: the default session talks to the sandbox, keeps its
-        # history in out/demo-data, and --wait is on (a headless run loses late updates).
+        # history in out/demo-data/sandbox, says it is a sandbox (pretend credits), and
+        # --wait is on (a headless run loses late updates).
         os.environ.update(
             {
                 "NANOBANANA_BASE_URL": sandbox.url,
                 "NANOBANANA_ALLOW_LOCAL_URLS": "1",
                 "NANOBANANA_API_KEY": sandbox.api_key,
-                "NANOBANANA_DATA_DIR": str(data_dir),
+                "NANOBANANA_DATA_DIR": str(data_root),
+                "NANOBANANA_SANDBOX": "1",
                 "NANOBANANA_WAIT": "1",
             }
         )

@@ -46,7 +46,8 @@ def lab_command(workspace: Path) -> list[str]:
 
 def main() -> int:
     workspace = ROOT / "out" / "lab"
-    data_dir = ROOT / "out" / "lab-data" / "sandbox"
+    data_root = ROOT / "out" / "lab-data"
+    data_dir = data_root / "sandbox"  # where NANOBANANA_SANDBOX=1 keeps the history
     seed_workspace(ROOT / "notebooks", workspace)
     with Sandbox(time_scale=0.2, accept_any_key=True) as sandbox:
         env = {
@@ -54,7 +55,8 @@ def main() -> int:
             "NANOBANANA_BASE_URL": sandbox.url,
             "NANOBANANA_ALLOW_LOCAL_URLS": "1",
             "NANOBANANA_API_KEY": sandbox.api_key,
-            "NANOBANANA_DATA_DIR": str(data_dir),
+            "NANOBANANA_DATA_DIR": str(data_root),
+            "NANOBANANA_SANDBOX": "1",
         }
         print(
             f"sandbox:   {sandbox.url} (offline, pretend credits; every kernel's default session)"

@@ -8,6 +8,8 @@ waiter of that handle wakes, so a wait that returns can wait for its event to be
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -20,6 +22,8 @@ from .task import Task, TaskOwner, TaskState
 
 __all__ = ["Registry"]
 
+logger = logging.getLogger("nanobanana_jupyter")
+
 
 class Registry:
     """The handles of one session (thread-safe), and the one path for their changes."""
@@ -31,6 +35,9 @@ class Registry:
         self.lock = threading.RLock()
         self._handles: dict[str, Task] = {}
         self._states: dict[str, TaskState] = {}
+        # What this session paid for and what it was handed back (see Session.credits).
+        self.submitted: list[str] = []
+        self.handed_back: list[str] = []
 
     def __contains__(self, local_id: str) -> bool:
         return local_id in self._handles
@@ -58,8 +65,24 @@ class Registry:
                     self.events.publish(TaskEvent(handle, record))
             return handle
 
+    def mark_submitted(self, handle: Task) -> None:
+        """``handle``'s request is sent by this session (paid here)."""
+        with self.lock:
+            self.submitted.append(handle.local_id)
+
     def mark_reused(self, handle: Task) -> None:
+        """``handle`` was handed back for an identical request: say so on the handle, count
+        it in the store (``reuses``, durable, atomic across processes) and here."""
         self._states[handle.local_id].mark_reused()
+        with self.lock:
+            self.handed_back.append(handle.local_id)
+        try:
+            stored = self._store.count_reuse(handle.local_id)
+        except (sqlite3.Error, OSError) as exc:  # the count is bookkeeping: reuse anyway
+            logger.warning("task %s: could not count its reuse: %s", handle.local_id, exc)
+            return
+        if stored is not None:
+            self.show(handle.local_id, stored)
 
     def show(self, local_id: str, record: TaskRecord) -> None:
         """Move the handle (if any) to ``record`` and tell the subscribers."""

@@ -43,7 +43,8 @@ def sandbox_settings(
     """Settings for a session on ``server``: its history kept apart from real tasks (in
     ``<data dir>/sandbox`` unless ``data_dir`` is given)."""
     if data_dir is None:
-        base = Settings.resolve(colab=lambda name: None).data_dir or default_data_dir()
+        base = Settings.resolve(colab=lambda name: None, sandbox=False).data_dir
+        base = base or default_data_dir()
         data_dir = Path(base) / "sandbox"
     # The sandbox serves its images from 127.0.0.1: the one place local result URLs are
     # allowed without being asked for (a loopback base URL alone does not).
@@ -53,4 +54,5 @@ def sandbox_settings(
         data_dir=data_dir,
         model=model,
         allow_local_urls=True,
+        sandbox=True,
     )

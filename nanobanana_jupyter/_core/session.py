@@ -51,6 +51,7 @@ from .references import to_references
 from .resources import Resources
 from .sandboxed import sandbox_settings, start_sandbox
 from .scheduler import PollScheduler
+from .spending import SessionCredits, summarize
 from .task import Task
 from .task_list import TaskList
 
@@ -302,8 +303,14 @@ class Session:
 
     @property
     def is_sandbox(self) -> bool:
-        """True when this session talks to a sandbox it started (``Session.sandbox()``)."""
-        return self._res.sandbox is not None
+        """True when this session's backend is a sandbox: one it started
+        (``Session.sandbox()``), one it was told of (``NANOBANANA_SANDBOX=1``, as
+        ``make lab`` and ``make demo`` say), or one whose answers said so. Its credits are
+        pretend, and every view says so."""
+        res = self._res
+        if res.sandbox is not None or self.settings.sandbox:
+            return True
+        return res.client is not None and res.client.sandbox_seen
 
     def get(self, task_id: str) -> Task:
         """The task with this server id or local id, or the one whose id starts with it.
@@ -350,10 +357,31 @@ class Session:
             task.wait(remaining)
         return self.tasks
 
+    @property
+    def credits(self) -> SessionCredits:
+        """What this session paid and what it reused (:class:`SessionCredits`): ``spent``
+        for the tasks it submitted, ``reused`` for the tasks handed back instead of being
+        sent again (a re-run cell, a re-run after a restart). Pretend credits in a sandbox.
+        """
+        registry = self._registry
+        with registry.lock:
+            submitted, handed_back = list(registry.submitted), list(registry.handed_back)
+        handles = [registry.get(i) for i in submitted], [registry.get(i) for i in handed_back]
+        return summarize(
+            [t for t in handles[0] if t is not None],
+            [t for t in handles[1] if t is not None],
+            pretend=self.is_sandbox,
+        )
+
     def stats(self) -> dict[str, Any]:
-        """Counters for diagnostics and benchmarks: queries sent, tasks being polled."""
+        """Counters for diagnostics and benchmarks: queries sent, tasks being polled, and
+        the credits of :attr:`credits` (``credits_spent``, ``credits_reused``, as
+        ``Decimal``)."""
         loop = self._res.poll_loop
+        credits = self.credits
         return {
+            "credits_spent": credits.spent,
+            "credits_reused": credits.reused,
             "queries": loop.requests if loop is not None else 0,
             "queries_by_task": dict(loop.requests_by_task) if loop is not None else {},
             "polling": len(self._scheduler),
@@ -483,7 +511,10 @@ class Session:
 
     def __repr__(self) -> str:
         key = "none" if self.settings.api_key is None else self.settings.api_key.fingerprint
-        return f"<Session {self.settings.base_url} key={key} data_dir={str(self.data_dir)!r}>"
+        where = (
+            f"sandbox at {self.settings.base_url}" if self.is_sandbox else self.settings.base_url
+        )
+        return f"<Session {where} key={key} data_dir={str(self.data_dir)!r}>"
 
     @classmethod
     def sandbox(
@@ -491,6 +522,7 @@ class Session:
         *,
         time_scale: float = 0.2,
         data_dir: str | os.PathLike[str] | None = None,
+        quiet: bool = False,
         **kwargs: Any,
     ) -> Session:
         """A session talking to a local sandbox server started for it (no key, no network).
@@ -498,7 +530,8 @@ class Session:
         The sandbox draws images offline; its history is kept apart from real tasks
         (in ``<data dir>/sandbox``, where the data dir is ``NANOBANANA_DATA_DIR`` or the
         per-user default, unless ``data_dir`` is given). Closing the session
-        stops the server.
+        stops the server. It says so: one warning line on the package's logger (stderr
+        unless logging is configured), unless ``quiet``.
         """
         server = start_sandbox(time_scale)
         try:
@@ -509,6 +542,13 @@ class Session:
             server.stop()
             raise
         session._res.sandbox = server
+        if not quiet:
+            logger.warning(
+                "sandbox mode: a local sandbox at %s draws the images offline; nothing goes "
+                "to defapi.org and its credits are pretend. History: %s",
+                server.url,
+                session.data_dir,
+            )
         return session
 
     # -- starting tasks ----------------------------------------------------------

@@ -124,6 +124,7 @@ class Submitter:
             # The intent is durable before anything is sent.
             self._store.insert(record)
             handle = self._registry.register(record, announce=True)
+            self._registry.mark_submitted(handle)
         self._engine.submit(self.submit(record.local_id, request, slots)).add_done_callback(
             report_failure
         )

@@ -49,6 +49,7 @@ from .words import (
     format_time,
     one_line,
     plural,
+    reuse_words,
     shorten,
     shows_reason,
     status_label,
@@ -399,9 +400,11 @@ def history_html(
     total_cost: Decimal | None = None,
     thumbs: Mapping[str, PreviewLike] | None = None,
     pretend: bool = False,
+    reused: tuple[int, Decimal] | None = None,
 ) -> str:
     """One page of the history as a compact table, under a line such as
-    ``57 tasks · 12.5 credits · showing 21–30``.
+    ``57 tasks · 12.5 credits · reused 3 times (1.5 credits not charged again) ·
+    showing 21–30``.
 
     Args:
         records: the tasks on this page, in the order to show.
@@ -410,12 +413,16 @@ def history_html(
         total_cost: credits charged over the whole history, when known.
         thumbs: tiny previews by ``local_id``; raster types only, the rest are left out.
         pretend: a sandbox's history: its costs are pretend credits.
+        reused: how many hand-backs of its tasks, and the credits they were not charged.
     """
     total = max(0, int(total))
     offset = max(0, int(offset))
     summary = [plural(total, "task")]
     if total_cost is not None:
         summary.append(format_cost(total_cost, pretend=pretend))
+    again = None if reused is None else reuse_words(*reused, pretend=pretend)
+    if again is not None:
+        summary.append(again)
     if records:
         summary.append(f"showing {offset + 1}–{offset + len(records)}")
     elif total:

@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from nanobanana_jupyter._core.spending import SessionCredits
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._core.task_list import TaskList
 from nanobanana_jupyter._store.history import HTML_ROWS, History
@@ -26,7 +27,7 @@ from .bundles import record_bundle, shown_as
 from .html import history_html
 from .previews import EMBED_MODES, THUMB_SIDE, history_thumbs
 from .progress import Progress
-from .words import format_cost, task_text
+from .words import credits_words, format_cost, plural, task_text
 
 __all__ = [
     "configure",
@@ -163,7 +164,10 @@ def text(obj: object) -> str:
         return task_text(record, elapsed=None if obj.done() else obj.elapsed, **shown_as(obj))
     if isinstance(obj, History):
         cost = format_cost(obj.total_cost, pretend=obj.is_sandbox)
-        return f"<History: {len(obj)} tasks, {cost}>"
+        return f"<History: {plural(len(obj), 'task')}, {cost}>"
+    if isinstance(obj, SessionCredits):
+        words = credits_words(obj.spent, obj.submitted, obj.reused, obj.reuses, pretend=obj.pretend)
+        return f"<SessionCredits: {words}>"
     return repr(obj)
 
 
@@ -209,4 +213,5 @@ def _history_html(history: History) -> str:
         total_cost=history.total_cost,
         thumbs=history_thumbs(records),
         pretend=history.is_sandbox,
+        reused=(history.reuses, history.reused_cost),
     )

@@ -35,6 +35,7 @@ __all__ = [
     "TONE_COLOURS",
     "ToneColours",
     "clean",
+    "credits_words",
     "format_cost",
     "format_duration",
     "format_time",
@@ -42,6 +43,7 @@ __all__ = [
     "plain",
     "plain_token",
     "plural",
+    "reuse_words",
     "short_id",
     "shorten",
     "shows_reason",
@@ -262,6 +264,27 @@ def format_cost(value: Decimal | None, *, pretend: bool = False) -> str:
     amount = normalize_credits(amount)
     unit = "credit" if amount == 1 else "credits"
     return f"{format(amount, 'f')} {'pretend ' if pretend else ''}{unit}"
+
+
+def reuse_words(count: int, saved: Decimal | None, *, pretend: bool = False) -> str | None:
+    """What hand-backs saved, for a total line: ``reused 3 times (1.5 credits not charged
+    again)``; ``None`` when nothing was reused."""
+    if count <= 0:
+        return None
+    times = "once" if count == 1 else f"{count} times"
+    if saved is None or not saved:
+        return f"reused {times}, no new charge"
+    return f"reused {times} ({format_cost(saved, pretend=pretend)} not charged again)"
+
+
+def credits_words(
+    spent: Decimal, submitted: int, reused: Decimal, reuses: int, *, pretend: bool = False
+) -> str:
+    """A session's credits, paid and reused apart: ``spent 1 credit on 2 tasks; reused
+    once (0.5 credits not charged again)``."""
+    line = f"spent {format_cost(spent, pretend=pretend)} on {plural(submitted, 'task')}"
+    again = reuse_words(reuses, reused, pretend=pretend)
+    return f"{line}; {again}" if again else line
 
 
 def format_duration(seconds: float | None) -> str:

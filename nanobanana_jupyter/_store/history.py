@@ -115,6 +115,18 @@ class History(Sequence[TaskRecord]):
         """Credits charged for the tasks in this history (as the server reported them)."""
         return normalize_credits(self._store.total_cost(**self._filters))
 
+    @property
+    def reuses(self) -> int:
+        """How many times a task of this history was handed back for an identical request
+        instead of being sent (and paid) again."""
+        return self._store.reused_cost(**self._filters)[0]
+
+    @property
+    def reused_cost(self) -> Decimal:
+        """The credits those hand-backs were not charged (each task's cost once per reuse):
+        not part of :attr:`total_cost`, which is what was charged."""
+        return normalize_credits(self._store.reused_cost(**self._filters)[1])
+
     def to_records(self) -> list[dict[str, Any]]:
         """Plain dicts (JSON-friendly values), oldest first."""
         return [record.to_dict() for record in self]

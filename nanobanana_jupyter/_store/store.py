@@ -211,6 +211,15 @@ class Store:
                 f"task id {record.task_id!r} is already stored for another task"
             ) from exc
 
+    def count_reuse(self, local_id: str) -> TaskRecord | None:
+        """Count one more identical request handed this task: ``reuses + 1``, in SQL, so two
+        processes reusing it at once both count. Returns the stored record (``None``: no
+        such task)."""
+        with self._write() as conn:
+            conn.execute("UPDATE tasks SET reuses = reuses + 1 WHERE local_id = ?", (local_id,))
+            rows = conn.execute(f"{SELECT} WHERE local_id = ?", (local_id,)).fetchall()
+        return from_row(rows[0]) if rows else None
+
     def recover_interrupted(self, local_ids: Iterable[str] | None = None) -> int:
         """Settle local rows whose writer stopped; count them.
 
@@ -441,13 +450,37 @@ class Store:
         text: str | None = None,
     ) -> Decimal:
         """The sum of ``consumed`` over the matching tasks, exactly (as ``Decimal``)."""
-        where, params = where_clause(status, model, since, until, text)
+        return self._cost_sum(where_clause(status, model, since, until, text), reused=False)
+
+    def reused_cost(
+        self,
+        *,
+        status: StatusFilter = None,
+        model: ModelFilter = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+    ) -> tuple[int, Decimal]:
+        """How many times the matching tasks were handed back for an identical request
+        (their ``reuses``), and the credits those hand-backs were not charged: each task's
+        ``consumed`` once per reuse."""
+        clause = where_clause(status, model, since, until, text)
+        where, params = clause
+        where = f"{where} AND reuses > 0" if where else " WHERE reuses > 0"
+        (count,) = self._read(f"SELECT COALESCE(SUM(reuses), 0) FROM tasks{where}", params)[0]  # noqa: S608
+        return int(count), self._cost_sum(clause, reused=True)
+
+    def _cost_sum(self, clause: tuple[str, list[Any]], *, reused: bool) -> Decimal:
+        where, params = clause
         where = f"{where} AND consumed IS NOT NULL" if where else " WHERE consumed IS NOT NULL"
+        if reused:
+            where += " AND reuses > 0"
         total = Decimal(0)
-        for (value,) in self._read(f"SELECT consumed FROM tasks{where}", params):  # noqa: S608
+        sql = f"SELECT consumed, reuses FROM tasks{where}"  # noqa: S608
+        for value, reuses in self._read(sql, params):
             amount = stored_cost(value)
             if amount is not None:
-                total = credits_sum(total, amount)
+                total = credits_sum(total, amount * reuses if reused else amount)
         return total
 
     # -- lifetime ---------------------------------------------------------------------

@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sandbox_main(["--port", str(args.port), "--accept-any-key"])
     try:
-        session = Session.sandbox() if args.sandbox else Session()
+        session = Session.sandbox(quiet=True) if args.sandbox else Session()
     except NanoBananaError as exc:
         _say(f"nanobanana: {exc.message}", sys.stderr)
         return 2

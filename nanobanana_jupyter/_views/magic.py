@@ -396,14 +396,14 @@ class NanoBananaMagics(Magics):
             print("Other ids are sent as given, with a warning.")
             return None
         if name == "sandbox":
-            sandbox = Session.sandbox()
+            sandbox = Session.sandbox(quiet=True)  # it says so here, in its own words
             old = set_default_session(sandbox)
             if old is not None:
                 old.close()
             print(
                 "*** SANDBOX MODE *** images are drawn offline by a local fake server at "
-                f"{sandbox.settings.base_url}; nothing goes to defapi.org and no credits are "
-                f"used. History: {sandbox.data_dir}. Restart the kernel to leave sandbox mode."
+                f"{sandbox.settings.base_url}; nothing goes to defapi.org and its credits are "
+                f"pretend. History: {sandbox.data_dir}. Restart the kernel to leave sandbox mode."
             )
             return None
         if name == "panel":

@@ -50,6 +50,7 @@ from .snapshot import TaskSnapshot
 __all__ = [
     "MAX_API_BODY",
     "MAX_REDIRECTS",
+    "SANDBOX_HEADER",
     "BaseClient",
     "BodyLimit",
     "HeadLimit",
@@ -64,6 +65,9 @@ QUERY_PATH = "/api/task/query"
 # API answers are small JSON envelopes; a huge body is a fault, not data.
 MAX_API_BODY = 1024 * 1024
 MAX_REDIRECTS = 3
+#: The header a sandbox puts on its API answers (``nanobanana_jupyter.sandbox`` sets it; the
+#: real service does not): a session reached it by URL then knows its credits are pretend.
+SANDBOX_HEADER = "X-Nanobanana-Sandbox"
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -279,6 +283,8 @@ class BaseClient:
         self._rand = rand if rand is not None else random.random
         self._on_retry = on_retry
         self._closed = False
+        self.sandbox_seen = settings.sandbox
+        """True once the backend is known to be a sandbox (told so, or it said so)."""
 
     def __repr__(self) -> str:
         key = "none" if self.settings.api_key is None else self.settings.api_key.fingerprint
@@ -374,6 +380,8 @@ class BaseClient:
         self, status: int, body: bytes, headers: httpx.Headers, url: str, *, what: str
     ) -> Any:
         """Return the ``data`` of a successful envelope, or raise the matching error."""
+        if not self.sandbox_seen and headers.get(SANDBOX_HEADER):
+            self._found_sandbox()
         if status >= 400:
             raise self._error_from_response(status, body, headers, url, what=what)
         if status >= 300:
@@ -396,6 +404,17 @@ class BaseClient:
         if "data" not in obj:
             raise ProtocolError(f"the {what} answer has no data", url=url)
         return obj["data"]
+
+    def _found_sandbox(self) -> None:
+        self.sandbox_seen = True
+        where = self.settings.data_dir or "the per-user data directory"
+        logger.warning(
+            "%s is a sandbox (it says so): its credits are pretend. Its tasks are kept in "
+            "%s with any real ones; set NANOBANANA_SANDBOX=1 to keep them apart "
+            "(in <data dir>/sandbox)",
+            self.settings.base_url,
+            where,
+        )
 
     def _parse_submit(self, status: int, body: bytes, headers: httpx.Headers, url: str) -> str:
         try:

@@ -36,6 +36,9 @@ class ENV:
     TIMEOUT = "NANOBANANA_TIMEOUT"
     ALLOW_LOCAL_URLS = "NANOBANANA_ALLOW_LOCAL_URLS"
     """Truthy: result images may come from loopback/private hosts and plain http (sandbox)."""
+    SANDBOX = "NANOBANANA_SANDBOX"
+    """Truthy: the base URL is a sandbox (``make lab``, ``make demo``): pretend credits, and
+    the history kept apart in ``<data dir>/sandbox``."""
     WAIT = "NANOBANANA_WAIT"
     """Truthy: the magic blocks until done by default (Run All, nbclient, papermill)."""
 
@@ -233,6 +236,10 @@ class Settings:
     Explicit only (argument or ``NANOBANANA_ALLOW_LOCAL_URLS``; ``Session.sandbox()`` sets
     it): a loopback base URL does not imply it, since a local proxy in front of the real API
     says nothing about where result images may come from."""
+    sandbox: bool = False
+    """The backend is a sandbox (``NANOBANANA_SANDBOX``; ``Session.sandbox()`` sets it): its
+    credits are pretend, and unless a data dir is given its history is kept in
+    ``<data dir>/sandbox``, apart from the tasks a real key made."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", _check_base_url(self.base_url))
@@ -282,8 +289,18 @@ class Settings:
                 ENV.ALLOW_LOCAL_URLS, {ENV.ALLOW_LOCAL_URLS: pick(ENV.ALLOW_LOCAL_URLS) or ""}
             ),
         }
-        directory = data_dir if data_dir is not None else pick(ENV.DATA_DIR)
-        if directory is not None:
+        sandbox = overrides.pop("sandbox", None)
+        if sandbox is None:
+            sandbox = env_flag(ENV.SANDBOX, {ENV.SANDBOX: pick(ENV.SANDBOX) or ""})
+        fields["sandbox"] = bool(sandbox)
+        if data_dir is not None:
+            fields["data_dir"] = Path(data_dir).expanduser()
+        elif sandbox:
+            base = pick(ENV.DATA_DIR)
+            fields["data_dir"] = (
+                Path(base).expanduser() if base else default_data_dir(env)
+            ) / "sandbox"
+        elif (directory := pick(ENV.DATA_DIR)) is not None:
             fields["data_dir"] = Path(directory).expanduser()
         for field, arg, var in (
             ("deadline", deadline, ENV.DEADLINE),

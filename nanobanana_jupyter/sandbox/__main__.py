@@ -61,8 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"api_key={sb.api_key}", flush=True)
         print(
             f"nanobanana sandbox running; press Ctrl-C to stop. Point a client at it with "
-            f"NANOBANANA_BASE_URL={sb.url} and NANOBANANA_ALLOW_LOCAL_URLS=1 (its images "
-            "come from 127.0.0.1, which clients refuse unless told)",
+            f"NANOBANANA_BASE_URL={sb.url}, NANOBANANA_ALLOW_LOCAL_URLS=1 (its images "
+            "come from 127.0.0.1, which clients refuse unless told) and NANOBANANA_SANDBOX=1 "
+            "(pretend credits; its history kept apart from a real key's)",
             file=sys.stderr,
             flush=True,
         )

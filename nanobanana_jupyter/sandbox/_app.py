@@ -32,6 +32,9 @@ from ._validate import Invalid, parse_submit
 SUBMIT_PATH = "/api/image/gen"
 QUERY_PATH = "/api/task/query"
 CDN_PREFIX = "/cdn/"
+#: On every API answer: a client pointed here by URL can tell it is not the real service
+#: (its credits are pretend). The client reads the same name (its wire protocol module).
+SANDBOX_HEADER = "X-Nanobanana-Sandbox"
 #: Reference images arrive as data URIs inside the JSON body: allow a few large ones.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -92,6 +95,10 @@ class KeyCheck:
         return hmac.compare_digest(token.encode(), self.api_key.encode())
 
 
+async def _mark_as_sandbox(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[SANDBOX_HEADER] = "1"
+
+
 class Service:
     """The sandbox's request handling, shared by the API and CDN applications."""
 
@@ -127,6 +134,7 @@ class Service:
     def make_apps(self) -> tuple[web.Application, web.Application]:
         """The API and CDN applications."""
         api = web.Application(client_max_size=MAX_BODY_BYTES)
+        api.on_response_prepare.append(_mark_as_sandbox)
         api.router.add_route("*", "/{tail:.*}", self._api_entry)
         cdn = web.Application()
         cdn.router.add_route("*", "/{tail:.*}", self._cdn_entry)
