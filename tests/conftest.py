@@ -20,6 +20,14 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _unknown_models_told_again() -> None:
+    """An unknown model is told once per process; every test starts as a new process."""
+    from nanobanana_jupyter._wire.models import _forget_told_models
+
+    _forget_told_models()
+
+
 @pytest.fixture
 def sentinel_key() -> str:
     """A key-shaped secret that must never appear in any output, error or file."""

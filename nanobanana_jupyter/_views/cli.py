@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", "-m")
     gen.add_argument("--ref", "-r", action="append", default=[], help="reference image (<= 4)")
     gen.add_argument("--aspect-ratio", "-a", choices=ASPECT_RATIOS)
-    gen.add_argument("--size", "-s", choices=IMAGE_SIZES)
+    gen.add_argument("--size", "-s", type=lambda s: s.strip().upper(), choices=IMAGE_SIZES)
     gen.add_argument("-n", type=int, default=1, help="how many samples (1-16)")
     gen.add_argument("--out", "-o", type=Path, help="also copy the images into this directory")
     gen.add_argument("--force", "-f", action="store_true", help="generate again even if cached")

@@ -11,14 +11,20 @@ import binascii
 import dataclasses
 import enum
 import hashlib
+import inspect
 import json
+import logging
+import os
 import re
+import threading
 import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ValidationError, redact
 from .settings import DEFAULT_MODEL
+
+logger = logging.getLogger("nanobanana_jupyter")
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -196,6 +202,12 @@ def parse_data_uri(uri: str, *, max_bytes: int) -> tuple[bytes, str]:
     return raw, actual
 
 
+def normalize_image_size(value: str) -> str:
+    """An image size in the documented form: ``" 2k "`` is ``"2K"`` (some clients send
+    sizes in lower case). Whether it is one of :data:`IMAGE_SIZES` is checked by the caller."""
+    return value.strip().upper()
+
+
 # The attribute marking a request :meth:`GenerationRequest.validated` returned (not a field:
 # ``dataclasses.replace`` makes an unmarked copy, which is checked again).
 _VALIDATED = "_nanobanana_validated"
@@ -249,7 +261,7 @@ class GenerationRequest:
     aspect_ratio: str | None = None
     """One of :data:`ASPECT_RATIOS`, or ``None`` for the model's default."""
     image_size: str | None = None
-    """``1K``, ``2K`` or ``4K`` (Pro models), or ``None``."""
+    """``1K``, ``2K`` or ``4K`` (Pro models; any case, sent upper-case), or ``None``."""
     callback_url: str | None = None
     """An http(s) URL the service POSTs the final state to."""
 
@@ -280,12 +292,7 @@ class GenerationRequest:
             raise ValidationError("the model is empty; e.g. model='google/gempix2'")
         model = self.model.strip()
         if model not in KNOWN_MODELS:
-            warnings.warn(
-                f"model {model!r} is not one of the known models {', '.join(KNOWN_MODELS)}; "
-                "sending it anyway",
-                UnknownModelWarning,
-                stacklevel=3,
-            )
+            tell_unknown_model(model)
         images = tuple(self.images)
         if len(images) > MAX_REFERENCE_IMAGES:
             raise ValidationError(
@@ -310,7 +317,7 @@ class GenerationRequest:
             )
         size = self.image_size
         if size is not None:
-            size = size.upper()
+            size = normalize_image_size(size) if isinstance(size, str) else size
             if size not in IMAGE_SIZES:
                 raise ValidationError(
                     f"image size {self.image_size!r} is not one of {', '.join(IMAGE_SIZES)}"
@@ -357,7 +364,72 @@ class GenerationRequest:
 
 
 class UnknownModelWarning(UserWarning):
-    """The model id is not among those known to work; it is sent anyway."""
+    """The model id is not among those known to work; it is sent anyway.
+
+    Told once per model id per process, as one line on the ``nanobanana_jupyter`` logger
+    (on stderr when logging is not set up), not through ``warnings.showwarning``: Python's
+    own display adds this package's file and source line, and shows it again after anything
+    changes the warning filters. The warning filters still apply to this category:
+    ``warnings.filterwarnings("ignore", category=UnknownModelWarning)`` silences it and
+    ``"error"`` raises it before anything is sent.
+    """
+
+
+_told_models: set[str] = set()
+_told_lock = threading.Lock()
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tell_unknown_model(model: str) -> None:
+    """Say once per process that ``model`` is unknown and is sent anyway.
+
+    Raises:
+        UnknownModelWarning: when the warning filters turn this category into an error.
+    """
+    text = (
+        f"nanobanana: unknown model {redact(model, 80)!r}; sending it anyway "
+        f"(known: {', '.join(KNOWN_MODELS)})"
+    )
+    action = _filter_action(text, UnknownModelWarning)
+    if action == "ignore":
+        return  # not counted: the next unfiltered use still tells it
+    if action == "error":
+        raise UnknownModelWarning(text)
+    with _told_lock:
+        if model in _told_models:
+            return
+        _told_models.add(model)
+    logger.warning("%s", text)
+
+
+def _forget_told_models() -> None:
+    """Tell every unknown model again (for tests: the memory is per process)."""
+    with _told_lock:
+        _told_models.clear()
+
+
+def _filter_action(text: str, category: type[Warning]) -> str:
+    """The action the warning filters give ``category`` raised from the caller's code (the
+    first frame outside this package), matched as ``warnings.warn_explicit`` matches."""
+    module, lineno = "__main__", 0
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            if not os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+                module, lineno = str(frame.f_globals.get("__name__", "__main__")), frame.f_lineno
+                break
+            frame = frame.f_back
+    finally:
+        del frame  # no reference cycle through this frame
+    for action, message, kind, mod, line in list(getattr(warnings, "filters", ())):
+        if (
+            (message is None or message.match(text))
+            and issubclass(category, kind)
+            and (mod is None or mod.match(module))
+            and (line == 0 or line == lineno)
+        ):
+            return str(action)
+    return str(getattr(warnings, "defaultaction", "default"))
 
 
 def as_request(
