@@ -39,7 +39,13 @@ from nanobanana_jupyter._display.words import (
     terminal_text,
     unknown_option,
 )
-from nanobanana_jupyter._wire.errors import MissingAPIKeyError, NanoBananaError
+from nanobanana_jupyter._wire.errors import (
+    MissingAPIKeyError,
+    NanoBananaError,
+    TaskLookupError,
+    UnknownTaskError,
+    ValidationError,
+)
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES
 
 __all__ = ["main", "terminal_text"]
@@ -144,7 +150,7 @@ def _generate(session: Session, args: argparse.Namespace) -> int:
     tasks: list[Task] = session.generate(
         args.prompt,
         model=args.model,
-        images=[session.resolve_reference(ref) for ref in args.ref],
+        images=[_reference(session, ref, sandbox=args.sandbox) for ref in args.ref],
         aspect_ratio=args.aspect_ratio,
         image_size=args.size,
         force=args.force,
@@ -170,6 +176,29 @@ def _generate(session: Session, args: argparse.Namespace) -> int:
         if task.cost is not None:
             _say(f"{task.id}: {cost_words(task.record, **shown_as(task))}", sys.stderr)
     return status
+
+
+def _reference(session: Session, ref: str, *, sandbox: bool) -> object:
+    """What ``--ref`` names (``@last``, ``@<id or prefix>``, a URL, a file), as the magic reads
+    it; an id found nowhere says which history was searched and how to list its ids."""
+    if ref.startswith("@") and ref != "@last":
+        try:
+            return session.get(ref[1:])
+        except UnknownTaskError as exc:
+            if sandbox:
+                where = "the sandbox's history; nanobanana --sandbox history lists its ids"
+            else:
+                where = (
+                    "the history; nanobanana history lists its ids (a sandbox task? add "
+                    "--sandbox: the sandbox keeps its own history)"
+                )
+            raise ValidationError(f"--ref {ref}: no such task {exc.query!r} in {where}") from None
+        except TaskLookupError as exc:
+            raise ValidationError(f"--ref {ref}: {exc.message}") from None
+    try:
+        return session.resolve_reference(ref)
+    except ValidationError as exc:
+        raise ValidationError(f"--ref {exc.message}") from None
 
 
 def _wait_showing(tasks: Sequence[Task], timeout: float | None) -> None:

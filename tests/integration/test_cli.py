@@ -307,8 +307,18 @@ def test_ref_at_last_and_an_id_prefix_name_earlier_tasks(tmp_path: Path) -> None
     unknown = run_keyless(["--sandbox", "generate", "x", "-r", "@zzzz"], tmp_path)
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     (line,) = unknown.stderr.strip().splitlines()
-    assert "@zzzz" in line and "no such task" in line
+    assert line.startswith("nanobanana: --ref @zzzz: no such task 'zzzz' in the sandbox's history")
+    assert "nanobanana --sandbox history lists" in line and "session.history" not in line
     assert len(_sandbox_records(tmp_path)) == 3  # nothing was sent
+
+    # A sandbox task's id, used without --sandbox, is looked up in the real history: it says
+    # where it looked and that the sandbox keeps its own.
+    keyed = run_against(
+        "http://127.0.0.1:9", ["generate", "x", "-r", f"@{prefix}"], tmp_path / "data"
+    )
+    assert keyed.returncode == 2
+    (line,) = keyed.stderr.strip().splitlines()
+    assert f"no such task {prefix!r} in the history" in line and "add --sandbox" in line
 
 
 def test_history_totals_read_as_words(tmp_path: Path) -> None:
