@@ -118,7 +118,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "resume", parents=[sandbox], help="pick up unfinished tasks and wait for them"
     )
 
-    sand = sub.add_parser("sandbox", help="run the sandbox server in the foreground")
+    sand = sub.add_parser(
+        "sandbox", parents=[sandbox], help="run the sandbox server in the foreground"
+    )
     sand.add_argument("--port", type=int, default=0)
     return parser, {"generate": gen, "history": hist, "resume": resume, "sandbox": sand}
 
