@@ -8,9 +8,11 @@ the card's badge, the error box and the panel's status line all read them (:func
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import time
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
@@ -55,6 +57,7 @@ __all__ = [
     "tone_colour",
     "tone_of",
     "tone_text_colour",
+    "unknown_option",
 ]
 
 # How much of a user string each place shows. The card and alt texts stay readable; the
@@ -213,6 +216,28 @@ def short_id(record: TaskRecord) -> tuple[str, str]:
 def plural(count: int, word: str) -> str:
     """``1 image``, ``2 images``."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def unknown_option(
+    token: str, options: Iterable[str], *, help_hint: str, nothing_sent: bool = True
+) -> str:
+    """The one-line refusal of an option nobody defined, naming the closest one defined.
+
+    ``unknown option --sise; did you mean --size? nothing was sent``; with nothing close,
+    ``unknown option --bogus; nothing was sent (<help_hint>)``. ``token`` is what was typed
+    (``--limt=3`` is read as ``--limt``); a long option is compared with long options only.
+    """
+    name = token.split("=", 1)[0]
+    known = list(options)
+    pool = [o for o in known if o.startswith("--")] if name.startswith("--") else known
+    # Compared without the dashes, which every option shares (else --bogus reads as --out).
+    bare = {option.lstrip("-"): option for option in pool}
+    close = difflib.get_close_matches(name.lstrip("-"), list(bare), n=1, cutoff=0.6)
+    if close:
+        text = f"unknown option {name}; did you mean {bare[close[0]]}?"
+        return f"{text} nothing was sent" if nothing_sent else text
+    text = f"unknown option {name}; nothing was sent" if nothing_sent else f"unknown option {name}"
+    return f"{text} ({help_hint})"
 
 
 # Escape sequences a terminal acts on: CSI (ESC [ or the C1 byte 0x9b), strings ended by BEL

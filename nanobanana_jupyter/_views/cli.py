@@ -1,6 +1,7 @@
 """The ``nanobanana`` command: the same core, for people outside notebooks.
 
     nanobanana generate "a cat in a banana costume" --aspect-ratio 16:9 --out pictures/
+    nanobanana generate "the same cat, at night" --ref @last --sandbox
     nanobanana history --limit 20
     nanobanana resume
     nanobanana sandbox --port 8765
@@ -23,7 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
@@ -36,8 +37,15 @@ from nanobanana_jupyter._display.words import (
     plural,
     shorten,
     terminal_text,
+    unknown_option,
 )
-from nanobanana_jupyter._wire.errors import NanoBananaError
+from nanobanana_jupyter._wire.errors import (
+    MissingAPIKeyError,
+    NanoBananaError,
+    TaskLookupError,
+    UnknownTaskError,
+    ValidationError,
+)
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES
 
 __all__ = ["main", "terminal_text"]
@@ -53,22 +61,48 @@ def _say(text: object, stream: TextIO | None = None) -> None:
     print(terminal_text(text), file=sys.stdout if stream is None else stream)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block) and exit with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"{self.prog}: {message} ({self.prog} --help lists the options)", sys.stderr)
+        sys.exit(2)
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command's parser, and each subcommand's by name."""
+    # --sandbox is taken before the subcommand and after it. The subcommands' copy leaves
+    # the namespace alone unless given (SUPPRESS), so it never resets the top-level one.
+    sandbox = _Parser(add_help=False)
+    sandbox.add_argument(
+        "--sandbox",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="use a local sandbox server (offline, no key, no credits)",
+    )
+    parser = _Parser(
         prog="nanobanana",
         description="Generate images with Nano Banana (defapi.org) from the terminal.",
     )
     parser.add_argument(
         "--sandbox",
         action="store_true",
-        help="use a local sandbox server (offline, no key, no credits)",
+        help="use a local sandbox server (offline, no key, no credits); also after the subcommand",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="generate image(s) and print their paths")
-    gen.add_argument("prompt", help="what to draw")
+    gen = sub.add_parser(
+        "generate", parents=[sandbox], help="generate image(s) and print their paths"
+    )
+    gen.add_argument("prompt", help="what to draw (in quotes when it has several words)")
     gen.add_argument("--model", "-m")
-    gen.add_argument("--ref", "-r", action="append", default=[], help="reference image (<= 4)")
+    gen.add_argument(
+        "--ref",
+        "-r",
+        action="append",
+        default=[],
+        help="reference image (<= 4): a URL, a file, @last, or @<task id or its first characters>",
+    )
     gen.add_argument("--aspect-ratio", "-a", choices=ASPECT_RATIOS)
     gen.add_argument("--size", "-s", type=lambda s: s.strip().upper(), choices=IMAGE_SIZES)
     gen.add_argument("-n", type=int, default=1, help="how many samples (1-16)")
@@ -76,22 +110,49 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--force", "-f", action="store_true", help="generate again even if cached")
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait at most")
 
-    hist = sub.add_parser("history", help="list past tasks, newest first")
+    hist = sub.add_parser("history", parents=[sandbox], help="list past tasks, newest first")
     hist.add_argument("--limit", type=int, default=20)
     hist.add_argument("--status", help="only tasks in this status (e.g. success, failed)")
 
-    sub.add_parser("resume", help="pick up unfinished tasks and wait for them")
+    resume = sub.add_parser(
+        "resume", parents=[sandbox], help="pick up unfinished tasks and wait for them"
+    )
 
-    sand = sub.add_parser("sandbox", help="run the sandbox server in the foreground")
+    sand = sub.add_parser(
+        "sandbox", parents=[sandbox], help="run the sandbox server in the foreground"
+    )
     sand.add_argument("--port", type=int, default=0)
-    return parser
+    return parser, {"generate": gen, "history": hist, "resume": resume, "sandbox": sand}
+
+
+def _leftover_error(
+    extras: Sequence[str], args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> str:
+    """The one line for what no option took: a mistyped option (with the closest one), or
+    a word after the prompt."""
+    sends = args.command == "generate"
+    help_hint = f"nanobanana {args.command} --help lists the options"
+    for token in extras:
+        if token.startswith("-") and len(token) > 1:
+            # argparse lists its options nowhere public; _actions is stable since 3.2.
+            actions = parser._actions  # noqa: SLF001
+            known = [o for action in actions for o in action.option_strings]
+            return unknown_option(token, known, help_hint=help_hint, nothing_sent=sends)
+    word = extras[0]
+    if sends:
+        whole = " ".join([args.prompt, *extras])
+        return (
+            f"unexpected word {word!r}; a prompt of several words goes in quotes: "
+            f"nanobanana generate {whole!r}; nothing was sent"
+        )
+    return f"unexpected word {word!r} ({help_hint})"
 
 
 def _generate(session: Session, args: argparse.Namespace) -> int:
     tasks: list[Task] = session.generate(
         args.prompt,
         model=args.model,
-        images=[session.resolve_reference(ref) for ref in args.ref],
+        images=[_reference(session, ref, sandbox=args.sandbox) for ref in args.ref],
         aspect_ratio=args.aspect_ratio,
         image_size=args.size,
         force=args.force,
@@ -117,6 +178,29 @@ def _generate(session: Session, args: argparse.Namespace) -> int:
         if task.cost is not None:
             _say(f"{task.id}: {cost_words(task.record, **shown_as(task))}", sys.stderr)
     return status
+
+
+def _reference(session: Session, ref: str, *, sandbox: bool) -> object:
+    """What ``--ref`` names (``@last``, ``@<id or prefix>``, a URL, a file), as the magic reads
+    it; an id found nowhere says which history was searched and how to list its ids."""
+    if ref.startswith("@") and ref != "@last":
+        try:
+            return session.get(ref[1:])
+        except UnknownTaskError as exc:
+            if sandbox:
+                where = "the sandbox's history; nanobanana --sandbox history lists its ids"
+            else:
+                where = (
+                    "the history; nanobanana history lists its ids (a sandbox task? add "
+                    "--sandbox: the sandbox keeps its own history)"
+                )
+            raise ValidationError(f"--ref {ref}: no such task {exc.query!r} in {where}") from None
+        except TaskLookupError as exc:
+            raise ValidationError(f"--ref {ref}: {exc.message}") from None
+    try:
+        return session.resolve_reference(ref)
+    except ValidationError as exc:
+        raise ValidationError(f"--ref {exc.message}") from None
 
 
 def _wait_showing(tasks: Sequence[Task], timeout: float | None) -> None:
@@ -185,15 +269,31 @@ def _resume(session: Session) -> int:
     return 0
 
 
+MISSING_KEY_REMEDY = (
+    "no API key found: set NANOBANANA_API_KEY in the environment "
+    "(export NANOBANANA_API_KEY=dk-...) or put NANOBANANA_API_KEY=dk-... in a .env file in "
+    "this directory; no key? try it offline, no credits: nanobanana --sandbox generate "
+    '"a prompt" (--sandbox also works after the subcommand)'
+)
+"""What the terminal says without a key (the notebook's remedies do not work here)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nanobanana`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser, commands = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _say(f"nanobanana: {_leftover_error(extras, args, commands[args.command])}", sys.stderr)
+        return 2
     if args.command == "sandbox":
         from nanobanana_jupyter.sandbox.__main__ import main as sandbox_main
 
         return sandbox_main(["--port", str(args.port), "--accept-any-key"])
     try:
         session = Session.sandbox(quiet=True) if args.sandbox else Session()
+    except MissingAPIKeyError:
+        _say(f"nanobanana: {MISSING_KEY_REMEDY}", sys.stderr)
+        return 2
     except NanoBananaError as exc:
         _say(f"nanobanana: {exc.message}", sys.stderr)
         return 2
@@ -203,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "history":
             return _history(session, args)
         return _resume(session)
+    except MissingAPIKeyError:
+        _say(f"nanobanana: {MISSING_KEY_REMEDY}", sys.stderr)
+        return 2
     except NanoBananaError as exc:
         _say(f"nanobanana: {exc.message}", sys.stderr)
         return 2

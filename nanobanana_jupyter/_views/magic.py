@@ -37,7 +37,7 @@ from nanobanana_jupyter._core.task_list import TaskList
 from nanobanana_jupyter._display import present
 from nanobanana_jupyter._display.live import LiveOutputs
 from nanobanana_jupyter._display.previews import EMBED_MODES
-from nanobanana_jupyter._display.words import plural
+from nanobanana_jupyter._display.words import plural, unknown_option
 from nanobanana_jupyter._wire.errors import NanoBananaError, ValidationError
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
 from nanobanana_jupyter._wire.settings import ENV, MISSING_KEY_HELP, SecretKey, env_flag
@@ -55,12 +55,15 @@ SUBCOMMANDS: dict[str, tuple[int, str]] = {
     "sandbox": (0, "use a local sandbox server: offline, no key, no credits"),
     "models": (0, "list the known model ids"),
     "config": (0, "show the settings (the key only as a fingerprint)"),
+    "session": (0, "the session the magic uses, for Python code: s = %nanobanana session"),
     "help": (0, "this help"),
 }
 ONE_WORD_PROMPT_HELP = (
     'A one-word prompt is quoted: %nanobanana "sunset" (or %nanobanana -- sunset, or the '
     "cell form); one bare word is read as a subcommand."
 )
+OPTIONS_HINT = "%nanobanana? lists the options"
+_UNRECOGNIZED = "unrecognized arguments: "
 _KEY_ON_LINE = re.compile(r"(?:^|\s)--?(?:api[-_]?)?key\b|\bdk-[A-Za-z0-9_-]{6,}", re.IGNORECASE)
 
 
@@ -278,7 +281,8 @@ class NanoBananaMagics(Magics):
 
         Line form (returns the task): ``task = %nanobanana a cat in a hat``.
         Subcommands: %nanobanana panel | history | status ID | resume | wait | sandbox |
-        models | config | help.
+        models | config | session | help. ``s = %nanobanana session`` gives the session the
+        magic uses (``s.history``, ``s.get(id)``, ``s.generate(...)``).
 
         A line of one bare word is always read as a subcommand, so a typo such as
         ``%nanobanana histroy`` is refused ("did you mean history?") and sends nothing. A
@@ -291,7 +295,7 @@ class NanoBananaMagics(Magics):
                 "an API key never goes on the magic's line (it would be saved in the "
                 "notebook): set NANOBANANA_API_KEY in the environment or a .env file"
             )
-        args = parse_argstring(self.nanobanana, line)
+        args = self._parse(line)
         words: list[str] = list(args.words)
         marked = cell is None and _marked_as_prompt(line, words)
         if cell is None and not marked:
@@ -357,6 +361,23 @@ class NanoBananaMagics(Magics):
             return result  # shown as nothing more: its cards are in this cell already
         return None
 
+    def _parse(self, line: str) -> Any:
+        """The magic's arguments; an unknown option is refused naming the closest known one."""
+        try:
+            return parse_argstring(self.nanobanana, line)
+        except UsageError as exc:
+            message = str(exc)
+            if not message.startswith(_UNRECOGNIZED):
+                raise
+            typed = [w for w in message[len(_UNRECOGNIZED) :].split() if w.startswith("-")]
+            if not typed:
+                raise
+            parser = self.nanobanana.parser
+            # argparse lists its options nowhere public; _actions is stable since 3.2.
+            actions = parser._actions  # noqa: SLF001
+            known = [o for action in actions for o in action.option_strings]
+            raise UsageError(unknown_option(typed[0], known, help_hint=OPTIONS_HINT)) from None
+
     def _wait(self, tasks: Sequence[Task], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for task in tasks:
@@ -371,8 +392,13 @@ class NanoBananaMagics(Magics):
     def _resolve_ref(self, ref: str, session: Session) -> object:
         """A variable of the notebook, or what the session makes of the text (``@last``,
         ``@<task id>``, a URL or a path)."""
-        if ref.isidentifier() and ref in self._user_ns and not Path(ref).exists():
-            return self._user_ns[ref]
+        if ref.isidentifier() and not Path(ref).exists():
+            if ref in self._user_ns:
+                return self._user_ns[ref]
+            raise UsageError(
+                f"--ref: no variable or file named {ref!r}; define it in a cell first "
+                f"({ref} = ...), or give a file path (photo.png), a URL, @last, or @<task id>"
+            )
         try:
             return session.resolve_reference(ref, wait=self.timeout)
         except ValidationError as exc:
@@ -411,6 +437,8 @@ class NanoBananaMagics(Magics):
                 raise UsageError("the panel comes with the extension: %load_ext nanobanana_jupyter")
             return self._open_panel(self._session())
         session = self._session()
+        if name == "session":
+            return session  # shown as the cell's result (its repr) unless assigned
         if name == "config":
             for key, value in session.settings.describe().items():
                 print(f"{key:>18}: {value}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.server
 import io
 import json
@@ -13,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -215,3 +217,169 @@ def test_h10_terminal_text_strips_escapes_and_controls(raw: str, shown: str) -> 
 def test_h10_terminal_text_never_leaves_a_control_character(text: str) -> None:
     """H10: whatever the server sends, what reaches the terminal has no control character."""
     assert _controls(terminal_text(text)) == []
+
+
+# -- issue 16: --sandbox anywhere, the terminal's own key remedies, @refs, plurals, typos ------
+
+
+def run_keyless(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The command with no key anywhere: none in the environment, no .env where it runs."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NANOBANANA_API_KEY", "DEFAPI_API_KEY")}
+    env["NANOBANANA_DATA_DIR"] = str(tmp_path / "data")
+    return subprocess.run(
+        [sys.executable, "-m", "nanobanana_jupyter._views.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+def _sandbox_records(tmp_path: Path) -> list[Any]:
+    """The tasks of the sandbox's history (kept apart from a real key's), oldest first."""
+    from nanobanana_jupyter._store.store import Store
+
+    with Store(tmp_path / "data" / "sandbox" / "history.sqlite3") as store:
+        return store.page(0, 100)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "a banana boat", "--out", "pictures", "--sandbox"],
+        ["--sandbox", "generate", "a banana boat", "--out", "pictures"],
+        ["generate", "--sandbox", "a banana boat", "-o", "pictures"],
+    ],
+)
+def test_sandbox_is_accepted_before_or_after_the_subcommand(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """`--sandbox` works wherever it is typed; without a key, so only the sandbox can answer."""
+    result = run_keyless(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    assert Path(line).parent == Path("pictures") and (tmp_path / line).stat().st_size > 0
+    assert "pretend credits" in result.stderr
+    history = run_keyless(["history", "--sandbox"], tmp_path)
+    assert history.returncode == 0, history.stderr
+    assert "a banana boat" in history.stdout
+    assert "1 task, 0.5 pretend credits" in history.stderr
+    resumed = run_keyless(["resume", "--sandbox"], tmp_path)
+    assert resumed.returncode == 0 and "nothing to resume" in resumed.stderr
+
+
+def test_no_key_names_the_terminals_remedies_in_one_line(tmp_path: Path) -> None:
+    """Without a key the terminal is told about --sandbox and the environment variable, not
+    about the notebook's `%nanobanana sandbox` or `Session.sandbox()`; one line, exit 2."""
+    result = run_keyless(["generate", "a cat"], tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("nanobanana: ")
+    assert "NANOBANANA_API_KEY" in line and "--sandbox" in line
+    assert "%nanobanana" not in line and "Session" not in line and "Traceback" not in line
+
+
+def test_ref_at_last_and_an_id_prefix_name_earlier_tasks(tmp_path: Path) -> None:
+    """`--ref @last` and `--ref @<id prefix>` send the named task's image, as in the magic."""
+    from nanobanana_jupyter._core.references import to_reference
+
+    first = run_keyless(["--sandbox", "generate", "a red apple"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    (apple_image,) = first.stdout.splitlines()
+    second = run_keyless(["generate", "the apple, sliced", "--ref", "@last", "--sandbox"], tmp_path)
+    assert second.returncode == 0, second.stderr
+    apple, sliced = _sandbox_records(tmp_path)
+    assert apple.task_id is not None and apple.prompt == "a red apple"
+    expected = "sha256:" + hashlib.sha256(to_reference(Path(apple_image)).encode()).hexdigest()
+    assert sliced.references == (expected,)
+
+    prefix = apple.task_id[:12]
+    third = run_keyless(
+        ["--sandbox", "generate", "the apple, peeled", "-r", f"@{prefix}"], tmp_path
+    )
+    assert third.returncode == 0, third.stderr
+    peeled = _sandbox_records(tmp_path)[-1]
+    assert peeled.prompt == "the apple, peeled" and peeled.references == (expected,)
+
+    unknown = run_keyless(["--sandbox", "generate", "x", "-r", "@zzzz"], tmp_path)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    (line,) = unknown.stderr.strip().splitlines()
+    assert line.startswith("nanobanana: --ref @zzzz: no such task 'zzzz' in the sandbox's history")
+    assert "nanobanana --sandbox history lists" in line and "session.history" not in line
+    assert len(_sandbox_records(tmp_path)) == 3  # nothing was sent
+
+    # A sandbox task's id, used without --sandbox, is looked up in the real history: it says
+    # where it looked and that the sandbox keeps its own.
+    keyed = run_against(
+        "http://127.0.0.1:9", ["generate", "x", "-r", f"@{prefix}"], tmp_path / "data"
+    )
+    assert keyed.returncode == 2
+    (line,) = keyed.stderr.strip().splitlines()
+    assert f"no such task {prefix!r} in the history" in line and "add --sandbox" in line
+
+
+def test_history_totals_read_as_words(tmp_path: Path) -> None:
+    """Against a real (non-sandbox) API: "1 task, 0.5 credits", then "2 tasks, 1 credit"."""
+    ids = {"one": "task-one", "two": "task-two"}
+    with hostile_api(ids) as url:
+        assert run_against(url, ["generate", "one"], tmp_path / "d").returncode == 0
+        once = run_against(url, ["history"], tmp_path / "d")
+        assert run_against(url, ["generate", "two"], tmp_path / "d").returncode == 0
+        twice = run_against(url, ["history"], tmp_path / "d")
+    assert once.stderr.strip() == "1 task, 0.5 credits"
+    assert twice.stderr.strip() == "2 tasks, 1 credit"
+    empty = run_keyless(["--sandbox", "history"], tmp_path)
+    assert empty.stderr.strip() == "0 tasks, 0 pretend credits"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--sandbox", "generate", "a cat", "--sise", "2K"],
+            "nanobanana: unknown option --sise; did you mean --size? nothing was sent",
+        ),
+        (
+            ["generate", "--aspect-ration", "16:9", "a cat", "--sandbox"],
+            "nanobanana: unknown option --aspect-ration; did you mean --aspect-ratio? "
+            "nothing was sent",
+        ),
+        (
+            ["--sandbox", "generate", "a cat", "--froce"],
+            "nanobanana: unknown option --froce; did you mean --force? nothing was sent",
+        ),
+        (
+            ["--sandbox", "history", "--limt=3"],
+            "nanobanana: unknown option --limt; did you mean --limit?",
+        ),
+        (
+            ["--sandbox", "generate", "a cat", "--size", "3K"],
+            "nanobanana generate: argument --size/-s: invalid choice: '3K' (choose from '1K', "
+            "'2K', '4K') (nanobanana generate --help lists the options)",
+        ),
+        (
+            ["--sandbox", "generate", "a cat", "--bogus"],
+            "nanobanana: unknown option --bogus; nothing was sent (nanobanana generate --help "
+            "lists the options)",
+        ),
+        (
+            ["--sandbox", "generate", "a", "cat"],
+            "nanobanana: unexpected word 'cat'; a prompt of several words goes in quotes: "
+            "nanobanana generate 'a cat'; nothing was sent",
+        ),
+    ],
+)
+def test_a_mistyped_option_is_one_line_with_a_did_you_mean(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    """A typo in an option is one line naming the option meant; exit 2, nothing sent."""
+    result = run_keyless(args, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [line]
+    assert result.stdout == ""
+    assert not (tmp_path / "data" / "sandbox" / "history.sqlite3").exists() or (
+        _sandbox_records(tmp_path) == []
+    )

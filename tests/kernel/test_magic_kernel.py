@@ -69,7 +69,9 @@ def test_wait_blocks_until_the_image_is_there(kernel: Kernel) -> None:
 @pytest.mark.parametrize(
     ("cell", "fragment"),
     [
-        ("%nanobanana --bogus x", "unrecognized arguments"),
+        ("%nanobanana --bogus x", "unknown option --bogus; nothing was sent"),
+        ("%nanobanana --sise 2K a cat", "unknown option --sise; did you mean --size?"),
+        ("%%nanobanana -r undefined_name\na cat", "no variable or file named 'undefined_name'"),
         ("%%nanobanana --aspect-ratio 7:1\na cat", "aspect ratio"),
         ("%%nanobanana\n   ", "prompt is empty"),
         ("%nanobanana --api-key dk-0123456789 a cat", "never goes on the magic's line"),
