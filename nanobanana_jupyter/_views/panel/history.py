@@ -21,6 +21,7 @@ __all__ = ["HISTORY_PAGE", "HistoryPager"]
 logger = logging.getLogger("nanobanana_jupyter")
 
 HISTORY_PAGE = 20
+TABLE_LINE_HEIGHT = "line-height:1.4"
 
 
 class HistoryPager:
@@ -106,7 +107,7 @@ class HistoryPager:
         records = history[start:stop][::-1] if stop else []
         all_cost = history.total_cost
         pretend = self._ctx.pretend
-        self.history_html.value = history_html(
+        table = history_html(
             records,
             total=total,
             offset=newest,
@@ -114,6 +115,9 @@ class HistoryPager:
             thumbs=history_thumbs(records),
             pretend=pretend,
         )
+        # An HTML widget's content has the widgets' line height (28 px in JupyterLab): a
+        # wrapped prompt would take three times the room it takes in a cell's output.
+        self.history_html.value = f'<div style="{TABLE_LINE_HEIGHT}">{table}</div>'
         self.page_label.value = f"page {self._offset + 1} of {pages:,}"
         self.newer_button.disabled = self._offset == 0
         self.older_button.disabled = self._offset >= pages - 1
