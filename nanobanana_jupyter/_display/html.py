@@ -456,7 +456,7 @@ HISTORY_COLUMNS = (
 )  # fmt: skip
 """The columns of the history table, in order."""
 # Cells that must never wrap ("0.5 / credits", a date over two lines).
-_NOWRAP = frozenset({"time", "status", "id", "cost", "reused", "duration", "polls"})
+_NOWRAP = frozenset({"time", "status", "id", "cost", "reused", "duration", "polls", "images"})
 
 
 def _history_id(record: TaskRecord) -> str:

@@ -162,8 +162,11 @@ def jupyter_server(
         IPYTHONDIR=str(base / "ipython"),
         PYTHONUNBUFFERED="1",
     )
+    # ``-m jupyterlab``, not ``-m jupyter lab``: the latter runs the ``jupyter-lab`` script,
+    # whose shebang may name another environment's Python (a venv copied from another
+    # checkout), and its kernels would then import that checkout's package, not this one.
     command = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
         f"--LabApp.workspaces_dir={base / 'workspaces'}",

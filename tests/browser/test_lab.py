@@ -16,7 +16,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, NOTEBOOK, SCREENSHOTS, JupyterServer
+from tests.browser.conftest import ARTIFACTS, NOTEBOOK, ROOT, SCREENSHOTS, JupyterServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -207,4 +207,104 @@ def test_notebook7_panel_generate_use_as_reference_and_generate_again(
     notebook = open_and_run_all(page, jupyter_server.notebook7(name))
     panel = drive_the_panel(page, notebook)
     save_screenshot(panel, "notebook7-panel.png")
+    assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors
+
+
+# What a history cell reports of its layout: its white-space, how many line boxes its text
+# takes (distinct tops of the text's client rects) and its line height.
+CELL_LAYOUT = """cell => {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    const rects = [...range.getClientRects()].filter(r => r.width > 0 && r.height > 0);
+    const style = getComputedStyle(cell);
+    return {
+        text: cell.textContent,
+        whiteSpace: style.whiteSpace,
+        lines: new Set(rects.map(r => Math.round(r.top))).size,
+        textHeight: rects.length ? Math.max(...rects.map(r => r.bottom)) - Math.min(...rects.map(r => r.top)) : 0,
+        lineHeight: parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.2,
+    };
+}"""
+
+
+def test_lab_sandbox_panel_badge_pretend_credits_and_the_history_table(
+    jupyter_server: JupyterServer, page: Any
+) -> None:
+    """A sandbox panel says so and says pretend credits in its header as on its cards; its
+    history table has a whole, selectable id, a thumbnail per row, and one-line costs and dates."""
+    from nanobanana_jupyter._display.html import HISTORY_COLUMNS
+
+    seed = (
+        "import nanobanana_jupyter\n"
+        "from nanobanana_jupyter import get_default_session\n"
+        "first = get_default_session().generate('A lemon on a windowsill').wait(60)\n"
+        "print('PACKAGE', nanobanana_jupyter.__file__)\n"
+        "print('SEEDED', first.status.value, first.task_id)"
+    )
+    name = jupyter_server.write_notebook("panel_sandbox.ipynb", [seed, "%nanobanana panel"])
+    notebook = open_and_run_all(page, jupyter_server.lab(name))
+    seeded = notebook.locator(".jp-Cell").nth(1).locator(".jp-OutputArea")
+    expect(seeded).to_contain_text("SEEDED success ta", timeout=STEP)
+    seeded_id = seeded.inner_text().split("SEEDED success ", 1)[1].split()[0]
+    # The kernel runs this checkout's package (not another environment's).
+    package = seeded.inner_text().split("PACKAGE ", 1)[1].split()[0]
+    assert Path(package).resolve().is_relative_to(ROOT), package
+
+    panel = notebook.locator(".jp-OutputArea .nanobanana-panel").first
+    expect(panel).to_be_visible(timeout=STEP)
+    badge = panel.locator(".nanobanana-sandbox-badge")
+    expect(badge).to_be_visible()
+    expect(badge).to_contain_text("sandbox")
+    expect(badge).to_contain_text("pretend credits, nothing is sent to defapi.org")
+    box = badge.bounding_box()
+    assert box is not None and box["width"] > 50 and box["height"] > 10, box
+
+    panel.locator(".nanobanana-prompt textarea").fill("A ripe banana on a blue plate")
+    panel.locator("button.nanobanana-generate").click()
+    card = panel.locator(".nanobanana-card").first
+    expect(card.locator(".nanobanana-card-status")).to_have_text("success", timeout=STEP)
+    expect(card.locator(".nanobanana-card-cost")).to_contain_text("pretend credit")
+    cost_line = panel.locator(".nanobanana-cost")
+    expect(cost_line).to_contain_text("this panel: 1 task, 0.5 pretend credits", timeout=STEP)
+    expect(cost_line).to_contain_text("all: 2 tasks, 1 pretend credit")
+    assert "no credits" not in panel.inner_text()
+
+    panel.locator(".nanobanana-tabs .lm-TabBar-tab").filter(has_text="History").click()
+    table = panel.locator(".nanobanana-history table")
+    rows = table.locator("tbody tr")
+    expect(rows).to_have_count(2, timeout=STEP)
+    headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+    assert headers == list(HISTORY_COLUMNS), headers
+    column = {name: i + 1 for i, name in enumerate(HISTORY_COLUMNS)}
+
+    # The id column holds the whole id; one click selects all of it (to copy).
+    ids = table.locator(f"tbody td:nth-child({column['id']}) code.nanobanana-id")
+    expect(ids).to_have_count(2)
+    assert [i.get_attribute("title") for i in ids.all()] == ids.all_text_contents()
+    seeded_cell = ids.filter(has_text=seeded_id)
+    expect(seeded_cell).to_have_count(1)
+    seeded_cell.click()
+    assert page.evaluate("() => window.getSelection().toString()") == seeded_id
+
+    # A thumbnail per row, decoded.
+    for row in rows.all():
+        thumb = row.locator(f"td:nth-child({column['images']}) img")
+        expect(thumb).to_have_count(1)
+        wait_loaded(page, thumb)
+
+    # Costs and dates on one line each.
+    for name in ("cost", "time", "duration"):
+        for cell in table.locator(f"tbody td:nth-child({column[name]})").all():
+            layout = cell.evaluate(CELL_LAYOUT)
+            assert layout["whiteSpace"] == "nowrap", (name, layout)
+            assert layout["lines"] == 1, (name, layout)
+            assert layout["textHeight"] < 1.5 * layout["lineHeight"], (name, layout)
+    for cell in table.locator(f"tbody td:nth-child({column['images']})").all():
+        assert cell.evaluate(CELL_LAYOUT)["whiteSpace"] == "nowrap"  # the thumbnail and its count
+    # A wrapped prompt takes lines of text's height, not the widgets' 28 px line height.
+    prompt = table.locator(f"tbody td:nth-child({column['prompt']})").first.evaluate(CELL_LAYOUT)
+    assert prompt["lineHeight"] < 24, prompt
+    costs = table.locator(f"tbody td:nth-child({column['cost']})").all_inner_texts()
+    assert costs == ["0.5 pretend credits"] * 2, costs
+    save_screenshot(panel, "lab-panel-sandbox-history.png")
     assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors

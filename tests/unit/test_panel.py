@@ -228,6 +228,7 @@ class FakeSession:
         self.settings = SimpleNamespace(model="google/gempix2")
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.reuse = False
+        self.is_sandbox = False
 
     def generate(self, prompt: str, **kwargs: Any) -> list[Any]:
         self.calls.append((prompt, kwargs))
@@ -356,6 +357,7 @@ class FakeTask:
         self.elapsed = 1.0
         self.finished = False
         self.status = record.status
+        self.reused = False
 
     def done(self) -> bool:
         return self.finished

@@ -16,6 +16,7 @@ from .showing import (
     CARD_INTERVAL,
     ELAPSED_SECONDS,
     PROMPT_SHOWN,
+    REUSED,
     TONE_COLOURS,
     WRAP,
     escape,
@@ -46,6 +47,7 @@ class Card:
         on_retry: Callable[[Card], None],
     ) -> None:
         self.task = task
+        self.pretend = context.pretend
         self.applied_at = 0.0
         self.elapsed_at = 0.0
         self.image_key: str | None = None
@@ -101,6 +103,13 @@ class Card:
             self.box,
         ]
 
+    def cost_words(self, record: TaskRecord) -> str:
+        """``0.5 credits`` (``0.5 pretend credits`` in a sandbox); for a task handed back
+        for an identical request, ``reused, no new charge``; nothing while unknown."""
+        if self.task.reused:
+            return REUSED
+        return "" if record.consumed is None else format_cost(record.consumed, pretend=self.pretend)
+
     def apply(self, now: float) -> None:
         """Show the task's newest state (caller holds the panel lock)."""
         task = self.task
@@ -110,7 +119,7 @@ class Card:
         self.status.value = status_label(status)
         self.status.style.text_color = TONE_COLOURS[tone(status)]
         self.refresh_elapsed(now)
-        self.cost.value = "" if record.consumed is None else format_cost(record.consumed)
+        self.cost.value = self.cost_words(record)
         first = next((i for i in record.images if i.thumb_path), None)
         if first is not None and first.sha256 != self.image_key:
             data = read(first.thumb_path)

@@ -154,6 +154,12 @@ class Composer:
             paid = [t for t in self._started.values() if t.local_id not in self._reused]
         return sum((t.cost for t in paid if t.cost is not None), Decimal(0))
 
+    def reused_count(self) -> int:
+        """How many of the tasks shown here were handed back for an identical earlier request
+        (sent before this panel asked, so not paid again)."""
+        with self._ctx.lock:
+            return len(self._reused)
+
     # -- generating -----------------------------------------------------------------------
 
     def generate(self) -> list[Task]:

@@ -47,6 +47,11 @@ class PanelContext:
         self.status_html = self.own(widgets.HTML(""))
         self.status_html.add_class("nanobanana-panel-status")
 
+    @property
+    def pretend(self) -> bool:
+        """Whether the session talks to a sandbox: its costs are pretend credits."""
+        return bool(self.session.is_sandbox)
+
     # -- widgets --------------------------------------------------------------------------
 
     def own(self, widget: Any) -> Any:

@@ -1,24 +1,33 @@
-"""History paging: one page of the store at a time, newest first, and the cost line."""
+"""History paging: one page of the store at a time, newest first, and the cost line.
+
+The page is the display layer's history table (the one ``%nanobanana history`` shows), with
+its thumbnails; in a sandbox its costs, like every cost the panel shows, are pretend credits.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
 
 import ipywidgets as widgets
 
 from .context import PanelContext
-from .showing import HISTORY_INTERVAL, format_cost, history_html
+from .showing import HISTORY_INTERVAL, format_cost, history_html, history_thumbs
 
 __all__ = ["HISTORY_PAGE", "HistoryPager"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
 HISTORY_PAGE = 20
+TABLE_LINE_HEIGHT = "line-height:1.4"
 
 
 class HistoryPager:
-    """The history tab (Newer, Older, Refresh, the page) and the header's cost line.
+    """The history tab (Newer, Older, Refresh, the page) and the header's cost line:
+    ``this panel: 2 tasks, 0.5 credits spent, 1 reused (no new charge) · this session: ...
+    · all: 45 tasks, 22.5 credits`` (the session's part when it reports its credits).
 
     Args:
         context: the panel's shared context.
@@ -97,14 +106,41 @@ class HistoryPager:
         start = max(0, stop - self._page_size)
         records = history[start:stop][::-1] if stop else []
         all_cost = history.total_cost
-        self.history_html.value = history_html(
-            records, total=total, offset=newest, total_cost=all_cost
+        pretend = self._ctx.pretend
+        table = history_html(
+            records,
+            total=total,
+            offset=newest,
+            total_cost=all_cost,
+            thumbs=history_thumbs(records),
+            pretend=pretend,
         )
+        # An HTML widget's content has the widgets' line height (28 px in JupyterLab): a
+        # wrapped prompt would take three times the room it takes in a cell's output.
+        self.history_html.value = f'<div style="{TABLE_LINE_HEIGHT}">{table}</div>'
         self.page_label.value = f"page {self._offset + 1} of {pages:,}"
         self.newer_button.disabled = self._offset == 0
         self.older_button.disabled = self._offset >= pages - 1
-        self.cost_label.value = (
-            f"this panel: {self._totals()} · all: {total:,} tasks, {format_cost(all_cost)}"
-        )
+        parts = [f"this panel: {self._totals()}"]
+        session = self._session_credits(pretend)
+        if session:
+            parts.append(f"this session: {session}")
+        parts.append(f"all: {total:,} tasks, {format_cost(all_cost, pretend=pretend)}")
+        self.cost_label.value = " · ".join(parts)
         self._at = self._ctx.clock()
         self._dirty = False
+
+    def _session_credits(self, pretend: bool) -> str:
+        """``1 credit spent, 0.5 credits reused``: the session's credits, spent and reused
+        apart, when the session reports them (``session.credits``); else nothing."""
+        try:
+            credits: Any = getattr(self._ctx.session, "credits", None)
+            spent, reused = credits.spent, credits.reused
+        except Exception:  # an older session has none; a failing one must not hide the rest
+            return ""
+        if not isinstance(spent, Decimal) or not isinstance(reused, Decimal):
+            return ""
+        return (
+            f"{format_cost(spent, pretend=pretend)} spent, "
+            f"{format_cost(reused, pretend=pretend)} reused"
+        )

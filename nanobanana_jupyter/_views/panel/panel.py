@@ -20,9 +20,12 @@ from .gallery import Gallery, GalleryItem
 from .history import HISTORY_PAGE, HistoryPager
 from .notebook_slot import NotebookSlot
 from .references import ReferencePicker
-from .showing import TONE_COLOURS, Ticker, count, format_cost
+from .showing import BADGE_COLOURS, Ticker, count, escape, format_cost
 
-__all__ = ["Panel"]
+__all__ = ["SANDBOX_BADGE", "Panel"]
+
+SANDBOX_BADGE = "sandbox — pretend credits, nothing is sent to defapi.org"
+"""What the header's badge says while the session talks to a sandbox."""
 
 
 class Panel(widgets.VBox):
@@ -200,20 +203,31 @@ class Panel(widgets.VBox):
         self.slot.display_below(self._repr_mimebundle_())
 
     def _totals(self, images: int | None = None) -> str:
-        """``2 tasks, 1 credit`` (or ``2 tasks, 2 images, 1 credit``): this panel so far."""
-        tasks = self.composer.tasks
-        cost: Decimal = self.composer.paid_cost()
+        """``2 tasks, 1 credit`` (or ``2 tasks, 2 images, 1 credit``): this panel so far.
+
+        Pretend credits in a sandbox; tasks handed back for an identical earlier request
+        are counted apart: ``2 tasks, 0.5 credits spent, 1 reused (no new charge)``.
+        """
+        composer = self.composer
+        tasks = composer.tasks
+        cost: Decimal = composer.paid_cost()
+        reused = composer.reused_count()
         parts = [count(len(tasks), "task")]
         if images is not None:
             parts.append(count(images, "image"))
-        return ", ".join([*parts, format_cost(cost)])
+        spent = format_cost(cost, pretend=self.context.pretend)
+        if reused:
+            parts += [f"{spent} spent", f"{reused} reused (no new charge)"]
+        else:
+            parts.append(spent)
+        return ", ".join(parts)
 
     def results_bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The plain mimebundle of the panel's results: what a saved notebook shows."""
         return self.slot.bundle()
 
     def _header(self) -> Any:
-        """Title, a sandbox badge when the session talks to the sandbox, and the costs."""
+        """Title, a sandbox badge when the session talks to a sandbox, and the costs."""
         ctx = self.context
         title = ctx.own(
             widgets.HTML(
@@ -221,11 +235,30 @@ class Panel(widgets.VBox):
             )
         )
         header = [title]
-        if ctx.session.is_sandbox:
-            style = {"text_color": TONE_COLOURS["warning"], "font_weight": "bold"}
-            header.append(ctx.own(widgets.Label("sandbox: offline, no credits", style=style)))
+        if ctx.pretend:
+            header.append(self._sandbox_badge())
         spacer = ctx.own(widgets.Box(layout=widgets.Layout(flex="1 1 auto")))
         return ctx.row([*header, spacer, self.cost_label], width="100%")
+
+    def _sandbox_badge(self) -> Any:
+        """The amber badge that says the session talks to a sandbox, not to the service."""
+        background, foreground = BADGE_COLOURS["warning"]
+        tooltip = (
+            "This session talks to a sandbox server: it draws the images itself, its costs "
+            "are pretend credits, and no request goes to defapi.org."
+        )
+        style = (
+            f"background:{background};color:{foreground};font-weight:bold;"
+            "padding:1px 8px;border-radius:10px;white-space:nowrap"
+        )
+        badge = self.context.own(
+            widgets.HTML(
+                f'<span style="{style}" title="{escape(tooltip)}">{escape(SANDBOX_BADGE)}</span>',
+                layout={"margin": "0 8px 0 0"},
+            )
+        )
+        badge.add_class("nanobanana-sandbox-badge")
+        return badge
 
     # -- wiring ---------------------------------------------------------------------------
 

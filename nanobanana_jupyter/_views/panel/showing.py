@@ -28,12 +28,10 @@ from typing import Any
 from nanobanana_jupyter._display import live
 from nanobanana_jupyter._display.html import data_uri, escape, history_html, safe_src
 from nanobanana_jupyter._display.previews import contact_sheet as _contact_sheet
-from nanobanana_jupyter._display.previews import read_bytes, reference_thumb
+from nanobanana_jupyter._display.previews import history_thumbs, read_bytes, reference_thumb
 from nanobanana_jupyter._display.previews import tile as _tile
 from nanobanana_jupyter._display.words import (
-    TONE_COLOURS as _TONES,
-)
-from nanobanana_jupyter._display.words import (
+    REUSED,
     format_cost,
     format_duration,
     one_line,
@@ -41,14 +39,19 @@ from nanobanana_jupyter._display.words import (
     status_label,
     tone_of,
 )
+from nanobanana_jupyter._display.words import (
+    TONE_COLOURS as _TONES,
+)
 from nanobanana_jupyter._wire.models import TaskStatus
 
 __all__ = [
+    "BADGE_COLOURS",
     "CARD_INTERVAL",
     "ELAPSED_SECONDS",
     "HISTORY_INTERVAL",
     "MUTED",
     "PROMPT_SHOWN",
+    "REUSED",
     "SLOT_INTERVAL",
     "SLOT_TILE",
     "TICK_SECONDS",
@@ -62,6 +65,7 @@ __all__ = [
     "format_cost",
     "format_duration",
     "history_html",
+    "history_thumbs",
     "large_preview",
     "read",
     "reference_thumb",
@@ -84,6 +88,8 @@ PROMPT_SHOWN = 160
 
 # The display layer's one tone table, as the text colours the panel's status lines use.
 TONE_COLOURS = {name: colours.text for name, colours in _TONES.items()}
+# And as a badge's background and text colours (the sandbox badge in the header).
+BADGE_COLOURS = {name: (colours.background, colours.foreground) for name, colours in _TONES.items()}
 WRAP = "white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.4"
 MUTED = "opacity:0.72"
 
