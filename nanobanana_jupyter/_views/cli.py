@@ -35,6 +35,7 @@ from nanobanana_jupyter._display.words import (
     format_cost,
     format_time,
     plural,
+    reuse_words,
     shorten,
     terminal_text,
     unknown_option,
@@ -78,7 +79,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "--sandbox",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="use a local sandbox server (offline, no key, no credits)",
+        help="use a local sandbox server (offline, no key, pretend credits)",
     )
     parser = _Parser(
         prog="nanobanana",
@@ -87,7 +88,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     parser.add_argument(
         "--sandbox",
         action="store_true",
-        help="use a local sandbox server (offline, no key, no credits); also after the subcommand",
+        help="use a local sandbox server (offline, no key, pretend credits); also after the subcommand",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -249,11 +250,17 @@ def _history(session: Session, args: argparse.Namespace) -> int:
     for record in history.latest(args.limit):
         when = format_time(record.created_at)
         cost = "" if record.consumed is None else f"{record.consumed} cr"
+        reused = f"{record.reuses}×" if record.reuses else ""
         prompt = shorten(record.prompt, 50)
         task_id = terminal_text(record.task_id or "-")
-        _say(f"{when}  {record.status.value:<14} {cost:>8}  {task_id:<40} {terminal_text(prompt)}")
-    cost = format_cost(history.total_cost, pretend=history.is_sandbox)
-    _say(f"{plural(len(history), 'task')}, {cost}", sys.stderr)
+        _say(
+            f"{when}  {record.status.value:<14} {cost:>8} {reused:>4}  {task_id:<40} "
+            f"{terminal_text(prompt)}"
+        )
+    pretend = history.is_sandbox
+    total = f"{plural(len(history), 'task')}, {format_cost(history.total_cost, pretend=pretend)}"
+    again = reuse_words(history.reuses, history.reused_cost, pretend=pretend)
+    _say(f"{total}; {again}" if again else total, sys.stderr)
     return 0
 
 
@@ -272,7 +279,7 @@ def _resume(session: Session) -> int:
 MISSING_KEY_REMEDY = (
     "no API key found: set NANOBANANA_API_KEY in the environment "
     "(export NANOBANANA_API_KEY=dk-...) or put NANOBANANA_API_KEY=dk-... in a .env file in "
-    "this directory; no key? try it offline, no credits: nanobanana --sandbox generate "
+    "this directory; no key? try it offline (pretend credits): nanobanana --sandbox generate "
     '"a prompt" (--sandbox also works after the subcommand)'
 )
 """What the terminal says without a key (the notebook's remedies do not work here)."""

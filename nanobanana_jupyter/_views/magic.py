@@ -52,7 +52,7 @@ SUBCOMMANDS: dict[str, tuple[int, str]] = {
     "status": (1, "show one task: %nanobanana status <task id>"),
     "resume": (0, "pick up unfinished tasks after a restart"),
     "wait": (0, "block until every open task has ended"),
-    "sandbox": (0, "use a local sandbox server: offline, no key, no credits"),
+    "sandbox": (0, "use a local sandbox server: offline, no key, pretend credits"),
     "models": (0, "list the known model ids"),
     "config": (0, "show the settings (the key only as a fingerprint)"),
     "session": (0, "the session the magic uses, for Python code: s = %nanobanana session"),

@@ -408,7 +408,9 @@ class BaseClient:
     def _found_sandbox(self) -> None:
         self.sandbox_seen = True
         where = self.settings.data_dir or "the per-user data directory"
-        logger.warning(
+        # INFO, not a warning: this runs on the engine thread, and a line printed from there
+        # lands in whichever cell happens to be running. The views say "sandbox" themselves.
+        logger.info(
             "%s is a sandbox (it says so): its credits are pretend. Its tasks are kept in "
             "%s with any real ones; set NANOBANANA_SANDBOX=1 to keep them apart "
             "(in <data dir>/sandbox)",

@@ -331,6 +331,14 @@ def test_history_totals_read_as_words(tmp_path: Path) -> None:
         twice = run_against(url, ["history"], tmp_path / "d")
     assert once.stderr.strip() == "1 task, 0.5 credits"
     assert twice.stderr.strip() == "2 tasks, 1 credit"
+    with hostile_api(ids) as url:
+        again = run_against(url, ["generate", "one"], tmp_path / "d")
+        assert again.returncode == 0
+        assert "reused, no new charge" in again.stderr
+        reused = run_against(url, ["history"], tmp_path / "d")
+    assert reused.stderr.strip() == "2 tasks, 1 credit; reused once (0.5 credits not charged again)"
+    rows = {line.split()[-1]: line for line in reused.stdout.splitlines()}
+    assert " 1×  task-one " in rows["one"] and "×" not in rows["two"]
     empty = run_keyless(["--sandbox", "history"], tmp_path)
     assert empty.stderr.strip() == "0 tasks, 0 pretend credits"
 

@@ -126,7 +126,7 @@ def test_click_generate_shows_a_card_that_turns_into_the_image(
     wait_for(lambda: panel.gallery_paths, what="the gallery image")
     card = card_of(panel)
     wait_for(lambda: card.status.value == "success", what="the card's final status")
-    assert card.cost.value == "0.5 credits"
+    assert card.cost.value == "0.5 pretend credits"  # a sandbox, reached by URL
     assert card.elapsed.value.endswith("s")
     assert card.image.value[:2] == b"\xff\xd8" and card.image.layout.display == ""
     assert card.cancel.layout.display == "none" and card.retry.layout.display == "none"
@@ -209,7 +209,7 @@ def test_an_identical_request_is_shown_again_not_paid_again(panel: Panel, sandbo
     assert "already running or done" in panel.status_text
     assert "Started" not in panel.status_text
     assert sandbox.ledger.submits_received == 1
-    assert repr(panel).startswith("NanoBanana panel (1 task, 0.5 credits")
+    assert repr(panel).startswith("NanoBanana panel (1 task, 0.5 pretend credits")
 
 
 def test_a_text_answer_shows_in_the_card(panel: Panel, sandbox: Sandbox) -> None:
@@ -471,8 +471,10 @@ def test_the_cost_line_follows_finished_tasks(panel: Panel) -> None:
         generate(panel, prompt)
     for task in panel.tasks:
         task.wait(20)
-    wait_for(lambda: "2 tasks, 1 credit" in panel.cost_label.value, timeout=10, what="the cost")
-    assert "all: 2 tasks, 1 credit" in panel.cost_label.value
+    wait_for(
+        lambda: "2 tasks, 1 pretend credit" in panel.cost_label.value, timeout=10, what="the cost"
+    )
+    assert "all: 2 tasks, 1 pretend credit" in panel.cost_label.value
 
 
 # -- saved notebooks, safety, lifetime -------------------------------------------------------
@@ -487,7 +489,7 @@ def test_mimebundle_keeps_the_widget_view_and_says_what_it_is(panel: Panel) -> N
     assert "output below" in data["text/plain"]
     (task,) = generate(panel, "for the repr")
     task.wait(20)
-    assert repr(panel).startswith("NanoBanana panel (1 task, 0.5 credits")
+    assert repr(panel).startswith("NanoBanana panel (1 task, 0.5 pretend credits")
 
 
 def test_display_creates_a_plain_slot_that_background_updates_with_images(

@@ -71,7 +71,7 @@ def test_a_session_pointed_at_a_sandbox_by_url_notices_it_from_the_answers(
     sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings.resolve(environ=_environ(sandbox, tmp_path / "data", flag=False))
-    with Session(settings=settings) as session, caplog.at_level(logging.WARNING):
+    with Session(settings=settings) as session, caplog.at_level(logging.INFO):
         assert not session.is_sandbox  # nothing said it yet
         assert "sandbox" not in repr(session)
         first = session.generate("a red kite")

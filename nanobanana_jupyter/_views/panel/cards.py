@@ -47,7 +47,7 @@ class Card:
         on_retry: Callable[[Card], None],
     ) -> None:
         self.task = task
-        self.pretend = context.pretend
+        self._context = context  # asked each time: a sandbox reached by URL says so late
         self.applied_at = 0.0
         self.elapsed_at = 0.0
         self.image_key: str | None = None
@@ -108,7 +108,11 @@ class Card:
         for an identical request, ``reused, no new charge``; nothing while unknown."""
         if self.task.reused:
             return REUSED
-        return "" if record.consumed is None else format_cost(record.consumed, pretend=self.pretend)
+        return (
+            ""
+            if record.consumed is None
+            else format_cost(record.consumed, pretend=self._context.pretend)
+        )
 
     def apply(self, now: float) -> None:
         """Show the task's newest state (caller holds the panel lock)."""

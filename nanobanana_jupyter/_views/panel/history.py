@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from decimal import Decimal
-from typing import Any
 
 import ipywidgets as widgets
 
 from .context import PanelContext
-from .showing import HISTORY_INTERVAL, format_cost, history_html, history_thumbs
+from .showing import HISTORY_INTERVAL, format_cost, history_html, history_thumbs, reuse_words
 
 __all__ = ["HISTORY_PAGE", "HistoryPager"]
 
@@ -131,16 +129,11 @@ class HistoryPager:
         self._dirty = False
 
     def _session_credits(self, pretend: bool) -> str:
-        """``1 credit spent, 0.5 credits reused``: the session's credits, spent and reused
-        apart, when the session reports them (``session.credits``); else nothing."""
-        try:
-            credits: Any = getattr(self._ctx.session, "credits", None)
-            spent, reused = credits.spent, credits.reused
-        except Exception:  # an older session has none; a failing one must not hide the rest
+        """``1 credit spent; reused 3 times (1.5 credits not charged again)``: the session's
+        credits, spent and reused apart (``session.credits``), once it has reused a task
+        (before that, this panel's and the history's totals say it all)."""
+        credits = self._ctx.session.credits
+        again = reuse_words(credits.reuses, credits.reused, pretend=pretend)
+        if again is None:
             return ""
-        if not isinstance(spent, Decimal) or not isinstance(reused, Decimal):
-            return ""
-        return (
-            f"{format_cost(spent, pretend=pretend)} spent, "
-            f"{format_cost(reused, pretend=pretend)} reused"
-        )
+        return f"{format_cost(credits.spent, pretend=pretend)} spent; {again}"

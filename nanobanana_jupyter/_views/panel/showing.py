@@ -36,6 +36,7 @@ from nanobanana_jupyter._display.words import (
     format_duration,
     one_line,
     plural,
+    reuse_words,
     status_label,
     tone_of,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "large_preview",
     "read",
     "reference_thumb",
+    "reuse_words",
     "safe_src",
     "shorten",
     "status_label",
