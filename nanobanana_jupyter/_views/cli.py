@@ -88,7 +88,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     parser.add_argument(
         "--sandbox",
         action="store_true",
-        help="use a local sandbox server (offline, no key, pretend credits); also after the subcommand",
+        help="use a local sandbox server (offline, no key, pretend credits); also after "
+        "the subcommand",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
