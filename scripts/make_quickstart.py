@@ -43,7 +43,11 @@ variable.""",
         """The cell above returned at once. `cat` is a task handle: `cat.wait()` blocks until it is
 done (interruptible), `await cat` works too, and `cat.image` is a PIL image.""",
     ),
-    ("code", "cat.wait()\nprint(cat.status, cat.cost, 'credits')\nprint(cat.path)"),
+    (
+        "code",
+        "cat.wait()\nprint(cat.status, cat.cost)  # the cost as a Decimal (pretend in a sandbox)\n"
+        "print(cat.path)",
+    ),
     ("md", "## Several samples, and a result as the reference of the next one"),
     (
         "code",
@@ -63,12 +67,16 @@ done (interruptible), `await cat` works too, and `cat.image` is a PIL image.""",
         "code",
         "%%nanobanana --expand --aspect-ratio 21:9\n{subject} over a desert at dawn, cinematic",
     ),
-    ("md", "## The same from Python"),
+    (
+        "md",
+        """## The same from Python
+
+`%nanobanana session` hands out the session the magic uses (the same history, the same
+sandbox or key).""",
+    ),
     (
         "code",
-        """from nanobanana_jupyter import get_default_session
-
-session = get_default_session()
+        """session = %nanobanana session
 tasks = session.map(['a red apple', 'a green pear', 'a yellow lemon'], aspect_ratio='1:1')
 for task in tasks:
     task.wait()
@@ -87,6 +95,12 @@ finished task comes back at once, and its card says *reused, no new charge*.""",
 print(again.reused, again is tasks[0] or again.id == tasks[0].id)
 again""",
     ),
+    (
+        "md",
+        """The session keeps what it paid apart from what it was handed back (pretend credits
+here: this is the sandbox).""",
+    ),
+    ("code", "session.credits"),
     (
         "md",
         """## Short ids

@@ -44,20 +44,26 @@ def lab_command(workspace: Path) -> list[str]:
     return command
 
 
+def lab_environ(url: str, api_key: str, data_root: Path) -> dict[str, str]:
+    """What every kernel of the lab inherits: its default session talks to the sandbox,
+    knows it is one (badge, pretend credits) and keeps its history in
+    ``<data_root>/sandbox``, apart from a real key's."""
+    return {
+        "NANOBANANA_BASE_URL": url,
+        "NANOBANANA_ALLOW_LOCAL_URLS": "1",
+        "NANOBANANA_API_KEY": api_key,
+        "NANOBANANA_DATA_DIR": str(data_root),
+        "NANOBANANA_SANDBOX": "1",
+    }
+
+
 def main() -> int:
     workspace = ROOT / "out" / "lab"
     data_root = ROOT / "out" / "lab-data"
     data_dir = data_root / "sandbox"  # where NANOBANANA_SANDBOX=1 keeps the history
     seed_workspace(ROOT / "notebooks", workspace)
     with Sandbox(time_scale=0.2, accept_any_key=True) as sandbox:
-        env = {
-            **os.environ,
-            "NANOBANANA_BASE_URL": sandbox.url,
-            "NANOBANANA_ALLOW_LOCAL_URLS": "1",
-            "NANOBANANA_API_KEY": sandbox.api_key,
-            "NANOBANANA_DATA_DIR": str(data_root),
-            "NANOBANANA_SANDBOX": "1",
-        }
+        env = {**os.environ, **lab_environ(sandbox.url, sandbox.api_key, data_root)}
         print(
             f"sandbox:   {sandbox.url} (offline, pretend credits; every kernel's default session)"
         )

@@ -105,3 +105,20 @@ def test_a_kernel_the_lab_starts_does_not_warn_about_tcp(tmp_path: Path) -> None
     text = log.read_text()
     assert "Kernel started" in text, text
     assert "TCP without encryption" not in text, text
+
+
+def test_the_lab_kernels_session_says_sandbox_and_keeps_its_history_apart(tmp_path: Path) -> None:
+    """The environment every lab kernel inherits gives a default session that knows it talks
+    to a sandbox (so the panel shows the badge and costs read pretend credits), with its
+    history in out/lab-data/sandbox, before it sends anything."""
+    from nanobanana_jupyter import Session, Settings
+    from nanobanana_jupyter.sandbox import Sandbox
+
+    with Sandbox(time_scale=0.01, duration=1.0, accept_any_key=True) as sandbox:
+        env = run_lab.lab_environ(sandbox.url, sandbox.api_key, tmp_path / "lab-data")
+        settings = Settings.resolve(environ=env, colab=lambda name: None)
+        with Session(settings=settings) as session:
+            assert session.is_sandbox and session.history.is_sandbox
+            assert session.data_dir == tmp_path / "lab-data" / "sandbox"
+            assert repr(session).startswith(f"<Session sandbox at {sandbox.url} ")
+            assert session.credits.pretend
