@@ -10,6 +10,7 @@ request fingerprint and reuses the earlier result.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 from collections.abc import Sequence
@@ -30,6 +31,20 @@ MAX_SOURCE_BYTES = 64 * 1024 * 1024
 """Largest file read as a reference image before downscaling."""
 MAX_SOURCE_PIXELS = 100_000_000
 """Most pixels a reference image may declare; checked on its header, before decoding."""
+
+
+class Reference(str):
+    """A reference image as sent (a data URI), remembering the sha256 of the image bytes it
+    was made from (``source_sha256``): a stored result's own hash, so the history can join a
+    task to the result it edits even though what is sent is re-encoded."""
+
+    source_sha256: str | None = None
+
+    @classmethod
+    def made_from(cls, uri: str, source: bytes) -> Reference:
+        ref = cls(uri)
+        ref.source_sha256 = hashlib.sha256(source).hexdigest()
+        return ref
 
 
 def _encode(image: Any) -> str:
@@ -77,7 +92,7 @@ def _from_bytes(data: bytes, what: str) -> str:
     except ValueError as exc:
         raise ValidationError(f"{what} could not be read as an image ({exc})") from None
     with img:
-        return _encode(img)
+        return Reference.made_from(_encode(img), data)
 
 
 def _from_path(path: Path) -> str:

@@ -10,6 +10,8 @@ machine) or ``submit_unknown`` (it may have been charged: never sent again).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import logging
@@ -47,9 +49,19 @@ SUBMIT_UNKNOWN_HELP = (
 
 
 def describe_reference(ref: str) -> str:
-    """What the store keeps of a reference: URLs as given, inline images by their hash."""
+    """What the store keeps of a reference: URLs as given, inline images by the sha256 of
+    the image bytes they came from (a stored result's own hash, for lineage; see
+    :class:`~.references.Reference`), else of the bytes the data URI holds."""
+    source = getattr(ref, "source_sha256", None)
+    if isinstance(source, str):
+        return f"sha256:{source}"
     if ref.startswith("data:"):
-        return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+        _, _, payload = ref.partition(",")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            data = ref.encode()
+        return "sha256:" + hashlib.sha256(data).hexdigest()
     return ref
 
 

@@ -283,9 +283,8 @@ def test_no_key_names_the_terminals_remedies_in_one_line(tmp_path: Path) -> None
 
 
 def test_ref_at_last_and_an_id_prefix_name_earlier_tasks(tmp_path: Path) -> None:
-    """`--ref @last` and `--ref @<id prefix>` send the named task's image, as in the magic."""
-    from nanobanana_jupyter._core.references import to_reference
-
+    """`--ref @last` and `--ref @<id prefix>` send the named task's image, as in the magic:
+    the child records the hash of exactly that stored image (its lineage)."""
     first = run_keyless(["--sandbox", "generate", "a red apple"], tmp_path)
     assert first.returncode == 0, first.stderr
     (apple_image,) = first.stdout.splitlines()
@@ -293,7 +292,9 @@ def test_ref_at_last_and_an_id_prefix_name_earlier_tasks(tmp_path: Path) -> None
     assert second.returncode == 0, second.stderr
     apple, sliced = _sandbox_records(tmp_path)
     assert apple.task_id is not None and apple.prompt == "a red apple"
-    expected = "sha256:" + hashlib.sha256(to_reference(Path(apple_image)).encode()).hexdigest()
+    (stored,) = apple.images
+    assert hashlib.sha256(Path(apple_image).read_bytes()).hexdigest() == stored.sha256
+    expected = f"sha256:{stored.sha256}"
     assert sliced.references == (expected,)
 
     prefix = apple.task_id[:12]
