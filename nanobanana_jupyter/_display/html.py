@@ -463,8 +463,8 @@ def _history_id(record: TaskRecord) -> str:
     """The id cell: the server id (or the local id before it), shown cut, copied whole."""
     full = html_text(record.task_id or record.local_id, FULL_ID_CHARS)
     return (
-        f'<code class="nanobanana-id" title="{full}" style="user-select:all;display:inline-block;'
-        f'max-width:9em;overflow:hidden;text-overflow:ellipsis;vertical-align:bottom">{full}</code>'
+        f'<code class="nanobanana-id" title="{full}" style="user-select:all;white-space:nowrap;'
+        f'display:inline-block;max-width:9em;overflow:hidden;text-overflow:ellipsis;vertical-align:bottom">{full}</code>'
     )
 
 

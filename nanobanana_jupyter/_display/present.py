@@ -21,10 +21,12 @@ from nanobanana_jupyter._core.spending import SessionCredits
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._core.task_list import TaskList
 from nanobanana_jupyter._store.history import HTML_ROWS, History
+from nanobanana_jupyter._store.lineage import Lineage
 from nanobanana_jupyter._store.presenter import Bundle
 
 from .bundles import record_bundle, shown_as
 from .html import history_html
+from .lineage import lineage_html, lineage_text
 from .previews import EMBED_MODES, THUMB_SIDE, history_thumbs
 from .progress import Progress
 from .words import credits_words, format_cost, plural, task_text
@@ -165,6 +167,8 @@ def text(obj: object) -> str:
     if isinstance(obj, History):
         cost = format_cost(obj.total_cost, pretend=obj.is_sandbox)
         return f"<History: {plural(len(obj), 'task')}, {cost}>"
+    if isinstance(obj, Lineage):
+        return lineage_text(obj)
     if isinstance(obj, SessionCredits):
         words = credits_words(obj.spent, obj.submitted, obj.reused, obj.reuses, pretend=obj.pretend)
         return f"<SessionCredits: {words}>"
@@ -178,6 +182,8 @@ def mimebundle(obj: object) -> Bundle:
         return _task_bundle(obj)
     if isinstance(obj, History):
         return {"text/plain": text(obj), "text/html": _history_html(obj)}
+    if isinstance(obj, Lineage):
+        return {"text/plain": text(obj), "text/html": lineage_html(obj)}
     return {"text/plain": repr(obj)}
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 from nanobanana_jupyter._wire.credits import normalize_credits
 from nanobanana_jupyter._wire.models import TaskStatus
 
+from . import lineage as _lineage
 from . import presenter
 from .records import RECORD_COLUMNS, TaskRecord
 
@@ -105,6 +106,35 @@ class History(Sequence[TaskRecord]):
             if len(page) < _PAGE:
                 return
             offset += _PAGE
+
+    def lineage(self, task: object) -> _lineage.Lineage:
+        """The edit tree ``task`` belongs to (a task, a record, or an id): its first ancestor
+        and every task made from a result of it, each with its prompt; shown as a tree with
+        each step's prompt compared word by word with its parent's."""
+        return _lineage.lineage(self._store, self._record_of(task))
+
+    def parents(self, task: object) -> list[TaskRecord]:
+        """The tasks whose results ``task`` used as references, oldest first."""
+        return _lineage.parents(self._store, self._record_of(task))
+
+    def children(self, task: object) -> list[TaskRecord]:
+        """The tasks that used a result of ``task`` as a reference, oldest first."""
+        return _lineage.children(self._store, self._record_of(task))
+
+    def _record_of(self, task: object) -> TaskRecord:
+        record = getattr(task, "record", task)
+        if isinstance(record, TaskRecord):
+            local_id = record.local_id
+        elif isinstance(task, str):
+            local_id = task
+        else:
+            raise TypeError(
+                f"expected a task, a task record or a local id, not {type(task).__name__}"
+            )
+        stored = self._store.get(local_id) or self._store.get_by_task_id(local_id)
+        if stored is None:
+            raise KeyError(f"no task {local_id!r} in this history")
+        return stored
 
     def latest(self, n: int = 10) -> list[TaskRecord]:
         """The ``n`` newest records, newest first."""

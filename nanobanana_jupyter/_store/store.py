@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -154,6 +155,20 @@ class Store:
         """The stored record with this local id, or ``None``."""
         rows = self._read(f"{SELECT} WHERE local_id = ?", (local_id,))
         return from_row(rows[0]) if rows else None
+
+    def with_image(self, sha256: str) -> list[TaskRecord]:
+        """The tasks holding an image with this content hash (64 hex digits)."""
+        return self._by_hash("images", f'%"sha256":"{_hex(sha256)}"%')
+
+    def referencing(self, sha256: str) -> list[TaskRecord]:
+        """The tasks that used an image with this content hash as a reference."""
+        return self._by_hash("refs", f'%"sha256:{_hex(sha256)}"%')
+
+    def _by_hash(self, column: str, pattern: str) -> list[TaskRecord]:
+        # A scan of one JSON column (LIKE on hex digits needs no escaping); an index table
+        # of hashes is the next step when lineages are asked of very large histories.
+        sql = f"{SELECT} WHERE {column} LIKE ? ORDER BY created_at, local_id"
+        return [from_row(row) for row in self._read(sql, (pattern,))]
 
     def get_by_task_id(self, task_id: str) -> TaskRecord | None:
         """The stored record with this server task id, or ``None``."""
@@ -516,3 +531,9 @@ def _next_string(prefix: str) -> str | None:
 def _check_ttl(ttl: float) -> None:
     if not ttl > 0:
         raise ValueError(f"a lease needs a positive ttl, not {ttl!r}")
+
+
+def _hex(sha256: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
+    return sha256

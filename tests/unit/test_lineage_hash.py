@@ -53,6 +53,12 @@ def test_a_child_records_its_parents_image_hash(tmp_path: Path) -> None:
         for ref in (parent, parent.record, image, image.path, Path(image.path)):
             child = session.generate(f"the card, folded ({type(ref).__name__})", images=[ref])
             assert child.record.references == (f"sha256:{image.sha256}",), type(ref)
+            assert [r.local_id for r in session.history.parents(child)] == [parent.local_id]
+        children = session.history.children(parent)
+        assert len(children) == 5
+        tree = session.history.lineage(children[-1])
+        assert tree.root.record.local_id == parent.local_id and len(tree) == 6
+        assert repr(tree).startswith("<Lineage: 6 tasks>")
 
 
 def test_files_bytes_and_data_uris_are_kept_by_the_hash_of_their_own_bytes(
