@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ._core.spending import SessionCredits
     from ._core.task import Task
     from ._store.history import History
+    from ._store.lineage import Lineage
     from ._store.records import ImageRecord, TaskRecord
     from ._views.panel import Panel
     from ._wire.client import AsyncClient, Client
@@ -83,6 +84,7 @@ __all__ = [
     "GenerationRequest",
     "History",
     "ImageRecord",
+    "Lineage",
     "MissingAPIKeyError",
     "NanoBananaError",
     "NotFoundError",
@@ -136,6 +138,7 @@ _LAZY = {
     "AsyncClient": "._wire.client",
     "Client": "._wire.client",
     "History": "._store.history",
+    "Lineage": "._store.lineage",
     "Panel": "._views.panel",
     "PollPolicy": "._core.poll_policy",
     "Session": "._core.session",
