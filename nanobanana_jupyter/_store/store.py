@@ -48,12 +48,13 @@ from .rows import (
     to_row,
     where_clause,
 )
-from .transitions import IN_FLIGHT, RECOVERED_AS, RESUMABLE, UNFINISHED, merge_update
+from .transitions import ACTIVE, IN_FLIGHT, RECOVERED_AS, RESUMABLE, UNFINISHED, merge_update
 
 __all__ = ["Store"]
 
 # Older SQLite builds allow at most 999 bound parameters per statement.
 _CHUNK = 500
+_ACTIVE_MARKS = ", ".join("?" for _ in ACTIVE)
 
 
 class Store:
@@ -332,11 +333,20 @@ class Store:
         """Take the right to poll a task for ``ttl`` seconds; ``True`` if it is now ours.
 
         Succeeds when nobody holds it, the holder's lease expired, or we hold it already
-        (then it is extended). Atomic across processes: one statement decides.
+        (then it is extended), and only while the task's row is still in flight: a kernel
+        whose read of the row is stale (another one polled it to its end and let go
+        meanwhile) is refused, and reads the ended row instead of polling it again.
+        Atomic across processes: one write transaction decides.
         """
         _check_ttl(ttl)
         with self._write() as conn:
             now = self._clock()
+            ended = conn.execute(
+                f"SELECT 1 FROM tasks WHERE local_id = ? AND status NOT IN ({_ACTIVE_MARKS})",  # noqa: S608
+                (local_id, *ACTIVE),
+            ).fetchone()
+            if ended is not None:
+                return False
             held = conn.execute(
                 "SELECT owner FROM leases WHERE local_id = ? AND owner != ? AND expires_at > ?",
                 (local_id, owner, now),

@@ -13,7 +13,7 @@ from nanobanana_jupyter._wire.models import TaskStatus
 
 from .records import TaskRecord
 
-__all__ = ["IN_FLIGHT", "RECOVERED_AS", "RESUMABLE", "UNFINISHED", "merge_update"]
+__all__ = ["ACTIVE", "IN_FLIGHT", "RECOVERED_AS", "RESUMABLE", "UNFINISHED", "merge_update"]
 
 _INTERRUPTED_BEFORE_SEND = (
     "The process holding this request stopped before it was sent (it was waiting for its "
@@ -33,14 +33,14 @@ RECOVERED_AS = {
 """What an interrupted local row becomes (``Store.recover_interrupted``): status and error."""
 
 # Statuses a poller is (or may soon be) working on; the local ones have no task id yet.
-_ACTIVE = tuple(s.value for s in TaskStatus if s.is_active)
-IN_FLIGHT = (*(s.value for s in TaskStatus if s.is_local), *_ACTIVE)
+ACTIVE = tuple(s.value for s in TaskStatus if s.is_active)
+IN_FLIGHT = (*(s.value for s in TaskStatus if s.is_local), *ACTIVE)
 # Ended without a final answer, by this client's own doing (a deadline, 404s for a while, a
 # success whose image is not here): the server may still have or finish the task, so
 # resume() polls them again and a re-run reuses them rather than paying again. Abandoned
 # tasks are neither: the user let go of them.
 RESUMABLE = (TaskStatus.TIMED_OUT.value, TaskStatus.UNAVAILABLE.value)
-UNFINISHED = (*_ACTIVE, *RESUMABLE)
+UNFINISHED = (*ACTIVE, *RESUMABLE)
 # Finished for good: nothing but a refresh with the same status is accepted.
 _FINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.NOT_SENT})
 # A submit whose fate is unknown can be reconciled by a webhook or by the user.

@@ -425,8 +425,16 @@ def test_h4_a_reused_request_whose_writer_was_killed_ends_not_sent(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_two_resuming_processes_never_poll_the_same_task(tmp_path: Path) -> None:
-    """D3: two kernels resuming one store each poll a task only if they hold its lease."""
+@pytest.mark.parametrize("repeat", range(3))
+def test_two_resuming_processes_never_poll_the_same_task(tmp_path: Path, repeat: int) -> None:
+    """D3: two kernels resuming one store each poll a task only if they hold its lease.
+
+    The tasks have ended on the server by then, so one kernel polls a task to its end and
+    lets go of its lease while the other may still hold a stale read of the row: that one
+    must not take the lease and poll it again (it did, once in a few runs on a busy machine).
+    The second kernel starts after a random delay, so the two meet at different points.
+    """
+    stagger = random.Random(repeat).uniform(0.0, 0.4)
     with Sandbox(time_scale=0.05, duration=60.0, max_side=64) as sb:
         first = _worker(["submit", "12"], sb, tmp_path)
         assert _first_line(first) == "ALL_SUBMITTED"
@@ -435,6 +443,7 @@ def test_two_resuming_processes_never_poll_the_same_task(tmp_path: Path) -> None
         # Leases of the killed process expire after lease_ttl (3 s); both newcomers race.
         threading.Event().wait(3.5)
         a = _worker(["resume", "0.05"], sb, tmp_path)
+        threading.Event().wait(stagger)
         b = _worker(["resume", "0.05"], sb, tmp_path)
         out_a, err_a = a.communicate(timeout=120)
         out_b, err_b = b.communicate(timeout=120)
@@ -442,7 +451,8 @@ def test_two_resuming_processes_never_poll_the_same_task(tmp_path: Path) -> None
         assert b.returncode == 0, err_b
         ra = json.loads(out_a.strip().splitlines()[-1])
         rb = json.loads(out_b.strip().splitlines()[-1])
-        assert ra["statuses"] == ["success"] and rb["statuses"] == ["success"]
+        # The later one may find nothing left to resume; whatever either resumed succeeded.
+        assert ra["statuses"] == ["success"] and rb["statuses"] in (["success"], [])
         assert not set(ra["polled"]) & set(rb["polled"])
         assert set(ra["polled"]) | set(rb["polled"]) == set(sb.ledger.tasks) - {
             t for t in sb.ledger.tasks if sb.ledger.queries.get(t, 0) == 0

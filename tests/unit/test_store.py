@@ -552,6 +552,36 @@ def test_only_one_kernel_acquires_a_lease_until_it_expires(db: Path, clock: Fake
         assert kernel_a.renew_leases("A", ["task"], ttl=30) == set()
 
 
+def test_no_lease_on_a_task_another_kernel_finished_after_this_one_read_it(
+    db: Path, clock: FakeClock
+) -> None:
+    """The right to poll is given only while the row is still in flight: kernel B read the
+    task as pending, then A polled it to its end and let go of its lease; B's late acquire
+    must fail (it would poll a finished task again), and B then reads the ended row."""
+    with Store(db, clock=clock) as kernel_a, Store(db, clock=clock) as kernel_b:
+        kernel_a.insert(rec("t", S.PENDING, task_id="ta-1"))
+        stale = kernel_b.get("t")
+        assert stale is not None and stale.status is S.PENDING
+        assert kernel_a.acquire_lease("t", "A", ttl=30)
+        kernel_a.update(stale.replace(status=S.SUCCESS, finished_at=T0 + 1))
+        kernel_a.release_lease("t", "A")
+        assert not kernel_b.acquire_lease("t", "B", ttl=30)
+        assert kernel_b.lease_holder("t") is None
+        for ended in (
+            S.TIMED_OUT,
+            S.UNAVAILABLE,
+            S.FAILED,
+            S.ABANDONED,
+            S.SUBMIT_UNKNOWN,
+            S.NOT_SENT,
+        ):
+            kernel_a.insert(rec(ended.value, ended, task_id=f"ta-{ended.value}"))
+            assert not kernel_b.acquire_lease(ended.value, "B", ttl=30), ended
+        for active in (S.SUBMITTED, S.PENDING, S.IN_PROGRESS):
+            kernel_a.insert(rec(active.value, active, task_id=f"ta-{active.value}"))
+            assert kernel_b.acquire_lease(active.value, "B", ttl=30), active
+
+
 def test_renew_leases_returns_the_held_set_and_extends_them(db: Path, clock: FakeClock) -> None:
     """renew_leases keeps the owner's leases alive and reports exactly the ones it holds."""
     with Store(db, clock=clock) as kernel_a, Store(db, clock=clock) as kernel_b:
