@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from nanobanana_jupyter._wire.errors import APIError, APITimeoutError, RateLimitError
 from nanobanana_jupyter._wire.snapshot import TaskSnapshot
+from nanobanana_jupyter._wire.timeouts import time_limit
 
 from .poll_policy import Decision
 from .scheduler import PollEntry, PollScheduler
@@ -152,17 +153,19 @@ class PollLoop:
                 self._polls.add(poll)
                 poll.add_done_callback(self._polls.discard)
             self._wake.clear()
+            # time_limit(), not wait_for: on 3.11 wait_for swallows a cancel that lands
+            # as its inner wait completes, and aclose() would not stop this loop.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with time_limit(wait):
+                    await self._wake.wait()
 
     async def _poll(self, entry: PollEntry) -> None:
         # A poll (with its own retries) may not outlive the task's deadline by more than a
         # moment, however the network misbehaves (reliability.md P9).
         budget = max(entry.deadline - self._clock(), MIN_POLL_BUDGET)
         try:
-            answer: TaskSnapshot | APIError = await asyncio.wait_for(
-                self._query(entry.task_id), budget
-            )
+            async with time_limit(budget):
+                answer: TaskSnapshot | APIError = await self._query(entry.task_id)
         except asyncio.TimeoutError:
             answer = APITimeoutError(f"the poll got no answer within {budget:.1f} s")
         except RateLimitError as exc:

@@ -188,6 +188,7 @@ class Resources:
         is handed to the engine, or done here when no engine runs.
         """
         try:
+            resources.closed = True
             resources.engine.remove_closer(resources.aclose)
             if not resources.engine.call_soon_if_running(resources.close_soon):
                 resources.close_now()

@@ -23,6 +23,7 @@ from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._store.store import Store
 from nanobanana_jupyter._wire.models import TaskStatus
 from nanobanana_jupyter._wire.settings import Settings
+from nanobanana_jupyter._wire.timeouts import time_limit
 
 from .collector import Collector
 from .handles import Registry
@@ -60,8 +61,9 @@ async def maintain(tracker_ref: weakref.ref[Tracker], lease_every: float) -> Non
             timeout = min(timeout, WATCH_INTERVAL)
         del tracker
         wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout)
+        with contextlib.suppress(asyncio.TimeoutError):  # not wait_for: it may swallow a cancel
+            async with time_limit(timeout):
+                await wake.wait()
         tracker = tracker_ref()
         if tracker is None:
             return

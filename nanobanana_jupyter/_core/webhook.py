@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from nanobanana_jupyter._wire.timeouts import time_limit
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -168,7 +170,8 @@ class WebhookReceiver:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.Response(status=413)
         try:
-            raw = await asyncio.wait_for(_read_capped(request, MAX_BODY + 1), BODY_TIMEOUT)
+            async with time_limit(BODY_TIMEOUT):
+                raw = await _read_capped(request, MAX_BODY + 1)
         except asyncio.TimeoutError:
             return web.Response(status=408)
         if len(raw) > MAX_BODY:

@@ -38,6 +38,7 @@ from .protocol import (
 from .retry import DOWNLOAD_POLICY, QUERY_POLICY, SUBMIT_POLICY, RequestKind, RetryPolicy
 from .settings import SecretKey, Settings
 from .snapshot import TaskSnapshot
+from .timeouts import time_limit
 
 __all__ = ["AsyncClient", "Client", "DownloadSink"]
 
@@ -143,7 +144,7 @@ class Client(BaseClient):
 
         # Headers or a body that dribble in never trip the read timeout, and a blocking read
         # cannot be cut short from outside: the exchange runs in a worker thread and the
-        # caller waits for it at most ``total`` seconds, as AsyncClient does with wait_for.
+        # caller waits for it at most ``total`` seconds, as AsyncClient does with asyncio.timeout.
         # Past this, the request may have been received (a submit is not re-sent).
         worker = threading.Thread(target=exchange, name="nanobanana-exchange", daemon=True)
         worker.start()
@@ -344,7 +345,8 @@ class AsyncClient(BaseClient):
         # Headers or a body that dribble in never trip the read timeout: bound the whole
         # exchange. Past this, the request may have been received (a submit is not re-sent).
         try:
-            return await asyncio.wait_for(exchange(), total)
+            async with time_limit(total):
+                return await exchange()
         except asyncio.TimeoutError:
             raise exchange_timeout(total, url) from None
 
@@ -466,7 +468,8 @@ class AsyncClient(BaseClient):
 
         # A body that dribbles in never trips the read timeout: bound the whole exchange.
         try:
-            return await asyncio.wait_for(exchange(), total)
+            async with time_limit(total):
+                return await exchange()
         except asyncio.TimeoutError:
             raise APITimeoutError(
                 f"no complete image within {total:g} s from {urlsplit(safe).netloc}", url=safe

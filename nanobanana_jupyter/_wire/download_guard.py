@@ -31,6 +31,7 @@ import httpx
 
 from .errors import ProtocolError, safe_url
 from .settings import Settings, is_loopback_host
+from .timeouts import time_limit
 
 __all__ = [
     "LOCAL_HINT",
@@ -250,9 +251,8 @@ class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
         lookup = self._resolve or resolve
         loop = asyncio.get_running_loop()
         try:
-            addresses = await asyncio.wait_for(
-                loop.run_in_executor(None, lookup, host, port), timeout
-            )
+            async with time_limit(timeout):
+                addresses = await loop.run_in_executor(None, lookup, host, port)
         except asyncio.TimeoutError:
             raise httpcore.ConnectTimeout(
                 f"resolving {host} took longer than {timeout} s"

@@ -23,7 +23,8 @@ ROOT = Path(nanobanana_jupyter.__file__).parent
 LAYERS = ["_wire", "_store", "_core", "_display", "_views"]
 # What outside the standard library each layer may import (besides the layers below it).
 THIRD_PARTY = {
-    "_wire": {"httpx", "httpcore", "google"},  # google.colab: the key from Colab secrets
+    # google.colab: the key from Colab secrets; async_timeout: asyncio.timeout on 3.10
+    "_wire": {"httpx", "httpcore", "google", "async_timeout"},
     "_store": {"PIL", "pandas"},  # pandas inside History.to_pandas only
     "_core": {"aiohttp"},  # the webhook receiver's server
     "_display": set(),

@@ -469,3 +469,33 @@ def test_learned_model_sees_tasks_done_within_ten_percent(duration: float) -> No
     assert action is Action.FINISHED
     assert times[-1] - duration <= 0.1 * duration + 1e-9
     assert times[0] >= 4.5  # nothing is polled before the shortest task could be done
+
+
+def test_poll_loop_closes_even_when_woken_in_the_same_step() -> None:
+    """aclose() ends the loop when a wake comes in the same loop step as the cancel.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the inner result instead of raising when it
+    is cancelled just as the inner future completes: a loop that waited for its wake that way
+    swallowed aclose()'s cancel and went on polling until its tasks ended (leases held
+    seconds after close, tests/reliability H14 in CI).
+    """
+    sched = PollScheduler(PollPolicy(initial_delay=1e6, jitter=0.0))
+    queries: list[str] = []
+
+    async def query(task_id: str) -> TaskSnapshot:
+        queries.append(task_id)
+        return snap("in_progress", task_id)
+
+    async def main() -> None:
+        loop = PollLoop(sched, query, lambda key, decision: None)
+        sched.add("k", "t", "m", now=0.0, deadline=1e9)
+        loop._clock = lambda: 0.0
+        loop.wake()
+        for _ in range(3):
+            await asyncio.sleep(0)  # the runner now waits for its wake (the poll is far off)
+        loop.wake()  # the wake and the cancel land in the same step
+        await asyncio.wait_for(loop.aclose(), 2)
+
+    for _ in range(20):
+        asyncio.run(main())
+    assert queries == []
