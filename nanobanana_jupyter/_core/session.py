@@ -477,6 +477,13 @@ class Session:
         """For :meth:`Task.cancel`: stop polling it and mark it abandoned."""
         return self._tracker.abandon(task)
 
+    def related_tasks(self, task: Task, *, parents: bool) -> list[Task]:
+        """For :attr:`Task.parents` and :attr:`Task.children`: handles for the stored tasks
+        joined to ``task`` by its references' image hashes."""
+        history = self.history
+        records = history.parents(task) if parents else history.children(task)
+        return [self._tracker.handle_for(record) for record in records]
+
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""

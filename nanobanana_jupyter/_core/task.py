@@ -72,6 +72,10 @@ class TaskOwner(Protocol):
         """Stop following ``task`` and mark it abandoned (see :meth:`Task.cancel`)."""
         ...
 
+    def related_tasks(self, task: Task, *, parents: bool) -> list[Task]:
+        """The tasks whose results ``task`` used (``parents``) or that used its results."""
+        ...
+
 
 class TaskState:
     """What a handle shows, moved on by the session's registry (the engine thread).
@@ -379,6 +383,18 @@ class Task:
         """Stop polling and mark the task abandoned. The API has no cancel: the server may
         still finish and charge it; ``task.resume()`` picks it up again."""
         return self._session.cancel_task(self)
+
+    @property
+    def parents(self) -> list[Task]:
+        """The tasks whose results this task used as references, oldest first (joined by the
+        images' content: a reference made from a stored result, its file or its bytes)."""
+        return self._session.related_tasks(self, parents=True)
+
+    @property
+    def children(self) -> list[Task]:
+        """The tasks that used a result of this task as a reference, oldest first
+        (``session.history.lineage(task)`` shows the whole edit tree)."""
+        return self._session.related_tasks(self, parents=False)
 
     # -- display ------------------------------------------------------------------
 

@@ -75,3 +75,35 @@ def test_files_bytes_and_data_uris_are_kept_by_the_hash_of_their_own_bytes(
             assert task.record.references == (expected,), type(ref)
         url = "https://example.test/cat.png"
         assert session.generate("a url", images=[url]).record.references == (url,)
+
+
+class FinishingEachItsOwn(Accepting):
+    """Every task succeeds with its own image (a colour from its id): hashes differ."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return super().__call__(request)
+        task_id = request.url.params.get("task_id", "")
+        colour = tuple(hashlib.sha256(task_id.encode()).digest()[:3])
+        uri = "data:image/png;base64," + base64.b64encode(_png(colour)).decode()  # type: ignore[arg-type]
+        data = {
+            "task_id": task_id,
+            "status": "success",
+            "consumed": "0.5",
+            "result": [{"image": uri}],
+        }
+        return httpx.Response(200, json={"code": 0, "data": data})
+
+
+def test_task_parents_and_children_are_task_handles(tmp_path: Path) -> None:
+    with mock_session(tmp_path / "data", FinishingEachItsOwn()) as session:
+        parent = session.generate("a green card").wait(30)
+        child = session.generate("the card, torn", images=[parent]).wait(30)
+        grandchild = session.generate("the torn card, burnt", images=[child]).wait(30)
+        assert [t.local_id for t in child.parents] == [parent.local_id]
+        assert [t.local_id for t in parent.children] == [child.local_id]
+        assert [t.local_id for t in child.children] == [grandchild.local_id]
+        assert parent.parents == [] and grandchild.children == []
+        # The handles are this session's own: the same object a later get() returns.
+        assert child.parents[0] is session.get(parent.local_id)
+        assert child.parents[0].status is TaskStatus.SUCCESS
