@@ -122,6 +122,8 @@ def to_reference(obj: object) -> str:
     Raises:
         ValidationError: saying what was wrong with it and what is accepted.
     """
+    if isinstance(obj, Reference):  # made here already (the panel's picker): keep its hash
+        return obj
     if isinstance(obj, str):
         text = obj.strip()
         if text.startswith(("http://", "https://", "data:image/")):

@@ -374,8 +374,31 @@ def test_use_a_gallery_image_as_reference_and_generate_with_it(panel: Panel) -> 
     (second,) = generate(panel, "the apple, in blue")
     assert len(second.record.references) == 1
     assert second.record.references[0].startswith("sha256:")
+    # By the source image's own hash: the history joins the two (the panel's lineage).
+    assert [t.local_id for t in second.parents] == [first.local_id]
     wait_for(lambda: len(panel.gallery_paths) == 2, what="the second image")
     assert first.status is TaskStatus.SUCCESS
+
+
+def test_branch_from_here_starts_an_edit_of_that_image(panel: Panel, session: Session) -> None:
+    """ "Branch" on a gallery image puts its prompt in the box and makes it the only reference:
+    the next task is its child in the history's lineage."""
+    (first,) = generate(panel, "a red apple")
+    (other,) = generate(panel, "a green pear")
+    wait_for(lambda: len(panel.gallery_paths) == 2, what="both images")
+    apple, pear = sorted(panel.gallery.items, key=lambda item: item.prompt != "a red apple")
+    panel.gallery._use(pear)  # a reference chosen earlier: branching starts from one image only
+    assert len(panel.references) == 1
+    branch = next(b for b in apple.box.children[2].children if b.description == "Branch")
+    branch.click()
+    assert panel.prompt_box.value == "a red apple"
+    assert len(panel.references) == 1 and "edit the prompt" in panel.status_text
+    panel.prompt_box.value = "a red apple, bitten"
+    panel.composer.last_submit = -1e9
+    (child,) = panel.generate()
+    assert [t.local_id for t in child.parents] == [first.local_id]
+    assert [t.local_id for t in first.children] == [child.local_id]
+    assert other.children == []
 
 
 # -- gallery and history ---------------------------------------------------------------------
@@ -405,7 +428,8 @@ def test_view_shows_a_larger_preview_and_the_full_path(
         wait_for(lambda: side() == 900, timeout=10, what="the larger preview")
         panel.detail_box.children[2].children[0].click()  # use as reference
         assert len(panel.references) == 1
-        panel.detail_box.children[2].children[1].click()
+        detail_buttons = {b.description: b for b in panel.detail_box.children[2].children}
+        detail_buttons["Close"].click()
         assert panel.detail_box.layout.display == "none"
 
 

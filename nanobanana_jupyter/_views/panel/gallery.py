@@ -21,6 +21,7 @@ logger = logging.getLogger("nanobanana_jupyter")
 
 GALLERY_FROM_HISTORY = 12
 MAX_GALLERY = 24
+BRANCH_TIP = "Start an edit from this image: its prompt in the box, the image the only reference"
 
 
 @dataclass
@@ -36,19 +37,26 @@ class GalleryItem:
 
 
 class Gallery:
-    """Thumbnails of the newest results, each with View and Use as reference; the larger view.
+    """Thumbnails of the newest results, each with View, Use as reference and Branch; the
+    larger view.
 
     Args:
         context: the panel's shared context.
         use: makes an item a reference image (the picker's :meth:`ReferencePicker.add_image`);
             returns whether it was added.
+        branch: starts an edit of an item (its prompt in the box, it the only reference).
     """
 
     def __init__(
-        self, context: PanelContext, *, use: Callable[[GalleryItem], bool] = lambda item: False
+        self,
+        context: PanelContext,
+        *,
+        use: Callable[[GalleryItem], bool] = lambda item: False,
+        branch: Callable[[GalleryItem], bool] = lambda item: False,
     ) -> None:
         self._ctx = context
         self._use = use
+        self._branch = branch
         self._items: dict[str, GalleryItem] = {}
         self._order: list[str] = []
         self._detail_key: str | None = None
@@ -63,11 +71,19 @@ class Gallery:
             "Use as reference", "plus", "nanobanana-detail-use", "Use this image as a reference"
         )
         use_button.on_click(lambda _b: self._use_detail())
+        branch_button = context.button(
+            "Branch from here", "code-fork", "nanobanana-detail-branch", BRANCH_TIP
+        )
+        branch_button.on_click(lambda _b: self._branch_detail())
         close = context.button("Close", "times", "nanobanana-detail-close", "Close")
         close.on_click(lambda _b: self.close_detail())
         self.detail_box = own(
             widgets.VBox(
-                [self.detail_image, self.detail_path, context.row([use_button, close])],
+                [
+                    self.detail_image,
+                    self.detail_path,
+                    context.row([use_button, branch_button, close]),
+                ],
                 layout=widgets.Layout(display="none", margin="0 0 8px 0"),
             )
         )
@@ -149,19 +165,25 @@ class Gallery:
             layout=widgets.Layout(width="auto"),
         )  # fmt: skip
         use.add_class("nanobanana-use-ref")
-        buttons = widgets.HBox([view, use])
+        branch = widgets.Button(
+            description="Branch", icon="code-fork", tooltip=BRANCH_TIP,
+            layout=widgets.Layout(width="auto"),
+        )  # fmt: skip
+        branch.add_class("nanobanana-branch")
+        buttons = widgets.HBox([view, use, branch])
         box = widgets.VBox(
             [picture, caption, buttons],
             layout=widgets.Layout(width="224px", margin="0 8px 8px 0", align_items="flex-start"),
         )
         box.add_class("nanobanana-gallery-item")
         item = GalleryItem(
-            key, image, prompt, thumb, box, [picture, caption, view, use, buttons, box]
+            key, image, prompt, thumb, box, [picture, caption, view, use, branch, buttons, box]
         )
         for w in item.widgets:
             self._ctx.own(w)
         view.on_click(lambda _b: self.show_detail(item))
         use.on_click(lambda _b: self._use(item))
+        branch.on_click(lambda _b: self._branch(item))
         return item
 
     # -- the larger view ------------------------------------------------------------------
@@ -197,6 +219,12 @@ class Gallery:
             item = self._items.get(self._detail_key or "")
         if item is not None:
             self._use(item)
+
+    def _branch_detail(self) -> None:
+        with self._ctx.lock:
+            item = self._items.get(self._detail_key or "")
+        if item is not None:
+            self._branch(item)
 
     def close_detail(self) -> None:
         with self._ctx.lock:

@@ -57,7 +57,7 @@ class Panel(widgets.VBox):
             changed=self.ticker.ensure,
         )
         self.cards = Cards(ctx, retry=self.composer.retry, changed=self.ticker.ensure)
-        self.gallery = Gallery(ctx, use=self._use_item)
+        self.gallery = Gallery(ctx, use=self._use_item, branch=self._branch_from)
         self.pager = HistoryPager(ctx, page_size=history_page_size, totals=self._totals)
         self.slot = NotebookSlot(ctx, totals=self._totals)
 
@@ -264,6 +264,20 @@ class Panel(widgets.VBox):
 
     def _use_item(self, item: GalleryItem) -> bool:
         return self.picker.add_image(item.key, item.image, item.thumb)
+
+    def _branch_from(self, item: GalleryItem) -> bool:
+        """Start an edit of a result: its prompt to edit, it the only reference. The task
+        made next is its child in the history's lineage (``task.parents``)."""
+        ctx = self.context
+        with ctx.lock:
+            if ctx.closed:
+                return False
+            self.picker.clear()
+            if not self.picker.add_image(item.key, item.image, item.thumb):
+                return False
+            self.prompt_box.value = item.prompt
+        ctx.say("Branching from this image: edit the prompt, then Generate.")
+        return True
 
     def _show_started(self, task: Task) -> None:
         """A task handed back by the composer: a card, and if it ended, what follows (lock held)."""

@@ -146,6 +146,12 @@ class ReferencePicker:
                 self.url_box.value = ""
         return added
 
+    def clear(self) -> None:
+        """Drop every chosen reference image."""
+        with self._ctx.lock:
+            for ref in list(self._refs):
+                self._remove(ref.key)
+
     def remove_reference(self, index: int) -> None:
         """Drop the ``index``-th chosen reference image."""
         with self._ctx.lock:
