@@ -405,7 +405,7 @@ class Task:
         record = self._state.record
         if not record.images:
             raise TaskUnavailableError("the task succeeded but returned no image", task_id=self.id)
-        targets = targets_for(record, Path(os.fspath(path)).expanduser())
+        targets = targets_for(record, path)
         return save_images(record, record.images, targets, overwrite=overwrite)
 
     # -- display ------------------------------------------------------------------

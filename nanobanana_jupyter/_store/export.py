@@ -66,20 +66,23 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:80]
 
 
-def targets_for(record: TaskRecord, path: Path) -> list[Path]:
+def targets_for(record: TaskRecord, where: str | os.PathLike[str]) -> list[Path]:
     """Where the images of ``record`` go for ``task.save(path)``.
 
-    A folder (an existing one, or a path ending in a separator): named from the task id,
-    ``<id>.png``, or ``<id>-1.png``, ``<id>-2.png``... for several images. A file name: that
-    name, numbered the same way for several images; its suffix must match the image's type
-    (nothing is re-encoded), and is added when it has none.
+    A folder (an existing one, or text ending in a separator, created then): named from the
+    task id, ``<id>.png``, or ``<id>-1.png``, ``<id>-2.png``... for several images. A file
+    name: that name, numbered the same way for several images; its suffix must match the
+    image's type (nothing is re-encoded), and is added when it has none.
 
     Raises:
         ValidationError: the suffix names another type than the image has.
     """
+    raw = os.fspath(where)
+    path = Path(raw).expanduser()
+    is_folder = path.is_dir() or raw.endswith((os.sep, "/"))
     images = record.images
     numbered = len(images) > 1
-    if path.is_dir() or str(path).endswith((os.sep, "/")):
+    if is_folder:
         stem = _safe_name(record.task_id or "") or _safe_name(record.local_id) or "image"
         folder = path
     else:
@@ -87,7 +90,7 @@ def targets_for(record: TaskRecord, path: Path) -> list[Path]:
     targets: list[Path] = []
     for i, image in enumerate(images, start=1):
         suffix = EXTENSIONS.get(image.media_type, "")
-        if not path.is_dir() and path.suffix:
+        if not is_folder and path.suffix:
             given = _SUFFIXES.get(path.suffix.lower())
             if given != image.media_type:
                 kind = image.media_type.partition("/")[2].upper() or "image"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,7 @@ def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def read_provenance(path: str | Path) -> Provenance | None:
+def read_provenance(path: str | os.PathLike[str]) -> Provenance | None:
     """The recipe an image file carries, or ``None`` when it carries none.
 
     Reads the metadata a copy saved by this package holds (``task.save``, the terminal's
@@ -166,7 +167,7 @@ def read_provenance(path: str | Path) -> Provenance | None:
         ValidationError: the file is not a PNG, JPEG, WebP or GIF image, is damaged, or its
             metadata cannot be read.
     """
-    file = Path(path).expanduser()
+    file = Path(os.fspath(path)).expanduser()
     if not file.is_file():
         if file.exists():
             raise ValidationError(f"{str(file)!r} is not a file; give an image file's path")
