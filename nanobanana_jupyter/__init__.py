@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ._core.task import Task
     from ._store.history import History
     from ._store.lineage import Lineage
+    from ._store.provenance import Provenance, read_provenance
     from ._store.records import ImageRecord, TaskRecord
     from ._views.panel import Panel
     from ._wire.client import AsyncClient, Client
@@ -91,6 +92,7 @@ __all__ = [
     "Panel",
     "PollPolicy",
     "ProtocolError",
+    "Provenance",
     "RateLimitError",
     "ResultItem",
     "RetryPolicy",
@@ -117,6 +119,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "get_default_session",
+    "read_provenance",
     "set_default_session",
 ]
 
@@ -139,6 +142,8 @@ _LAZY = {
     "Client": "._wire.client",
     "History": "._store.history",
     "Lineage": "._store.lineage",
+    "Provenance": "._store.provenance",
+    "read_provenance": "._store.provenance",
     "Panel": "._views.panel",
     "PollPolicy": "._core.poll_policy",
     "Session": "._core.session",

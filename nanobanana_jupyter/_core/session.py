@@ -240,6 +240,24 @@ class Session:
             self._submitter.start(request, force=force, variant=variant + i) for i in range(n)
         )
 
+    def generate_like(self, path: str | os.PathLike[str], **overrides: Any) -> Any:
+        """Generate again what an image file saved by this package was made from.
+
+        Reads the file's recipe (``nanobanana_jupyter.read_provenance(path)``: prompt, model,
+        options, references) and starts it like :meth:`generate`, so an identical earlier
+        request is reused unless ``force=True``. References are found again by their hash in
+        this session's image store. ``overrides`` change the recipe: any argument of
+        :meth:`generate` (``prompt=``, ``images=``, ``n=``, ``force=``...).
+
+        Raises:
+            FileNotFoundError: there is no such file.
+            ValidationError: the file carries no recipe, or a reference is not to be had
+                again (says which, and that ``images=[...]`` replaces them); nothing was sent.
+        """
+        from .recipes import recipe_of
+
+        return self.generate(**recipe_of(path, self._images, overrides))
+
     def map(
         self,
         prompts: Iterable[str],

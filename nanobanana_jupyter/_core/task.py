@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Generator
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nanobanana_jupyter._store import presenter
@@ -35,8 +37,6 @@ from nanobanana_jupyter._wire.errors import (
 from nanobanana_jupyter._wire.models import TaskStatus
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from PIL import Image as PILImage
 
 __all__ = ["Task", "TaskOwner", "TaskState"]
@@ -395,6 +395,34 @@ class Task:
         """The tasks that used a result of this task as a reference, oldest first
         (``session.history.lineage(task)`` shows the whole edit tree)."""
         return self._session.related_tasks(self, parents=False)
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
+        """Save copies of the images that carry their recipe; return the paths written.
+
+        The copies hold the service's bytes (pixels untouched) plus metadata: the prompt,
+        model, options, task ids, references, the package version (read it back with
+        ``nanobanana_jupyter.read_provenance(path)``; re-run it with
+        ``session.generate_like(path)``). Waits for the task if it is still running.
+
+        Args:
+            path: a file name, numbered (``cat-1.png``, ``cat-2.png``...) when there are
+                several images, its suffix added when missing; or a folder (an existing one,
+                or ending in ``/``), the files then named from the task id.
+            overwrite: replace existing files; by default an existing file is refused.
+
+        Raises:
+            ValidationError: a file exists (and not ``overwrite``), or the suffix names
+                another format than the image's (nothing is re-encoded); nothing written.
+            The errors of :meth:`result`, when the task ended badly.
+        """
+        from nanobanana_jupyter._store.export import save_images, targets_for
+
+        self.result()
+        record = self._state.record
+        if not record.images:
+            raise TaskUnavailableError("the task succeeded but returned no image", task_id=self.id)
+        targets = targets_for(record, path)
+        return save_images(record, record.images, targets, overwrite=overwrite)
 
     # -- display ------------------------------------------------------------------
 

@@ -12,14 +12,14 @@ go to stdout, one per line, so the command composes with other tools.
 Everything printed passes through :func:`terminal_text`: task ids, prompts and failure
 reasons come from the server or the history, and an escape sequence in them would drive the
 terminal (recolour it, retitle it, forge a hyperlink or a line). Files copied with ``--out``
-are named by their content hash, never by the server's task id.
+are named by their content hash, never by the server's task id, and carry their recipe
+(``read_provenance``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +40,8 @@ from nanobanana_jupyter._display.words import (
     terminal_text,
     unknown_option,
 )
+from nanobanana_jupyter._store.export import save_images
+from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
 from nanobanana_jupyter._wire.errors import (
     MissingAPIKeyError,
     NanoBananaError,
@@ -175,7 +177,7 @@ def _generate(session: Session, args: argparse.Namespace) -> int:
         for image in task.images:
             path = Path(image.path)
             if args.out is not None:
-                path = _copy_into(args.out, path, image.sha256)
+                path = _copy_into(args.out, task.record, image)
             _say(path)
         if task.cost is not None:
             _say(f"{task.id}: {cost_words(task.record, **shown_as(task))}", sys.stderr)
@@ -226,12 +228,14 @@ def _wait_showing(tasks: Sequence[Task], timeout: float | None) -> None:
     progress.end()
 
 
-def _copy_into(directory: Path, source: Path, sha256: str) -> Path:
+def _copy_into(directory: Path, record: TaskRecord, image: ImageRecord) -> Path:
     """Copy an image into ``directory``, named by its content hash; return the new path.
 
-    The name never comes from the server (a task id may be ``../../x`` or absolute), and the
-    target is checked to be directly inside ``directory`` before anything is written.
+    The copy carries its recipe (written by the same function as ``task.save``). The name
+    never comes from the server (a task id may be ``../../x`` or absolute), and the target
+    is checked to be directly inside ``directory`` before anything is written.
     """
+    source, sha256 = Path(image.path), image.sha256
     digest = "".join(c for c in sha256.lower() if c in "0123456789abcdef")[:16]
     if not digest:
         raise NanoBananaError(f"image {source.name!r} has no content hash to name its copy")
@@ -240,8 +244,8 @@ def _copy_into(directory: Path, source: Path, sha256: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     if target.resolve().parent != directory.resolve():
         raise NanoBananaError(f"refusing to write {target}: it is not inside {directory}")
-    shutil.copyfile(source, target)
-    return target
+    # The name is the content's, so a file already there is this image: replaced in place.
+    return save_images(record, [image], [target], overwrite=True)[0]
 
 
 def _history(session: Session, args: argparse.Namespace) -> int:

@@ -392,3 +392,26 @@ def test_a_mistyped_option_is_one_line_with_a_did_you_mean(
     assert not (tmp_path / "data" / "sandbox" / "history.sqlite3").exists() or (
         _sandbox_records(tmp_path) == []
     )
+
+
+def test_out_copies_carry_their_recipe_with_the_pixels_unchanged(tmp_path: Path) -> None:
+    """--out writes through the same function as task.save: each copy holds its recipe."""
+    from PIL import Image
+
+    from nanobanana_jupyter import read_provenance
+
+    out_dir = tmp_path / "pictures"
+    args = ["--sandbox", "generate", "a banana <kite> 猫", "-a", "3:2", "--out", str(out_dir)]
+    result = run(args, tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    copy = Path(line)
+    found = read_provenance(copy)
+    assert found is not None
+    assert (found.prompt, found.aspect_ratio) == ("a banana <kite> 猫", "3:2")
+    assert found.image_sha256 is not None and copy.name.startswith(found.image_sha256[:16])
+    (stored,) = (tmp_path / "data").rglob(f"{found.image_sha256}.*")
+    with Image.open(copy) as a, Image.open(stored) as b:
+        assert a.tobytes() == b.tobytes() and a.size == b.size
+    again = run(args, tmp_path / "data")  # reused, and the copy rewritten in place
+    assert again.returncode == 0 and again.stdout == result.stdout
