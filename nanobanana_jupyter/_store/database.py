@@ -120,27 +120,33 @@ _ANNOTATION_SCHEMA: tuple[str, ...] = (
 PROMPT_INDEX = "prompt_index"
 """The FTS5 table of prompts (``local_id UNINDEXED, prompt``), when SQLite has FTS5."""
 
-# The index keeps its own copy of each prompt, keyed by local id rather than by the rowid of
-# ``tasks``: a VACUUM may renumber those rowids, and the index must never point at the wrong
-# task. Tasks are never deleted and prompts never change, so the scans in the last two
-# triggers do not happen in practice; they are there so the index can never go stale.
-_FTS_SCHEMA: tuple[str, ...] = (
+# Each prompt is indexed under the rowid of its task, so a search joins on integers. Tasks
+# are never deleted, so their rowids have no gaps and stay as they are (a VACUUM renumbers
+# only around gaps); the local id is kept too, and the index is rebuilt at open should the
+# two ever disagree (_check_prompt_index). Tasks are never deleted and prompts never
+# change, so the last two triggers do not fire in practice; they keep the index exact.
+_FTS_TABLE = (
     "CREATE VIRTUAL TABLE prompt_index USING fts5("
-    "local_id UNINDEXED, prompt, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')",
+    "local_id UNINDEXED, prompt, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')"
+)
+_FTS_BACKFILL = (
+    "INSERT INTO prompt_index (rowid, local_id, prompt) SELECT rowid, local_id, prompt FROM tasks"
+)
+_FTS_TRIGGERS: tuple[str, ...] = (
     """CREATE TRIGGER IF NOT EXISTS prompt_index_insert AFTER INSERT ON tasks BEGIN
-        INSERT INTO prompt_index (local_id, prompt) VALUES (new.local_id, new.prompt);
+        INSERT INTO prompt_index (rowid, local_id, prompt)
+        VALUES (new.rowid, new.local_id, new.prompt);
     END""",
     """CREATE TRIGGER IF NOT EXISTS prompt_index_delete AFTER DELETE ON tasks BEGIN
-        DELETE FROM prompt_index WHERE local_id = old.local_id;
+        DELETE FROM prompt_index WHERE rowid = old.rowid;
     END""",
     # The store's UPDATE names every column, prompt included: only a real change counts.
     """CREATE TRIGGER IF NOT EXISTS prompt_index_update AFTER UPDATE OF prompt, local_id
         ON tasks WHEN old.prompt IS NOT new.prompt OR old.local_id IS NOT new.local_id BEGIN
-        DELETE FROM prompt_index WHERE local_id = old.local_id;
-        INSERT INTO prompt_index (local_id, prompt) VALUES (new.local_id, new.prompt);
+        DELETE FROM prompt_index WHERE rowid = old.rowid;
+        INSERT INTO prompt_index (rowid, local_id, prompt)
+        VALUES (new.rowid, new.local_id, new.prompt);
     END""",
-    # Backfill: the rows written before the index existed (or by a process without FTS5).
-    "INSERT INTO prompt_index (local_id, prompt) SELECT local_id, prompt FROM tasks",
 )
 
 
@@ -159,14 +165,29 @@ def fts5_available() -> bool:
 def _add_annotations(conn: sqlite3.Connection) -> None:
     for statement in _ANNOTATION_SCHEMA:
         conn.execute(statement)
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (PROMPT_INDEX,)
-    ).fetchone()
-    if exists is None and fts5_available():
+    if has_prompt_index(conn):
+        _check_prompt_index(conn)
+    elif fts5_available():
         # Created and backfilled once, in this transaction; the triggers keep it in step.
-        # Without FTS5, text search falls back to a scan of the prompts (rows.where_clause).
-        for statement in _FTS_SCHEMA:
+        # Without FTS5, text search falls back to a scan of the prompts (search.py).
+        conn.execute(_FTS_TABLE)
+        conn.execute(_FTS_BACKFILL)
+    if has_prompt_index(conn):
+        for statement in _FTS_TRIGGERS:
             conn.execute(statement)
+
+
+def _check_prompt_index(conn: sqlite3.Connection) -> None:
+    """Rebuild the index if it lost step with ``tasks`` (a few ms on 100,000 tasks)."""
+    (tasks,) = conn.execute("SELECT count(*) FROM tasks").fetchone()
+    (indexed,) = conn.execute("SELECT count(*) FROM prompt_index").fetchone()
+    last = conn.execute(
+        "SELECT t.local_id IS f.local_id FROM tasks t LEFT JOIN prompt_index f "
+        "ON f.rowid = t.rowid WHERE t.rowid = (SELECT max(rowid) FROM tasks)"
+    ).fetchone()
+    if tasks != indexed or (last is not None and not last[0]):
+        conn.execute("DELETE FROM prompt_index")
+        conn.execute(_FTS_BACKFILL)
 
 
 def has_prompt_index(conn: sqlite3.Connection) -> bool:

@@ -12,6 +12,7 @@ case-insensitive substring match of ``History.filter(text=...)``. Standard libra
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,9 +21,25 @@ from nanobanana_jupyter._wire.errors import ValidationError
 from .annotations import check_rating, clean_tags
 from .database import PROMPT_INDEX
 
-__all__ = ["RatingFilter", "fts_query", "rating_bounds", "search_clauses"]
+__all__ = [
+    "COMMON_MATCHES",
+    "COMMON_TEXT_CLAUSE",
+    "RatingFilter",
+    "count_matches",
+    "fts_query",
+    "rating_bounds",
+    "search_clauses",
+]
 
 RatingFilter = int | tuple[int | None, int | None] | None
+
+# Where the index narrows to few tasks, SQLite walks its matches and sorts them; where a
+# word is common, it walks the tasks newest first and stops at the limit (the "+" keeps it
+# from using the list of matches to drive the query). The store picks one by counting.
+_TEXT_CLAUSE = f"rowid IN (SELECT rowid FROM {PROMPT_INDEX} WHERE {PROMPT_INDEX} MATCH ?)"  # noqa: S608
+COMMON_TEXT_CLAUSE = "+" + _TEXT_CLAUSE
+COMMON_MATCHES = 3000
+"""Above this many matches the newest-first walk is quicker (benchmarks/bench_search.py)."""
 
 _PART = re.compile(r'"([^"]*)"|(\S+)')
 
@@ -40,6 +57,20 @@ def fts_query(text: str) -> str | None:
             continue  # FTS5 indexes no punctuation: such a term would match nothing
         terms.append(_quoted(part) if phrase else _quoted(part) + "*")
     return " AND ".join(terms) if terms else None
+
+
+def count_matches(conn: sqlite3.Connection, clauses: list[str], params: list[Any]) -> None:
+    """Turn the text condition into the plan that suits how many prompts match it."""
+    if _TEXT_CLAUSE not in clauses:
+        return
+    at = clauses.index(_TEXT_CLAUSE)
+    query = params[sum(clause.count("?") for clause in clauses[:at])]
+    (matches,) = conn.execute(
+        f"SELECT count(*) FROM {PROMPT_INDEX} WHERE {PROMPT_INDEX} MATCH ?",  # noqa: S608
+        (query,),
+    ).fetchone()
+    if matches > COMMON_MATCHES:
+        clauses[at] = COMMON_TEXT_CLAUSE
 
 
 def rating_bounds(rating: RatingFilter) -> tuple[int, int] | None:
@@ -85,9 +116,7 @@ def search_clauses(
         if query is None:
             substring = text.strip()
         else:
-            clauses.append(
-                f"local_id IN (SELECT local_id FROM {PROMPT_INDEX} WHERE {PROMPT_INDEX} MATCH ?)"  # noqa: S608
-            )
+            clauses.append(_TEXT_CLAUSE)
             params.append(query)
     given = [] if tags is None else [tags] if isinstance(tags, str) else list(tags)
     if given:

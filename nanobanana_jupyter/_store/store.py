@@ -51,7 +51,7 @@ from .rows import (
     to_row,
     where_clause,
 )
-from .search import RatingFilter, search_clauses
+from .search import RatingFilter, count_matches, search_clauses
 from .transitions import ACTIVE, IN_FLIGHT, RECOVERED_AS, RESUMABLE, UNFINISHED, merge_update
 
 __all__ = ["Store"]
@@ -610,13 +610,17 @@ class Store:
                 params.extend(found)
         clauses.extend(extra)
         params.extend(extra_params)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
         order = ", ".join(f"{column} DESC" for column in ORDER)
-        sql = (
-            f"{SELECT} WHERE rowid IN (SELECT rowid FROM tasks{where} "  # noqa: S608
-            f"ORDER BY {order} LIMIT ?) ORDER BY {order}"
-        )
-        return [from_row(row) for row in self._read(sql, (*params, limit))]
+        with self._lock:
+            conn = self._db()
+            count_matches(conn, clauses, params)
+            where = " WHERE " + " AND ".join(clauses) if clauses else ""
+            sql = (
+                f"{SELECT} WHERE rowid IN (SELECT rowid FROM tasks{where} "  # noqa: S608
+                f"ORDER BY {order} LIMIT ?) ORDER BY {order}"
+            )
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        return [from_row(row) for row in rows]
 
     # -- lifetime ---------------------------------------------------------------------
 

@@ -335,3 +335,24 @@ def test_the_index_follows_changed_prompts_but_not_status_updates(store: Store) 
     with store._write() as conn:
         conn.execute("DELETE FROM tasks WHERE local_id = 'a'")
     assert store._read("SELECT count(*) FROM prompt_index")[0][0] == 0
+
+
+def test_both_plans_give_the_same_answers(filled: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nanobanana_jupyter._store import search
+
+    queries = [{"text": "red fox"}, {"text": "red", "tags": "fav"}, {"text": "cafe", "rating": 0}]
+    few = [ids(filled.search(**q)) for q in queries]  # type: ignore[arg-type]
+    monkeypatch.setattr(search, "COMMON_MATCHES", 0)  # every word counts as common
+    assert [ids(filled.search(**q)) for q in queries] == few  # type: ignore[arg-type]
+    assert few == [["c", "b", "a"], ["b", "a"], ["d"]]
+
+
+def test_an_index_out_of_step_is_rebuilt_at_open(db: Path) -> None:
+    with Store(db, clock=FakeClock()) as store:
+        store.insert_many([rec("a", prompt="a gull"), rec("b", prompt="a tern")])
+        with store._write() as conn:
+            conn.execute("DELETE FROM prompt_index WHERE local_id = 'b'")
+        assert store.search("tern") == []
+    with Store(db, clock=FakeClock()) as store:
+        assert ids(store.search("tern")) == ["b"]
+        assert store._read("SELECT count(*) FROM prompt_index")[0][0] == 2
