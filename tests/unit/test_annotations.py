@@ -356,3 +356,42 @@ def test_an_index_out_of_step_is_rebuilt_at_open(db: Path) -> None:
     with Store(db, clock=FakeClock()) as store:
         assert ids(store.search("tern")) == ["b"]
         assert store._read("SELECT count(*) FROM prompt_index")[0][0] == 2
+
+
+# -- cards ----------------------------------------------------------------------------------
+
+
+def test_a_card_shows_stars_tags_and_note_escaped_and_static() -> None:
+    from nanobanana_jupyter._display.bundles import task_bundle
+    from nanobanana_jupyter._display.html import task_html
+
+    record = rec("a", S.SUCCESS, prompt="a cat")
+    plain = task_html(record)
+    assert "nanobanana-rating" not in plain and "nanobanana-tag" not in plain
+    said = Annotation(3, ("<b>bold</b>", "keep"), 'a "note" & <script>')
+    card = task_html(record, annotation=said)
+    assert "★★★☆☆" in card and 'title="rated 3 of 5"' in card
+    assert "&lt;b&gt;bold&lt;/b&gt;" in card and "<b>bold" not in card
+    assert "&lt;script&gt;" in card and "<script" not in card
+    data, _ = task_bundle(record, annotation=said)
+    assert str(data["text/plain"]).endswith(
+        "rated ★★★☆☆ (3/5), tags <b>bold</b>, keep, note 'a \"note\" & <script>'"
+    )
+    assert (
+        task_bundle(record)[0]["text/plain"]
+        == task_bundle(record, annotation=Annotation())[0]["text/plain"]
+    )
+
+
+def test_a_tasks_card_shows_its_current_annotation(tmp_path: Path) -> None:
+    from nanobanana_jupyter._display import present
+    from tests.helpers.mock_api import Accepting, mock_session
+
+    with mock_session(tmp_path / "data", Accepting()) as session:
+        task = session.generate("a fox")
+        assert "nanobanana-rating" not in str(present.mimebundle(task)[0]["text/html"])  # type: ignore[index]
+        task.rate(5).tag("cover")
+        html = str(present.mimebundle(task)[0]["text/html"])  # type: ignore[index]
+        assert "★★★★★" in html and ">cover<" in html
+    # After the session closed, the card still renders (without the annotation).
+    assert "nanobanana-card" in str(present.mimebundle(task)[0]["text/html"])  # type: ignore[index]
