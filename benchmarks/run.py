@@ -23,7 +23,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import bench_import, bench_kernel, bench_notebook, bench_polling, bench_scale, polling_model
+from . import (
+    bench_import,
+    bench_kernel,
+    bench_notebook,
+    bench_polling,
+    bench_scale,
+    bench_search,
+    polling_model,
+)
 from ._common import Row, machine_info
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +42,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "kernel": bench_kernel.run,
     "notebook": bench_notebook.run,
     "import": bench_import.run,
+    "search": bench_search.run,
 }
 TITLES = {
     "polling": "Polling",
@@ -41,6 +50,7 @@ TITLES = {
     "kernel": "Kernel",
     "notebook": "Notebook",
     "import": "Import",
+    "search": "Search",
 }
 
 

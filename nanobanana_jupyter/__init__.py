@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ._core.session import Session
     from ._core.spending import SessionCredits
     from ._core.task import Task
+    from ._store.annotations import Annotation
     from ._store.history import History
     from ._store.lineage import Lineage
     from ._store.provenance import Provenance, read_provenance
@@ -75,6 +76,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AmbiguousTaskError",
+    "Annotation",
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
@@ -140,6 +142,7 @@ _LAZY = {
     "Settings": "._wire.settings",
     "AsyncClient": "._wire.client",
     "Client": "._wire.client",
+    "Annotation": "._store.annotations",
     "History": "._store.history",
     "Lineage": "._store.lineage",
     "Provenance": "._store.provenance",

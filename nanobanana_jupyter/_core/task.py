@@ -39,6 +39,8 @@ from nanobanana_jupyter._wire.models import TaskStatus
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
+    from nanobanana_jupyter._store.history import History
+
 __all__ = ["Task", "TaskOwner", "TaskState"]
 
 logger = logging.getLogger("nanobanana_jupyter")
@@ -51,6 +53,11 @@ class TaskOwner(Protocol):
 
     @property
     def data_dir(self) -> Path: ...
+
+    @property
+    def history(self) -> History:
+        """The history store's view: where ratings, tags and notes are kept."""
+        ...
 
     def in_engine_thread(self) -> bool:
         """True on the engine thread (where a blocking wait would deadlock)."""
@@ -423,6 +430,52 @@ class Task:
             raise TaskUnavailableError("the task succeeded but returned no image", task_id=self.id)
         targets = targets_for(record, path)
         return save_images(record, record.images, targets, overwrite=overwrite)
+
+    # -- ratings, tags, note (kept in the history, read afresh each time) -----------
+
+    @property
+    def rating(self) -> int | None:
+        """Stars from 0 to 5 given with :meth:`rate`, or ``None``; as stored now, so a
+        rating given in another kernel on the same data directory shows here too."""
+        return self._session.history.annotation(self).rating
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags given with :meth:`tag`, sorted, as stored now."""
+        return list(self._session.history.annotation(self).tags)
+
+    @property
+    def note(self) -> str | None:
+        """A free-text note (set with ``task.note = "..."``; ``None`` removes it)."""
+        return self._session.history.annotation(self).note
+
+    @note.setter
+    def note(self, text: str | None) -> None:
+        self._session.history.set_note(self, text)
+
+    def rate(self, rating: int | None) -> Task:
+        """Give the task 0 to 5 stars (``None`` clears the rating); returns the task.
+
+        Raises:
+            ValidationError: not a whole number from 0 to 5 (a bool is refused too).
+        """
+        self._session.history.rate(self, rating)
+        return self
+
+    def tag(self, *names: str) -> Task:
+        """Add tags (``task.tag("portrait", "keep")``); returns the task. A tag is stripped
+        and lower-cased, at most 64 characters.
+
+        Raises:
+            ValidationError: an empty or overlong tag, or one that is not a string.
+        """
+        self._session.history.tag(self, *names)
+        return self
+
+    def untag(self, *names: str) -> Task:
+        """Remove tags (one the task does not have is ignored); returns the task."""
+        self._session.history.untag(self, *names)
+        return self
 
     # -- display ------------------------------------------------------------------
 

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from nanobanana_jupyter._store.annotations import Annotation
 from nanobanana_jupyter._store.records import TaskRecord
 
+from .annotations import annotation_text
 from .html import task_html
 from .previews import PreviewLike, previews_for, usable_previews
 from .progress import Progress
@@ -44,6 +46,7 @@ def task_bundle(
     embed_first_image: bool = True,
     reused: bool = False,
     pretend: bool = False,
+    annotation: Annotation | None = None,
 ) -> tuple[dict[str, object], dict[str, object]]:
     """A Jupyter mimebundle ``(data, metadata)`` for ``_repr_mimebundle_`` and display handles.
 
@@ -52,13 +55,21 @@ def task_bundle(
     nbconvert and GitHub show it without any JavaScript. ``metadata["nanobanana"]`` names the
     task (ids, status, model, prompt cut to 500 characters, paths, credits) for tools that
     read notebooks; everything in it is JSON-serialisable and redacted. ``reused`` and
-    ``pretend`` as in :func:`.html.task_html`.
+    ``pretend`` as in :func:`.html.task_html`; ``annotation`` (rating, tags, note) is shown
+    when set.
     """
     usable = usable_previews(previews)
+    plain = task_text(record, elapsed=elapsed, reused=reused, pretend=pretend)
+    said = annotation_text(annotation)
     data: dict[str, object] = {
-        "text/plain": task_text(record, elapsed=elapsed, reused=reused, pretend=pretend),
+        "text/plain": f"{plain}\n  {said}" if said else plain,
         "text/html": task_html(
-            record, previews=usable, elapsed=elapsed, reused=reused, pretend=pretend
+            record,
+            previews=usable,
+            elapsed=elapsed,
+            reused=reused,
+            pretend=pretend,
+            annotation=annotation,
         ),
     }
     metadata: dict[str, object] = {
@@ -90,6 +101,7 @@ def record_bundle(
     now: float | None = None,
     reused: bool = False,
     pretend: bool = False,
+    annotation: Annotation | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A task's mimebundle with its previews for ``embed`` and ``side``
     (:func:`.previews.previews_for`): what a live card and a cell's result both show.
@@ -101,7 +113,14 @@ def record_bundle(
     elapsed = None
     if not record.is_terminal:
         elapsed = max(0.0, (time.time() if now is None else now) - record.created_at)
-    return task_bundle(record, previews=previews, elapsed=elapsed, reused=reused, pretend=pretend)
+    return task_bundle(
+        record,
+        previews=previews,
+        elapsed=elapsed,
+        reused=reused,
+        pretend=pretend,
+        annotation=annotation,
+    )
 
 
 def shown_as(task: Any) -> dict[str, bool]:

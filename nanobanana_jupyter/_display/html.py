@@ -27,10 +27,12 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+from nanobanana_jupyter._store.annotations import Annotation
 from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._wire.errors import redact
 from nanobanana_jupyter._wire.models import RASTER_TYPES, TaskStatus
 
+from .annotations import annotation_html
 from .previews import Preview, PreviewLike, as_preview, usable_previews
 from .words import (
     FULL_ID_CHARS,
@@ -329,6 +331,7 @@ def task_html(
     elapsed: float | None = None,
     reused: bool = False,
     pretend: bool = False,
+    annotation: Annotation | None = None,
 ) -> str:
     """A small self-contained card for a task: status, time, model, cost, prompt, images.
 
@@ -340,6 +343,7 @@ def task_html(
         reused: the task was handed back for an identical request: the card says nothing
             new was charged (the first charge is in the cost's tooltip).
         pretend: a sandbox's task: its costs are pretend credits.
+        annotation: its rating, tags and note, shown under the prompt when set.
     """
     status = record.status
     tone = tone_of(status)
@@ -384,7 +388,7 @@ def task_html(
     )
     return (
         f'<div class="nanobanana-card tex2jax_ignore mathjax_ignore" style="{_CARD_STYLE}">'
-        f"{header}{prompt}{_problem(record, tone)}{_texts(record)}"
+        f"{header}{prompt}{annotation_html(annotation)}{_problem(record, tone)}{_texts(record)}"
         f"{_gallery(record, usable_previews(previews))}{_result_links(record)}{footer}</div>"
     )
 

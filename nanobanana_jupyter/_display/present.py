@@ -20,6 +20,7 @@ from typing import Any
 from nanobanana_jupyter._core.spending import SessionCredits
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._core.task_list import TaskList
+from nanobanana_jupyter._store.annotations import Annotation
 from nanobanana_jupyter._store.history import HTML_ROWS, History
 from nanobanana_jupyter._store.lineage import Lineage
 from nanobanana_jupyter._store.presenter import Bundle
@@ -189,7 +190,17 @@ def mimebundle(obj: object) -> Bundle:
 
 def _task_bundle(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
     embed, side = embedding(task)
-    return record_bundle(task.record, embed=embed, side=side, **shown_as(task))
+    return record_bundle(
+        task.record, embed=embed, side=side, annotation=_annotation_of(task), **shown_as(task)
+    )
+
+
+def _annotation_of(task: Task) -> Annotation | None:
+    """The task's rating, tags and note as stored now; ``None`` once its store is closed."""
+    try:
+        return task.session.history.annotation(task)
+    except (RuntimeError, KeyError, AttributeError):
+        return None
 
 
 def _list_text(tasks: TaskList) -> str:

@@ -4,6 +4,8 @@
   ``synchronous=NORMAL`` keeps every committed transaction through an application crash.
   Where WAL is impossible (a read-only directory, a network filesystem) a rollback journal
   is used instead, with a :class:`StoreWarning`.
+* Ratings, tags and notes live in tables of their own, and prompts in an FTS5 full-text
+  index kept in step by triggers; all are added to an older file when it is opened.
 * A damaged file, or one written by a newer version, is moved aside with its side files
   (never deleted) and a fresh store is created, with a :class:`StoreRecoveredWarning` saying
   where the old file went. Any other failure (locked, read-only, cannot open) raises
@@ -26,9 +28,12 @@ from nanobanana_jupyter._wire.errors import ConfigurationError
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "PROMPT_INDEX",
     "SCHEMA_VERSION",
     "StoreRecoveredWarning",
     "StoreWarning",
+    "fts5_available",
+    "has_prompt_index",
     "open_database",
     "rollback_quietly",
 ]
@@ -88,6 +93,109 @@ _SCHEMA: tuple[str, ...] = (
 # without a new schema version: an older release reads and writes such a file as before (it
 # names its columns; the default fills what it does not know).
 _ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("reuses", "INTEGER NOT NULL DEFAULT 0"),)
+
+
+# Ratings, tags and notes (issue 17): tables of their own, added to an existing file at
+# open without a new schema version. An older release keeps using such a file as it is: it
+# never reads these tables, and the triggers below keep the prompt index in step with the
+# rows it writes. A version bump would instead make every older release move the whole
+# history aside (see _diagnose), which is far worse than not seeing ratings there.
+_ANNOTATION_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS annotations (
+        local_id    TEXT PRIMARY KEY NOT NULL,
+        rating      INTEGER CHECK (rating IS NULL OR rating BETWEEN 0 AND 5),
+        note        TEXT,
+        updated_at  REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS annotations_rating ON annotations (rating) "
+    "WHERE rating IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS tags (
+        local_id  TEXT NOT NULL,
+        tag       TEXT NOT NULL,
+        PRIMARY KEY (local_id, tag)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag, local_id)",
+)
+
+PROMPT_INDEX = "prompt_index"
+"""The FTS5 table of prompts (``local_id UNINDEXED, prompt``), when SQLite has FTS5."""
+
+# Each prompt is indexed under the rowid of its task, so a search joins on integers. Tasks
+# are never deleted, so their rowids have no gaps and stay as they are (a VACUUM renumbers
+# only around gaps); the local id is kept too, and the index is rebuilt at open should the
+# two ever disagree (_check_prompt_index). Tasks are never deleted and prompts never
+# change, so the last two triggers do not fire in practice; they keep the index exact.
+_FTS_TABLE = (
+    "CREATE VIRTUAL TABLE prompt_index USING fts5("
+    "local_id UNINDEXED, prompt, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')"
+)
+_FTS_BACKFILL = (
+    "INSERT INTO prompt_index (rowid, local_id, prompt) SELECT rowid, local_id, prompt FROM tasks"
+)
+_FTS_TRIGGERS: tuple[str, ...] = (
+    """CREATE TRIGGER IF NOT EXISTS prompt_index_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO prompt_index (rowid, local_id, prompt)
+        VALUES (new.rowid, new.local_id, new.prompt);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS prompt_index_delete AFTER DELETE ON tasks BEGIN
+        DELETE FROM prompt_index WHERE rowid = old.rowid;
+    END""",
+    # The store's UPDATE names every column, prompt included: only a real change counts.
+    """CREATE TRIGGER IF NOT EXISTS prompt_index_update AFTER UPDATE OF prompt, local_id
+        ON tasks WHEN old.prompt IS NOT new.prompt OR old.local_id IS NOT new.local_id BEGIN
+        DELETE FROM prompt_index WHERE rowid = old.rowid;
+        INSERT INTO prompt_index (rowid, local_id, prompt)
+        VALUES (new.rowid, new.local_id, new.prompt);
+    END""",
+)
+
+
+def fts5_available() -> bool:
+    """True when this Python's SQLite has the FTS5 full-text extension."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE probe USING fts5(x)")
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+    return True
+
+
+def _add_annotations(conn: sqlite3.Connection) -> None:
+    for statement in _ANNOTATION_SCHEMA:
+        conn.execute(statement)
+    if has_prompt_index(conn):
+        _check_prompt_index(conn)
+    elif fts5_available():
+        # Created and backfilled once, in this transaction; the triggers keep it in step.
+        # Without FTS5, text search falls back to a scan of the prompts (search.py).
+        conn.execute(_FTS_TABLE)
+        conn.execute(_FTS_BACKFILL)
+    if has_prompt_index(conn):
+        for statement in _FTS_TRIGGERS:
+            conn.execute(statement)
+
+
+def _check_prompt_index(conn: sqlite3.Connection) -> None:
+    """Rebuild the index if it lost step with ``tasks`` (a few ms on 100,000 tasks)."""
+    (tasks,) = conn.execute("SELECT count(*) FROM tasks").fetchone()
+    (indexed,) = conn.execute("SELECT count(*) FROM prompt_index").fetchone()
+    last = conn.execute(
+        "SELECT t.local_id IS f.local_id FROM tasks t LEFT JOIN prompt_index f "
+        "ON f.rowid = t.rowid WHERE t.rowid = (SELECT max(rowid) FROM tasks)"
+    ).fetchone()
+    if tasks != indexed or (last is not None and not last[0]):
+        conn.execute("DELETE FROM prompt_index")
+        conn.execute(_FTS_BACKFILL)
+
+
+def has_prompt_index(conn: sqlite3.Connection) -> bool:
+    """True when the open file has the full-text index of prompts (FTS5 was available)."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (PROMPT_INDEX,)
+    ).fetchone()
+    return row is not None
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -244,6 +352,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> str:
         for statement in _SCHEMA:
             conn.execute(statement)
         _add_missing_columns(conn)
+        _add_annotations(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except sqlite3.Error as exc:

@@ -16,14 +16,19 @@ from nanobanana_jupyter._wire.models import TaskStatus
 
 from . import lineage as _lineage
 from . import presenter
+from .annotations import Annotation
 from .records import RECORD_COLUMNS, TaskRecord
+from .search import RatingFilter
 
 if TYPE_CHECKING:
     import pandas
 
     from .store import Store
 
-__all__ = ["History"]
+__all__ = ["ANNOTATION_COLUMNS", "History"]
+
+ANNOTATION_COLUMNS = ("rating", "tags", "note")
+"""The columns :meth:`History.to_pandas` adds after those of the records."""
 
 _PAGE = 500
 HTML_ROWS = 20
@@ -136,6 +141,69 @@ class History(Sequence[TaskRecord]):
             raise KeyError(f"no task {local_id!r} in this history")
         return stored
 
+    # -- ratings, tags, notes, search -------------------------------------------------
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        tags: str | Iterable[str] | None = None,
+        model: str | Iterable[str] | None = None,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        rating: RatingFilter = None,
+        since: float | dt.datetime | dt.date | None = None,
+        until: float | dt.datetime | dt.date | None = None,
+        limit: int = 100,
+    ) -> list[TaskRecord]:
+        """The newest ``limit`` tasks matching everything given, newest first, found by
+        indexes (a full-text index of prompts, one of tags, one of ratings).
+
+        Args:
+            text: words that must all appear in the prompt, each as a word or the start of
+                one (``"red fox"`` finds "a red foxglove"), ignoring case and accents; a
+                ``"quoted phrase"`` inside must appear as it is. Any character is safe.
+            tags: a tag, or several that must all be on the task.
+            model, status, since, until: as in :meth:`filter`.
+            rating: ``4`` (exactly), or ``(3, None)`` (3 or more), ``(None, 2)``, ``(2, 4)``:
+                inclusive bounds; ``(None, None)`` is any rated task.
+            limit: at most this many records.
+
+        A filtered history searches within its filters.
+        """
+        filters = dict(self._filters)
+        for name, value in (
+            ("status", status),
+            ("model", model),
+            ("since", _epoch(since)),
+            ("until", _epoch(until)),
+        ):
+            if value is not None:
+                filters[name] = value
+        substring = filters.pop("text", None)
+        return self._store.search(
+            text, tags=tags, rating=rating, limit=limit, substring=substring, **filters
+        )
+
+    def annotation(self, task: object) -> Annotation:
+        """The rating, tags and note of ``task`` (a task, a record or an id), as stored now."""
+        return self._store.annotation(self._record_of(task).local_id)
+
+    def rate(self, task: object, rating: int | None) -> Annotation:
+        """Rate ``task`` from 0 to 5 stars (``None`` clears it); kept in the history."""
+        return self._store.annotate(self._record_of(task).local_id, rating=rating)
+
+    def tag(self, task: object, *names: str) -> Annotation:
+        """Add tags to ``task`` (stripped, lower-cased; at most 64 characters each)."""
+        return self._store.annotate(self._record_of(task).local_id, add_tags=names)
+
+    def untag(self, task: object, *names: str) -> Annotation:
+        """Remove tags from ``task`` (a tag it does not have is ignored)."""
+        return self._store.annotate(self._record_of(task).local_id, remove_tags=names)
+
+    def set_note(self, task: object, note: str | None) -> Annotation:
+        """Set the note of ``task`` (``None`` or ``""`` removes it)."""
+        return self._store.annotate(self._record_of(task).local_id, note=note)
+
     def latest(self, n: int = 10) -> list[TaskRecord]:
         """The ``n`` newest records, newest first."""
         return self._store.page(0, n, newest_first=True, **self._filters)
@@ -162,7 +230,9 @@ class History(Sequence[TaskRecord]):
         return [record.to_dict() for record in self]
 
     def to_pandas(self) -> pandas.DataFrame:
-        """A DataFrame, one row a task, with datetime columns for the times.
+        """A DataFrame, one row a task, with datetime columns for the times, and the
+        task's ``rating`` (whole stars, ``<NA>`` when not rated), ``tags`` (a sorted list)
+        and ``note`` (text or ``None``).
 
         Needs pandas: ``pip install 'nanobanana-jupyter[pandas]'``.
         """
@@ -172,7 +242,18 @@ class History(Sequence[TaskRecord]):
             raise ImportError(
                 "History.to_pandas() needs pandas: pip install 'nanobanana-jupyter[pandas]'"
             ) from None
-        frame = pd.DataFrame.from_records(self.to_records(), columns=list(RECORD_COLUMNS))
+        records = self.to_records()
+        notes = self._store.annotations()
+        for row in records:
+            annotation = notes.get(row["local_id"])
+            row["rating"] = None if annotation is None else annotation.rating
+            row["tags"] = [] if annotation is None else list(annotation.tags)
+            row["note"] = None if annotation is None else annotation.note
+        columns = [*RECORD_COLUMNS, *ANNOTATION_COLUMNS]
+        frame = pd.DataFrame.from_records(records, columns=columns)
+        # Whole stars, with <NA> for a task not rated (a float column would show 4.0).
+        frame["rating"] = frame["rating"].astype("Int64")
+        frame["note"] = pd.Series([row["note"] for row in records], dtype=object)  # None stays
         for column in ("created_at", "updated_at", "submitted_at", "finished_at"):
             frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
         return frame

@@ -28,12 +28,15 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from nanobanana_jupyter._wire.credits import credits_sum
 from nanobanana_jupyter._wire.models import TaskStatus
 
-from .database import open_database, rollback_quietly
+from . import annotations as _notes
+from .annotations import Annotation
+from .database import has_prompt_index, open_database, rollback_quietly
 from .owners import owner_process_gone, writer_alive, writer_closed, writer_id, writer_opened
 from .records import TaskRecord
 from .rows import (
@@ -48,6 +51,7 @@ from .rows import (
     to_row,
     where_clause,
 )
+from .search import RatingFilter, count_matches, search_clauses
 from .transitions import ACTIVE, IN_FLIGHT, RECOVERED_AS, RESUMABLE, UNFINISHED, merge_update
 
 __all__ = ["Store"]
@@ -74,6 +78,8 @@ class Store:
         recovered: how many interrupted submits (``submitting`` rows left by a process that
             stopped) were turned into ``submit_unknown`` when the store was opened.
         journal_mode: ``"wal"``, or the rollback journal mode used when WAL is impossible.
+        full_text: ``True`` when prompts have a full-text index (SQLite with FTS5); without
+            it, :meth:`search` matches its text as a substring, scanning every prompt.
 
     Raises:
         ConfigurationError: the store cannot be created or written (read-only directory or
@@ -92,6 +98,7 @@ class Store:
         opened = open_database(self.path, clock)
         self._conn: sqlite3.Connection | None = opened[0]
         self.journal_mode = opened[1]
+        self.full_text = has_prompt_index(opened[0])
         writer_opened(self._token)
         try:
             self.recovered = self.recover_interrupted()
@@ -507,6 +514,113 @@ class Store:
             if amount is not None:
                 total = credits_sum(total, amount * reuses if reused else amount)
         return total
+
+    # -- ratings, tags, notes, search -------------------------------------------------
+
+    def annotate(
+        self,
+        local_id: str,
+        *,
+        rating: int | EllipsisType | None = ...,
+        note: str | EllipsisType | None = ...,
+        add_tags: Sequence[str] = (),
+        remove_tags: Sequence[str] = (),
+    ) -> Annotation:
+        """Set a task's rating and/or note (``None`` clears; left out: unchanged), add and
+        remove tags, in one transaction; return the task's annotation afterwards.
+
+        Values are checked first (:mod:`.annotations`), so a bad one writes nothing.
+
+        Raises:
+            ValidationError: a bad rating, tag or note.
+            KeyError: no task with this local id is stored.
+        """
+        checked_rating = None if rating is ... else _notes.check_rating(rating)
+        checked_note = None if note is ... else _notes.clean_note(note)
+        added = _notes.clean_tags(add_tags) if add_tags else []
+        removed = _notes.clean_tags(remove_tags) if remove_tags else []
+        with self._write() as conn:
+            if (
+                conn.execute("SELECT 1 FROM tasks WHERE local_id = ?", (local_id,)).fetchone()
+                is None
+            ):
+                raise KeyError(f"no task {local_id!r} in this history")
+            now = self._clock()
+            if rating is not ...:
+                _notes.write_rating(conn, local_id, checked_rating, now)
+            if note is not ...:
+                _notes.write_note(conn, local_id, checked_note, now)
+            if added:
+                _notes.write_tags(conn, local_id, added, add=True)
+            if removed:
+                _notes.write_tags(conn, local_id, removed, add=False)
+            found = _notes.read_annotations(conn, [local_id])
+        return found.get(local_id, _notes.EMPTY)
+
+    def annotation(self, local_id: str) -> Annotation:
+        """A task's rating, tags and note as stored now (empty when it has none)."""
+        with self._lock:
+            found = _notes.read_annotations(self._db(), [local_id])
+        return found.get(local_id, _notes.EMPTY)
+
+    def annotations(self, local_ids: Sequence[str] | None = None) -> dict[str, Annotation]:
+        """The annotations of these tasks (``None``: all), by local id; tasks without any
+        are left out."""
+        with self._lock:
+            return _notes.read_annotations(self._db(), local_ids)
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        tags: str | Iterable[str] | None = None,
+        rating: RatingFilter = None,
+        limit: int = 100,
+        status: StatusFilter = None,
+        model: ModelFilter = None,
+        since: float | None = None,
+        until: float | None = None,
+        substring: str | None = None,
+    ) -> list[TaskRecord]:
+        """The newest ``limit`` tasks matching everything given, newest first.
+
+        ``text`` is searched in the full-text index of prompts (words as prefixes, all of
+        them; ``"quoted phrases"``; see :mod:`.search`), ``tags`` must all be on the task,
+        ``rating`` is an int or an inclusive ``(lowest, highest)`` pair; ``status``,
+        ``model``, ``since``, ``until`` and ``substring`` (the ``text`` of :meth:`page`) as in
+        :meth:`page`. Each condition is answered by an index; the newest matches are found
+        by walking the creation-time index backwards.
+
+        Raises:
+            ValidationError: a bad tag or rating; ValueError: a negative ``limit``.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be an int >= 0, not {limit!r}")
+        extra, extra_params, fallback = search_clauses(text, tags, rating, indexed=self.full_text)
+        if limit == 0:
+            return []
+        clauses: list[str] = []
+        params: list[Any] = []
+        for where, found in (
+            where_clause(status, model, since, until, substring),
+            where_clause(None, None, None, None, fallback),
+        ):
+            if where:
+                clauses.append(where.removeprefix(" WHERE "))
+                params.extend(found)
+        clauses.extend(extra)
+        params.extend(extra_params)
+        order = ", ".join(f"{column} DESC" for column in ORDER)
+        with self._lock:
+            conn = self._db()
+            count_matches(conn, clauses, params)
+            where = " WHERE " + " AND ".join(clauses) if clauses else ""
+            sql = (
+                f"{SELECT} WHERE rowid IN (SELECT rowid FROM tasks{where} "  # noqa: S608
+                f"ORDER BY {order} LIMIT ?) ORDER BY {order}"
+            )
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        return [from_row(row) for row in rows]
 
     # -- lifetime ---------------------------------------------------------------------
 

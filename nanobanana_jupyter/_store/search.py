@@ -1,0 +1,134 @@
+"""History search as SQL: the user's text as a safe FTS5 query, and tag and rating filters.
+
+The text is never handed to FTS5 as query syntax: every word and every ``"quoted
+phrase"`` becomes an FTS5 string (double quotes doubled inside), so ``AND``, ``*``, ``:``,
+``(`` or an unbalanced quote are plain characters. Words match as prefixes and all of them
+must appear (``red fox`` finds "a red foxglove"); a quoted phrase matches those words in a
+row. Case and accents are ignored (``unicode61 remove_diacritics 2``). Text with no letter
+or digit at all (``"!!!"``, ``"#"``), or a store without FTS5, falls back to the
+case-insensitive substring match of ``History.filter(text=...)``. Standard library only.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from nanobanana_jupyter._wire.errors import ValidationError
+
+from .annotations import check_rating, clean_tags
+from .database import PROMPT_INDEX
+
+__all__ = [
+    "COMMON_MATCHES",
+    "COMMON_TEXT_CLAUSE",
+    "RatingFilter",
+    "count_matches",
+    "fts_query",
+    "rating_bounds",
+    "search_clauses",
+]
+
+RatingFilter = int | tuple[int | None, int | None] | None
+
+# Where the index narrows to few tasks, SQLite walks its matches and sorts them; where a
+# word is common, it walks the tasks newest first and stops at the limit (the "+" keeps it
+# from using the list of matches to drive the query). The store picks one by counting.
+_TEXT_CLAUSE = f"rowid IN (SELECT rowid FROM {PROMPT_INDEX} WHERE {PROMPT_INDEX} MATCH ?)"  # noqa: S608
+COMMON_TEXT_CLAUSE = "+" + _TEXT_CLAUSE
+COMMON_MATCHES = 3000
+"""Above this many matches the newest-first walk is quicker (benchmarks/bench_search.py)."""
+
+_PART = re.compile(r'"([^"]*)"|(\S+)')
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def fts_query(text: str) -> str | None:
+    """The FTS5 query for the user's text, or ``None`` when it has no word to index."""
+    terms: list[str] = []
+    for phrase, word in _PART.findall(text):
+        part = phrase or word
+        if not any(ch.isalnum() for ch in part):
+            continue  # FTS5 indexes no punctuation: such a term would match nothing
+        terms.append(_quoted(part) if phrase else _quoted(part) + "*")
+    return " AND ".join(terms) if terms else None
+
+
+def count_matches(conn: sqlite3.Connection, clauses: list[str], params: list[Any]) -> None:
+    """Turn the text condition into the plan that suits how many prompts match it."""
+    if _TEXT_CLAUSE not in clauses:
+        return
+    at = clauses.index(_TEXT_CLAUSE)
+    query = params[sum(clause.count("?") for clause in clauses[:at])]
+    (matches,) = conn.execute(
+        f"SELECT count(*) FROM {PROMPT_INDEX} WHERE {PROMPT_INDEX} MATCH ?",  # noqa: S608
+        (query,),
+    ).fetchone()
+    if matches > COMMON_MATCHES:
+        clauses[at] = COMMON_TEXT_CLAUSE
+
+
+def rating_bounds(rating: RatingFilter) -> tuple[int, int] | None:
+    """``rating=4`` (exactly 4) or ``rating=(3, None)`` (3 or more) as inclusive bounds.
+
+    Raises:
+        ValidationError: not an int 0..5 nor a pair of them (either may be ``None``).
+    """
+    if rating is None:
+        return None
+    if isinstance(rating, tuple):
+        if len(rating) != 2:
+            raise ValidationError(
+                f"rating= is an int or a (lowest, highest) pair, not a {len(rating)}-tuple"
+            )
+        low, high = (check_rating(bound) for bound in rating)
+        low = 0 if low is None else low
+        high = 5 if high is None else high
+        if low > high:
+            raise ValidationError(f"rating=({low}, {high}): the lowest is above the highest")
+        return low, high
+    exact = check_rating(rating)
+    assert exact is not None
+    return exact, exact
+
+
+def search_clauses(
+    text: str | None,
+    tags: str | Iterable[str] | None,
+    rating: RatingFilter,
+    *,
+    indexed: bool,
+) -> tuple[list[str], list[Any], str | None]:
+    """SQL conditions on ``tasks`` (and their parameters) for the text, tags and rating;
+    and the text left for the substring filter when the index cannot answer it."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    substring: str | None = None
+    if text is not None and not isinstance(text, str):
+        raise ValidationError(f"text= is a string, not {type(text).__name__}")
+    if text and text.strip():
+        query = fts_query(text) if indexed else None
+        if query is None:
+            substring = text.strip()
+        else:
+            clauses.append(_TEXT_CLAUSE)
+            params.append(query)
+    given = [] if tags is None else [tags] if isinstance(tags, str) else list(tags)
+    if given:
+        names = clean_tags(given)
+        # Every tag must be on the task: one indexed lookup per tag.
+        for tag in names:
+            clauses.append("local_id IN (SELECT local_id FROM tags WHERE tag = ?)")
+            params.append(tag)
+    bounds = rating_bounds(rating)
+    if bounds is not None:
+        clauses.append(
+            "local_id IN (SELECT local_id FROM annotations WHERE rating BETWEEN ? AND ?)"
+        )
+        params.extend(bounds)
+    return clauses, params, substring
