@@ -181,3 +181,18 @@ def test_a_bad_grid_is_refused_and_nothing_is_sent(
     with pytest.raises(UsageError, match=message.replace("{", r"\{").replace("}", r"\}")):
         ip.run_cell_magic("nanobanana", line, body)
     assert api.submits == [] and session.tasks == [] and published.outputs == []
+
+
+def test_a_running_grid_shown_in_a_later_cell_gets_a_live_table(
+    shell: tuple[InteractiveShell, Published],
+) -> None:
+    ip, published = shell
+    ip.run_cell("g = %nanobanana --grid size=1K,2K a red fox", store_history=True)
+    assert len(published.outputs) == 1
+    ip.run_cell("g", store_history=True)
+    assert len(grids(published.outputs)) == 2
+    assert published.display_ids[1] is not None
+    assert published.display_ids[1] != published.display_ids[0]
+    assert published.results == []  # type: ignore[attr-defined]
+    magics = ip.magics_manager.registry["NanoBananaMagics"]
+    assert magics._live is not None and magics._live.grids == 2
