@@ -44,6 +44,7 @@ from ._wire.errors import (
 if TYPE_CHECKING:
     from ._core.defaults import get_default_session, set_default_session
     from ._core.events import TaskEvent
+    from ._core.grid import Grid
     from ._core.poll_policy import PollPolicy
     from ._core.session import Session
     from ._core.spending import SessionCredits
@@ -85,6 +86,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLostError",
     "GenerationRequest",
+    "Grid",
     "History",
     "ImageRecord",
     "Lineage",
@@ -153,6 +155,7 @@ _LAZY = {
     "SessionCredits": "._core.spending",
     "Task": "._core.task",
     "TaskEvent": "._core.events",
+    "Grid": "._core.grid",
     "TaskList": "._core.task_list",
     "get_default_session": "._core.defaults",
     "set_default_session": "._core.defaults",

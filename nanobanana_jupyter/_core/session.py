@@ -27,7 +27,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,6 +44,7 @@ from nanobanana_jupyter._wire.settings import SecretKey, Settings, default_data_
 
 from .engine import Engine, get_engine
 from .events import TaskEvent
+from .grid import Grid, plan_grid
 from .lookup import find_task, resolve_reference
 from .parts import Parts
 from .poll_policy import PollPolicy
@@ -299,6 +300,60 @@ class Session:
         return TaskList(
             self._submitter.start(request, force=force, slots=slots) for request in requests
         )
+
+    def grid(
+        self,
+        prompt: str | Sequence[str],
+        *,
+        model: str | Sequence[str] | None = None,
+        aspect_ratio: str | Sequence[str] | None = None,
+        image_size: str | Sequence[str] | None = None,
+        images: object = None,
+        fill: Mapping[str, object] | None = None,
+        callback_url: str | None = None,
+        concurrency: int = 4,
+        force: bool = False,
+    ) -> Grid:
+        """Start a compare grid: one task per cell of the cartesian product of the axes.
+
+        A list given to ``prompt``, ``model``, ``aspect_ratio``, ``image_size`` or
+        ``images`` is an axis (one cell per value); anything else is the same in every cell.
+        ``images`` lists references, each value one reference or a list of up to four
+        (``images=[photo_a, photo_b]`` is two cells). ``fill`` fills the prompt's
+        ``{name}`` fields, a list value being an axis named by its field
+        (``grid("a {animal} in a hat", fill={"animal": ["cat", "dog"]})``).
+
+        Every cell's request is checked before anything is sent; the tasks then start as
+        ``map()``'s do (the submit caps and pacing; at most ``concurrency`` submits at once)
+        and an identical earlier request is reused unless ``force``, so a grid run again
+        pays only for its new cells. Shown as a cell's result: a table of previews, rows
+        and columns from the first two axes with more than one value, the rest as separate
+        tables, each cell with its status and cost, the total under it.
+
+        Raises:
+            ValidationError: a cell's request is wrong, an axis is empty or repeats a value,
+                or there are more than 64 cells (:data:`MAX_GRID_CELLS`); nothing was sent.
+        """
+        plan = plan_grid(
+            prompt=prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            image_size=image_size,
+            images=images,
+            fill=fill,
+        )
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        requests = [
+            self._build_request(
+                c.prompt, c.model, c.images, c.aspect_ratio, c.image_size, callback_url
+            )
+            for c in plan.cells
+        ]
+        plan.check_requests(requests)
+        slots = asyncio.Semaphore(concurrency)
+        tasks = [self._submitter.start(r, force=force, slots=slots) for r in requests]
+        return Grid(plan, tasks, pretend=self.is_sandbox)
 
     def resume(self) -> list[Task]:
         """Pick up every unfinished task of the store (after a restart, a timeout, a crash).

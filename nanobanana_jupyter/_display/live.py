@@ -27,20 +27,25 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nanobanana_jupyter._core.events import TaskEvent
+from nanobanana_jupyter._core.grid import Grid
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from . import present
 from .bundles import batch_bundle, record_bundle, shown_as
+from .grid import grid_bundle, grid_shown
 
-__all__ = ["MIN_UPDATE_INTERVAL", "TICK_SECONDS", "LiveOutputs", "Ticker"]
+__all__ = ["GRID_UPDATE_INTERVAL", "MIN_UPDATE_INTERVAL", "TICK_SECONDS", "LiveOutputs", "Ticker"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
 # How often live cards refresh while tasks run (their elapsed time).
 TICK_SECONDS = 1.0
 MIN_UPDATE_INTERVAL = 0.25
+# A grid's table holds every cell's preview: it is redrawn at most this often while it runs
+# (changes in between are shown by the next tick), and at once when its last task ends.
+GRID_UPDATE_INTERVAL = 0.5
 
 Show = Callable[..., object]
 """``show(data, raw=True, metadata=..., display_id=...)``: IPython's ``display`` or
@@ -197,6 +202,20 @@ class _Batch:
     flushed: tuple[int, int] | None = None
 
 
+@dataclass
+class _GridSlot:
+    """The one live table of a grid, and what it last showed."""
+
+    display_id: str
+    grid: Grid
+    local_ids: frozenset[str]
+    sent_at: float = 0.0
+    #: A change came while throttled: the next tick sends it.
+    dirty: bool = False
+    #: What was last sent from a thread running a cell (``open_grid`` or ``flush``).
+    flushed: tuple[tuple[str, int], ...] | None = None
+
+
 def _rank(record: TaskRecord) -> tuple[bool, float]:
     """How new a state is: any final state is newer than every running one."""
     return (record.is_terminal, record.updated_at)
@@ -247,6 +266,7 @@ class LiveOutputs:
         self._slots: dict[str, _Slot] = {}  # display id -> slot
         self._by_task: dict[str, list[_Slot]] = {}  # local id -> its slots
         self._batches: dict[str, _Batch] = {}  # display id -> the batch
+        self._grids: dict[str, _GridSlot] = {}  # display id -> the grid's table
         self.ticker = Ticker(
             self._refresh_running, interval=tick_seconds, run=session.run_in_background
         )
@@ -318,6 +338,44 @@ class LiveOutputs:
             self._batches[display_id] = _Batch(display_id, list(tasks), _batch_shown(tasks))
         return display_id
 
+    @property
+    def grids(self) -> int:
+        """How many grid tables are live (not yet retired)."""
+        with self._lock:
+            return len(self._grids)
+
+    def open_grid(self, grid: Grid) -> str:
+        """One table for a whole grid, updated in place as its cells move (main thread).
+
+        It is the grid's output in the running cell (:func:`.present.remember_grid`); no
+        card is opened for its tasks.
+        """
+        present.remember_grid(grid)
+        display_id = f"nanobanana-grid-{uuid.uuid4().hex}"
+        with self._lock:
+            self._show(grid_bundle(grid), raw=True, display_id=display_id)
+            if grid.done():
+                return display_id
+            slot = _GridSlot(display_id, grid, frozenset(t.local_id for t in grid.tasks))
+            slot.sent_at, slot.flushed = self._clock(), grid_shown(grid)
+            self._grids[display_id] = slot
+        self.ticker.start()
+        return display_id
+
+    def _send_grid(self, slot: _GridSlot, *, force: bool) -> bool:
+        """Redraw a grid's table (lock held); False when throttled (it is then marked for
+        the next tick)."""
+        now = self._clock()
+        if not force and now - slot.sent_at < GRID_UPDATE_INTERVAL:
+            slot.dirty = True
+            return False
+        slot.sent_at, slot.dirty = now, False
+        try:
+            self._update(grid_bundle(slot.grid), raw=True, display_id=slot.display_id)
+        except Exception:  # a closed kernel channel must not break the engine
+            logger.debug("could not update display %s", slot.display_id, exc_info=True)
+        return True
+
     def flush(self) -> None:
         """Bring every live output to its current state from the calling thread.
 
@@ -343,6 +401,13 @@ class LiveOutputs:
                     batch.flushed = shown
                 if all(t.done() for t in batch.tasks):
                     del self._batches[batch.display_id]
+            for grid_slot in list(self._grids.values()):
+                cells = grid_shown(grid_slot.grid)
+                if grid_slot.flushed != cells:
+                    self._send_grid(grid_slot, force=True)
+                    grid_slot.flushed = cells
+                if grid_slot.grid.done():
+                    del self._grids[grid_slot.display_id]
 
     def _retire(self, slot: _Slot) -> None:
         self._slots.pop(slot.display_id, None)
@@ -362,6 +427,13 @@ class LiveOutputs:
             for batch in list(self._batches.values()):
                 if task in batch.tasks:
                     self._send_batch(batch)
+            dirty = False
+            for grid_slot in list(self._grids.values()):
+                if task.local_id in grid_slot.local_ids:
+                    sent = self._send_grid(grid_slot, force=grid_slot.grid.done())
+                    dirty = dirty or not sent
+        if dirty:
+            self.ticker.start()
 
     def _send_batch(self, batch: _Batch) -> None:
         try:
@@ -396,8 +468,12 @@ class LiveOutputs:
             return True
         try:
             running = [s for s in self._slots.values() if s.sent_rank[0] is False]
+            grids = [g for g in self._grids.values() if g.dirty or not g.grid.done()]
+            for grid_slot in grids:
+                if grid_slot.dirty:
+                    self._send_grid(grid_slot, force=False)
             if not running:
-                return False
+                return any(g.dirty or not g.grid.done() for g in grids)
             for slot in running:
                 task = self._session.task_for(slot.local_id)
                 if task is not None and not task.done():

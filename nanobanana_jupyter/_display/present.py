@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from nanobanana_jupyter._core.grid import Grid
 from nanobanana_jupyter._core.spending import SessionCredits
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._core.task_list import TaskList
@@ -26,6 +27,7 @@ from nanobanana_jupyter._store.lineage import Lineage
 from nanobanana_jupyter._store.presenter import Bundle
 
 from .bundles import record_bundle, shown_as
+from .grid import grid_bundle, grid_text
 from .html import history_html
 from .lineage import lineage_html, lineage_text
 from .previews import EMBED_MODES, THUMB_SIDE, history_thumbs
@@ -36,10 +38,12 @@ __all__ = [
     "configure",
     "current_cell",
     "embedding",
+    "grid_shown_in_cell",
     "live_outputs_of",
     "mimebundle",
     "register_live",
     "remember",
+    "remember_grid",
     "show",
     "shown_in_cell",
     "text",
@@ -98,6 +102,25 @@ def shown_in_cell(task: Task) -> bool:
         return cell is not None and _CELL.get(task) == cell
 
 
+# The cell in which each grid was last shown (its live table, the magic's one output).
+_GRID_CELL: weakref.WeakKeyDictionary[Grid, int] = weakref.WeakKeyDictionary()
+
+
+def remember_grid(grid: Grid) -> None:
+    """``grid``'s table is shown in the running cell: its cell result there adds nothing."""
+    cell = current_cell()
+    if cell is not None:
+        with _lock:
+            _GRID_CELL[grid] = cell
+
+
+def grid_shown_in_cell(grid: Grid) -> bool:
+    """True when ``grid``'s table was already shown in the running cell."""
+    cell = current_cell()
+    with _lock:
+        return cell is not None and _GRID_CELL.get(grid) == cell
+
+
 def embedding(task: Task | None = None) -> tuple[str, int]:
     """The ``(embed, side)`` a cell result of ``task`` uses (the configured one by default)."""
     with _lock:
@@ -135,6 +158,9 @@ def show(obj: object, *, display: Callable[..., object]) -> None:
     outputs (the magic's), and a static card when not or once ended. A list shows a gallery
     of its tasks' cards under one progress line.
     """
+    if isinstance(obj, Grid):
+        _show_grid(obj, display)
+        return
     tasks: Sequence[Task] = (
         obj if isinstance(obj, TaskList) else [obj] if isinstance(obj, Task) else []
     )
@@ -159,7 +185,22 @@ def show(obj: object, *, display: Callable[..., object]) -> None:
         remember(task, embed=embed, side=side)
 
 
+def _show_grid(grid: Grid, display: Callable[..., object]) -> None:
+    """One table for the grid: live while it runs when its session has live outputs (the
+    magic's), else a snapshot; nothing when the running cell shows it already."""
+    if grid_shown_in_cell(grid):
+        return
+    live = live_outputs_of(grid.tasks[0].session) if len(grid) else None
+    if live is not None and not grid.done():
+        live.open_grid(grid)
+        return
+    display(grid_bundle(grid), raw=True)
+    remember_grid(grid)
+
+
 def text(obj: object) -> str:
+    if isinstance(obj, Grid):
+        return grid_text(obj)
     if isinstance(obj, TaskList):
         return _list_text(obj)
     if isinstance(obj, Task):
@@ -177,6 +218,8 @@ def text(obj: object) -> str:
 
 
 def mimebundle(obj: object) -> Bundle:
+    if isinstance(obj, Grid):
+        return grid_bundle(obj)
     if isinstance(obj, TaskList):
         return _list_bundle(obj)
     if isinstance(obj, Task):

@@ -31,6 +31,7 @@ from IPython.display import display, update_display
 from traitlets import Bool, Enum, Float, Int, Unicode, default, observe
 
 from nanobanana_jupyter._core.defaults import get_default_session, set_default_session
+from nanobanana_jupyter._core.grid import GRID_NAMES, PROMPT_SEPARATOR, parse_grid, split_prompts
 from nanobanana_jupyter._core.session import Session, check_samples
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._core.task_list import TaskList
@@ -144,9 +145,54 @@ class _StrictFormatter(string.Formatter):
             raise UsageError(f"--expand: cannot resolve {{{field_name}}}: {exc}") from None
 
 
-def expand_prompt(template: str, namespace: Mapping[str, Any]) -> str:
-    """Fill ``{name}``, ``{obj.attr}`` and ``{seq[0]}`` from the namespace (see --expand)."""
+class _Kept(str):
+    """A field left for later (a grid's ``{field}``), written back as it was."""
+
+
+class _KeepingFormatter(_StrictFormatter):
+    """Fills names from the namespace but writes the fields of ``keep`` back as they were,
+    and re-doubles every brace it outputs, so that the result is again a template (the
+    grid fills the kept fields, cell by cell)."""
+
+    def __init__(self, namespace: Mapping[str, Any], keep: frozenset[str]) -> None:
+        super().__init__(namespace)
+        self._keep = keep
+
+    def parse(self, format_string: str) -> Any:
+        for literal, field_name, spec, conversion in super().parse(format_string):
+            yield _double(literal), field_name, spec, conversion
+
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        if re.split(r"[.\[]", field_name, maxsplit=1)[0] in self._keep:
+            return _Kept(field_name), field_name
+        return super().get_field(field_name, args, kwargs)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if isinstance(value, _Kept):
+            return _Kept(f"{value}!{conversion}") if conversion else value
+        return super().convert_field(value, conversion)
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        if isinstance(value, _Kept):
+            return "{" + value + (":" + format_spec if format_spec else "") + "}"
+        return _double(super().format_field(value, format_spec))
+
+
+def _double(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def expand_prompt(
+    template: str, namespace: Mapping[str, Any], *, keep: frozenset[str] = frozenset()
+) -> str:
+    """Fill ``{name}``, ``{obj.attr}`` and ``{seq[0]}`` from the namespace (see --expand).
+
+    With ``keep``, fields naming those are left in place and the result is still a template
+    (its literal braces doubled): a grid's ``--grid field=...`` fills them.
+    """
     try:
+        if keep:
+            return _KeepingFormatter(namespace, keep).vformat(template, (), {})
         return _StrictFormatter(namespace).vformat(template, (), {})
     except ValueError as exc:
         raise UsageError(f"--expand: {exc} (write {{{{ and }}}} for literal braces)") from None
@@ -270,6 +316,16 @@ class NanoBananaMagics(Magics):
     @argument("--force", "-f", action="store_true", help="generate again even if cached")
     @argument("--embed", choices=list(EMBED_MODES), help="what the output embeds")
     @argument("--expand", "-e", action="store_true", help="fill {name} from the notebook")
+    @argument(
+        "--grid",
+        "-g",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="a compare-grid axis (repeatable): prompt, model, aspect_ratio, image_size, "
+        "images, or a {field} of the prompt; values split on commas. Several prompts in the "
+        "body, separated by lines of ---, are the grid's rows",
+    )
     @line_cell_magic
     def nanobanana(self, line: str, cell: str | None = None) -> Any:
         """Generate images with Nano Banana (defapi.org) without blocking the notebook.
@@ -315,6 +371,8 @@ class NanoBananaMagics(Magics):
                 f"unexpected words on the %%nanobanana line: {' '.join(words)!r}; "
                 "the prompt goes in the cell body"
             )
+        if args.grid or (cell is not None and PROMPT_SEPARATOR.search(cell)):
+            return self._grid(args, prompt, line_form=cell is None)
         if args.expand:
             prompt = expand_prompt(prompt, self._user_ns)
         prompt = prompt.strip()
@@ -360,6 +418,71 @@ class NanoBananaMagics(Magics):
         if cell is None:
             return result  # shown as nothing more: its cards are in this cell already
         return None
+
+    def _grid(self, args: Any, body: str, *, line_form: bool) -> Any:
+        """``--grid`` (and prompts separated by ``---``): one compare grid, shown as the
+        cell's one output, a table updated in place."""
+        try:
+            axes = parse_grid(args.grid)
+            prompts = split_prompts(body)
+        except NanoBananaError as exc:
+            raise UsageError(exc.message) from None
+        if args.n != 1:
+            raise UsageError(
+                "-n does not go with a grid (one task per cell): add a --grid axis instead"
+            )
+        for name, given, flag in (
+            ("model", args.model, "--model"),
+            ("aspect_ratio", args.aspect_ratio, "--aspect-ratio"),
+            ("image_size", args.size, "--size"),
+            ("images", args.ref, "--ref"),
+        ):
+            if name in axes and given:
+                raise UsageError(f"--grid {name} and {flag} are both given: keep one")
+        if "prompt" in axes:
+            if body.strip():
+                raise UsageError(
+                    "the prompts are given twice: with --grid prompt= and in the body; keep one"
+                )
+            prompts = axes["prompt"]
+        fill: dict[str, object] = {k: v for k, v in axes.items() if k not in GRID_NAMES}
+        if args.expand:
+            prompts = [expand_prompt(p, self._user_ns, keep=frozenset(fill)) for p in prompts]
+        prompts = [p.strip() for p in prompts]
+        if not any(prompts):
+            raise UsageError(
+                "the prompt is empty: write it in the cell body (or after %nanobanana)"
+            )
+        session = self._session_with_key()
+        try:
+            images: object = None
+            if "images" in axes:
+                images = [self._resolve_ref(ref, session) for ref in axes["images"]]
+            elif args.ref:
+                images = [[self._resolve_ref(ref, session) for ref in args.ref]]
+            grid = session.grid(
+                prompts if len(prompts) > 1 or "prompt" in axes else prompts[0],
+                model=axes.get("model") or args.model or self.default_model or None,
+                aspect_ratio=axes.get("aspect_ratio") or args.aspect_ratio,
+                image_size=axes.get("image_size") or args.size,
+                images=images,
+                fill=fill or None,
+                callback_url=args.callback_url,
+                force=args.force,
+            )
+        except NanoBananaError as exc:
+            raise UsageError(exc.message) from None
+        live = self._live_for(session)
+        live.open_grid(grid)
+        self._user_ns["_nanobanana"] = grid
+        if args.out:
+            if not args.out.isidentifier():
+                raise UsageError(f"-o {args.out!r} is not a valid variable name")
+            self._user_ns[args.out] = grid
+        if args.wait or self.wait:
+            self._wait(grid.tasks, args.timeout if args.timeout is not None else self.timeout)
+            live.flush()
+        return grid if line_form else None
 
     def _parse(self, line: str) -> Any:
         """The magic's arguments; an unknown option is refused naming the closest known one."""

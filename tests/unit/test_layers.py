@@ -26,7 +26,7 @@ THIRD_PARTY = {
     # google.colab: the key from Colab secrets; async_timeout: asyncio.timeout on 3.10
     "_wire": {"httpx", "httpcore", "google", "async_timeout"},
     "_store": {"PIL", "pandas"},  # pandas inside History.to_pandas only
-    "_core": {"aiohttp"},  # the webhook receiver's server
+    "_core": {"aiohttp", "pandas"},  # the webhook receiver's server; Grid.to_pandas only
     "_display": set(),
     "_views": {"IPython", "ipywidgets", "traitlets", "anywidget"},
 }
