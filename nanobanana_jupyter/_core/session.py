@@ -421,7 +421,13 @@ class Session:
         return self._balance.subscribe(listener)
 
     async def _fetch_balance(self) -> Decimal:
-        client, _ = self._res.connect()
+        res = self._res
+        res.check_open()
+        client, _ = res.connect()
+        current = asyncio.current_task()
+        if current is not None:  # closing cancels it before the client closes
+            res.background.add(current)
+            current.add_done_callback(res.background.discard)
         return await client.balance()
 
     @property
