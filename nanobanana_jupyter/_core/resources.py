@@ -76,7 +76,8 @@ class Resources:
         self.receiver: WebhookReceiver | None = None
         self.sandbox: LocalServer | None = None
         self.submitting: set[asyncio.Task[Any]] = set()
-        self.background: set[asyncio.Task[None]] = set()  # reconciliations in flight
+        # Reconciliations and balance looks in flight: cancelled before the client closes.
+        self.background: set[asyncio.Task[Any]] = set()
         # Set once by the session: called through weak references (see support.py).
         self.on_retry: Callable[[APIError, float], None] | None = None
         self.on_decision: Callable[[str, Decision], Awaitable[None]] | None = None

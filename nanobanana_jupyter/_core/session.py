@@ -28,6 +28,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,6 +43,8 @@ from nanobanana_jupyter._wire.errors import ValidationError
 from nanobanana_jupyter._wire.models import GenerationRequest, TaskStatus
 from nanobanana_jupyter._wire.settings import SecretKey, Settings, default_data_dir
 
+from .balance import BalanceCache
+from .budget import BudgetStatus, as_budget
 from .engine import Engine, get_engine
 from .events import TaskEvent
 from .grid import Grid, plan_grid
@@ -109,6 +112,8 @@ class Session:
             to reach the receiver (a tunnel: give its public URL as ``webhook_url``), or,
             for the sandbox, loopback.
         webhook_url: the public URL a tunnel exposes for the receiver.
+        budget: credits this session may spend at most, counting what is in flight (see
+            :attr:`budget`); default none.
     """
 
     def __init__(
@@ -129,7 +134,9 @@ class Session:
         engine: Engine | None = None,
         webhook: bool = False,
         webhook_url: str | None = None,
+        budget: Decimal | float | str | None = None,
     ) -> None:
+        limit = as_budget(budget)  # a bad budget is refused before anything starts
         if settings is None:
             settings = Settings.resolve(
                 api_key=api_key, base_url=base_url, data_dir=data_dir, model=model
@@ -171,6 +178,8 @@ class Session:
         )
         self._events, self._registry, self._tracker = parts.events, parts.registry, parts.tracker
         self._submitter = parts.submitter
+        self._submitter.budget.limit = limit
+        self._balance = BalanceCache(self._fetch_balance, self.run_in_background)
         # Neither the engine nor the finalizer refers to the session (only to its resources):
         # a session nobody refers to is collected, and the finalizer closes what it held.
         self._engine.add_closer(res.aclose)
@@ -237,6 +246,7 @@ class Session:
         request = self._build_request(prompt, model, images, aspect_ratio, image_size, callback_url)
         if n is None:
             return self._submitter.start(request, force=force, variant=variant)
+        self._submitter.check_budget([(request, variant + i) for i in range(n)], force=force)
         return TaskList(
             self._submitter.start(request, force=force, variant=variant + i) for i in range(n)
         )
@@ -296,6 +306,8 @@ class Session:
             )
             for prompt in prompts
         ]
+        # Under a budget the whole batch is checked before any of it is sent.
+        self._submitter.check_budget([(request, 0) for request in requests], force=force)
         slots = asyncio.Semaphore(concurrency)
         return TaskList(
             self._submitter.start(request, force=force, slots=slots) for request in requests
@@ -351,6 +363,8 @@ class Session:
             for c in plan.cells
         ]
         plan.check_requests(requests)
+        # A grid is a batch: under a budget it fits whole or nothing of it is sent.
+        self._submitter.check_budget([(request, 0) for request in requests], force=force)
         slots = asyncio.Semaphore(concurrency)
         tasks = [self._submitter.start(r, force=force, slots=slots) for r in requests]
         return Grid(plan, tasks, pretend=self.is_sandbox)
@@ -445,6 +459,75 @@ class Session:
             [t for t in handles[1] if t is not None],
             pretend=self.is_sandbox,
         )
+
+    # -- balance and budget ------------------------------------------------------
+
+    def balance(self, timeout: float = 30.0) -> Decimal:
+        """The account's remaining credits (``GET /api/user``), asked now; blocks at most
+        ``timeout`` seconds. Pretend credits in a sandbox (:attr:`is_sandbox`).
+
+        Raises:
+            MissingAPIKeyError: no key is configured.
+            APIError: the service could not be asked, or its answer not read.
+            TimeoutError: no answer within ``timeout`` seconds.
+        """
+        self._res.check_open()
+        self.settings.require_key()
+        future = self.run_in_background(self._fetch_balance())
+        try:
+            value: Decimal = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"no balance from the API within {timeout:g} s") from None
+        self._balance.heard(value)
+        return value
+
+    def last_balance(self) -> Decimal | None:
+        """The last balance heard, at once (``None`` before any), for views that must never
+        wait; looks again in the background when it is a minute old (see
+        :meth:`subscribe_balance` to hear the answer)."""
+        if self._res.closed or self.settings.api_key is None:
+            return self._balance.value
+        return self._balance.peek()
+
+    def subscribe_balance(self, listener: Callable[[Decimal], object]) -> Callable[[], None]:
+        """Call ``listener(balance)`` (any thread) on each balance heard; returns the
+        unsubscribe function."""
+        return self._balance.subscribe(listener)
+
+    async def _fetch_balance(self) -> Decimal:
+        res = self._res
+        res.check_open()
+        client, _ = res.connect()
+        current = asyncio.current_task()
+        if current is not None:  # closing cancels it before the client closes
+            res.background.add(current)
+            current.add_done_callback(res.background.discard)
+        return await client.balance()
+
+    @property
+    def budget(self) -> Decimal | None:
+        """Credits this session may spend, counting what is in flight; ``None``: no budget.
+
+        A request that would take spent + in flight (estimated from the costs seen per
+        model) past it raises :class:`BudgetExceededError` and is not sent; a batch
+        (``map``, ``n=``) is checked whole first. Tasks handed back for an identical
+        request cost nothing and are never refused. Set it (``session.budget = 2.5``) or
+        remove it (``None``) at any time.
+        """
+        return self._submitter.budget.limit
+
+    @budget.setter
+    def budget(self, value: Decimal | float | str | None) -> None:
+        limit = as_budget(value)
+        with self._registry.lock:
+            self._submitter.budget.limit = limit
+
+    @property
+    def budget_status(self) -> BudgetStatus:
+        """Spent, in flight (estimated) and left of :attr:`budget`, now."""
+        with self._registry.lock:
+            return self._submitter.budget.status()
 
     def stats(self) -> dict[str, Any]:
         """Counters for diagnostics and benchmarks: queries sent, tasks being polled, and

@@ -29,6 +29,7 @@ from nanobanana_jupyter._wire.errors import (
 )
 from nanobanana_jupyter._wire.models import GenerationRequest, TaskStatus, with_callback_url
 
+from .budget import BudgetGuard
 from .handles import Registry
 from .poll_loop import RateLimiter
 from .reconciler import Reconciler
@@ -84,6 +85,29 @@ class Submitter:
         self._tracker = tracker
         self._reconciler = reconciler
         self.limiter = RateLimiter(max_submits_per_second, burst=max(1.0, max_submits_per_second))
+        self.budget = BudgetGuard(self._store, self._submitted_records)
+
+    def _submitted_records(self) -> list[TaskRecord]:
+        """The records of the tasks this session sent (the budget's spending)."""
+        handles = (self._registry.get(i) for i in list(self._registry.submitted))
+        return [h.record for h in handles if h is not None]
+
+    def check_budget(self, requests: list[tuple[GenerationRequest, int]], *, force: bool) -> None:
+        """Refuse a batch up front, before any of it is written or sent, when the requests
+        that would be sent (not handed back) would pass the budget together.
+
+        Raises:
+            BudgetExceededError: see :meth:`BudgetGuard.check`.
+        """
+        if self.budget.limit is None:
+            return
+        with self._registry.lock:
+            models = [
+                request.model
+                for request, variant in requests
+                if force or self._store.find_reusable(request.fingerprint(variant)) is None
+            ]
+            self.budget.check(models)
 
     def start(
         self,
@@ -119,6 +143,8 @@ class Submitter:
                         )
                         self._tracker.resume_in_background([existing.local_id])
                     return handle
+            # Before anything is written: a refused request leaves no trace (it was not sent).
+            self.budget.check([request.model])
             now = time.time()
             record = TaskRecord(
                 local_id=local_id,

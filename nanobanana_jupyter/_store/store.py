@@ -502,6 +502,14 @@ class Store:
         (count,) = self._read(f"SELECT COALESCE(SUM(reuses), 0) FROM tasks{where}", params)[0]  # noqa: S608
         return int(count), self._cost_sum(clause, reused=True)
 
+    def largest_cost(self, model: str) -> Decimal | None:
+        """The largest ``consumed`` any task of ``model`` was charged, or ``None`` when none
+        was (a budget's estimate of what the next one costs)."""
+        sql = "SELECT consumed FROM tasks WHERE model = ? AND consumed IS NOT NULL"
+        costs = [stored_cost(value) for (value,) in self._read(sql, (model,))]
+        known = [cost for cost in costs if cost is not None]
+        return max(known) if known else None
+
     def _cost_sum(self, clause: tuple[str, list[Any]], *, reused: bool) -> Decimal:
         where, params = clause
         where = f"{where} AND consumed IS NOT NULL" if where else " WHERE consumed IS NOT NULL"

@@ -2,6 +2,8 @@
 
     nanobanana generate "a cat in a banana costume" --aspect-ratio 16:9 --out pictures/
     nanobanana generate "the same cat, at night" --ref @last --sandbox
+    nanobanana generate "four cats" -n 4 --budget 2
+    nanobanana balance
     nanobanana history --limit 20
     nanobanana resume
     nanobanana sandbox --port 8765
@@ -28,6 +30,7 @@ from typing import NoReturn, TextIO
 
 from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._display.balance import balance_words
 from nanobanana_jupyter._display.bundles import shown_as
 from nanobanana_jupyter._display.html import cost_words
 from nanobanana_jupyter._display.progress import Progress, TerminalProgress
@@ -113,6 +116,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     gen.add_argument("--out", "-o", type=Path, help="also copy the images into this directory")
     gen.add_argument("--force", "-f", action="store_true", help="generate again even if cached")
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait at most")
+    gen.add_argument(
+        "--budget",
+        metavar="CREDITS",
+        help="spend at most this many credits in this run (what is in flight counted); "
+        "a request over it is refused and nothing is sent",
+    )
 
     hist = sub.add_parser("history", parents=[sandbox], help="list past tasks, newest first")
     hist.add_argument("--limit", type=int, default=20)
@@ -122,11 +131,16 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "resume", parents=[sandbox], help="pick up unfinished tasks and wait for them"
     )
 
+    balance = sub.add_parser(
+        "balance", parents=[sandbox], help="show the account's credits (GET /api/user)"
+    )
+
     sand = sub.add_parser(
         "sandbox", parents=[sandbox], help="run the sandbox server in the foreground"
     )
     sand.add_argument("--port", type=int, default=0)
-    return parser, {"generate": gen, "history": hist, "resume": resume, "sandbox": sand}
+    commands = {"generate": gen, "history": hist, "resume": resume, "sandbox": sand}
+    return parser, {**commands, "balance": balance}
 
 
 def _leftover_error(
@@ -153,6 +167,8 @@ def _leftover_error(
 
 
 def _generate(session: Session, args: argparse.Namespace) -> int:
+    if args.budget is not None:
+        session.budget = args.budget  # refused in one line when it is no number of credits
     tasks: list[Task] = session.generate(
         args.prompt,
         model=args.model,
@@ -269,6 +285,16 @@ def _history(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
+def _balance(session: Session) -> int:
+    try:
+        value = session.balance()
+    except TimeoutError as exc:
+        _say(f"nanobanana: cannot read the balance: {exc}", sys.stderr)
+        return 1
+    _say(balance_words(value, pretend=session.is_sandbox))
+    return 0
+
+
 def _resume(session: Session) -> int:
     tasks = session.resume()
     if not tasks:
@@ -314,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(session, args)
         if args.command == "history":
             return _history(session, args)
+        if args.command == "balance":
+            return _balance(session)
         return _resume(session)
     except MissingAPIKeyError:
         _say(f"nanobanana: {MISSING_KEY_REMEDY}", sys.stderr)

@@ -33,9 +33,11 @@ from traitlets import Bool, Enum, Float, Int, Unicode, default, observe
 from nanobanana_jupyter._core.defaults import get_default_session, set_default_session
 from nanobanana_jupyter._core.grid import GRID_NAMES, PROMPT_SEPARATOR, parse_grid, split_prompts
 from nanobanana_jupyter._core.session import Session, check_samples
+from nanobanana_jupyter._core.support import message_of
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._core.task_list import TaskList
 from nanobanana_jupyter._display import present
+from nanobanana_jupyter._display.balance import balance_words, budget_words
 from nanobanana_jupyter._display.live import LiveOutputs
 from nanobanana_jupyter._display.previews import EMBED_MODES
 from nanobanana_jupyter._display.words import plural, unknown_option
@@ -57,6 +59,8 @@ SUBCOMMANDS: dict[str, tuple[int, str]] = {
     "models": (0, "list the known model ids"),
     "config": (0, "show the settings (the key only as a fingerprint)"),
     "session": (0, "the session the magic uses, for Python code: s = %nanobanana session"),
+    "balance": (0, "show the account's credits (GET /api/user)"),
+    "budget": (1, "budget 2.5: spend at most 2.5 credits; budget: show it; budget off"),
     "help": (0, "this help"),
 }
 ONE_WORD_PROMPT_HELP = (
@@ -65,6 +69,8 @@ ONE_WORD_PROMPT_HELP = (
 )
 OPTIONS_HINT = "%nanobanana? lists the options"
 _UNRECOGNIZED = "unrecognized arguments: "
+# Subcommands whose one word may be left out (``%nanobanana budget`` shows the budget).
+OPTIONAL_WORD = frozenset({"budget"})
 _KEY_ON_LINE = re.compile(r"(?:^|\s)--?(?:api[-_]?)?key\b|\bdk-[A-Za-z0-9_-]{6,}", re.IGNORECASE)
 
 
@@ -281,6 +287,8 @@ class NanoBananaMagics(Magics):
             keyed = Session(settings=session.settings.replace(api_key=SecretKey(key)))
         except NanoBananaError as exc:
             raise UsageError(exc.message) from None
+        with contextlib.suppress(NanoBananaError):
+            keyed.budget = session.budget  # a budget set before the key came stays
         set_default_session(keyed)
         session.close()
         return keyed
@@ -337,8 +345,9 @@ class NanoBananaMagics(Magics):
 
         Line form (returns the task): ``task = %nanobanana a cat in a hat``.
         Subcommands: %nanobanana panel | history | status ID | resume | wait | sandbox |
-        models | config | session | help. ``s = %nanobanana session`` gives the session the
-        magic uses (``s.history``, ``s.get(id)``, ``s.generate(...)``).
+        models | config | session | balance | budget [CREDITS | off] | help.
+        ``s = %nanobanana session`` gives the session the magic uses (``s.history``,
+        ``s.get(id)``, ``s.generate(...)``).
 
         A line of one bare word is always read as a subcommand, so a typo such as
         ``%nanobanana histroy`` is refused ("did you mean history?") and sends nothing. A
@@ -358,7 +367,8 @@ class NanoBananaMagics(Magics):
             words = _without_trailing_comment(words)
         if cell is None and not marked and words and words[0] in SUBCOMMANDS:
             arity = SUBCOMMANDS[words[0]][0]
-            if len(words) == 1 + arity:
+            optional = len(words) == 1 and words[0] in OPTIONAL_WORD
+            if len(words) == 1 + arity or optional:
                 return self._subcommand(words[0], words[1:])
         if cell is None and len(words) == 1:
             # One bare word is a subcommand, never a prompt: a typo must not spend credits.
@@ -600,7 +610,27 @@ class NanoBananaMagics(Magics):
             ended = sum(t.status is TaskStatus.SUCCESS for t in open_tasks)
             print(f"{plural(len(open_tasks), 'task')} ended, {ended} with images")
             return None
+        if name in ("balance", "budget"):
+            return self._money(name, params, session)
         raise UsageError(f"unknown subcommand {name!r}")  # pragma: no cover
+
+    def _money(self, name: str, params: list[str], session: Session) -> None:
+        """``balance`` (asks the API, waits at most the magic's timeout) and ``budget``."""
+        pretend = session.is_sandbox
+        if name == "balance":
+            try:
+                value = session.balance(timeout=min(self.timeout, 60.0))
+            except (NanoBananaError, TimeoutError) as exc:
+                raise UsageError(f"cannot read the balance: {message_of(exc)}") from None
+            print(balance_words(value, pretend=session.is_sandbox))
+            return
+        if params:
+            word = params[0].strip()
+            try:
+                session.budget = None if word.lower() in ("off", "none") else word
+            except NanoBananaError as exc:
+                raise UsageError(exc.message) from None
+        print(budget_words(session.budget_status, pretend=pretend))
 
 
 def load_ipython_extension(

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -235,6 +236,23 @@ class Client(BaseClient):
 
         return self._with_retries(RequestKind.QUERY, once)
 
+    def balance(self) -> Decimal:
+        """The account's remaining credits (``GET /api/user``), retried as a query.
+
+        Raises:
+            ProtocolError: the answer carries no usable ``credit``.
+            AuthenticationError: the key was refused.
+        """
+        self._check_open()
+        build = self._build_balance()
+
+        def once() -> Decimal:
+            req = build()
+            status, body, headers, _ = self._send(self._http, req, MAX_API_BODY)
+            return self._parse_balance(status, body, headers, safe_url(req.url))
+
+        return self._with_retries(RequestKind.QUERY, once)
+
     def download(self, url_or_data_uri: str) -> tuple[bytes, str]:
         """Fetch a result image (or decode a data URI): ``(bytes, media type)``.
 
@@ -392,6 +410,18 @@ class AsyncClient(BaseClient):
             req = build()
             status, body, headers, _ = await self._send(self._http, req, MAX_API_BODY)
             return self._parse_query(task_id, status, body, headers, safe_url(req.url))
+
+        return await self._with_retries(RequestKind.QUERY, once)
+
+    async def balance(self) -> Decimal:
+        """The account's remaining credits. See :meth:`Client.balance`."""
+        self._check_open()
+        build = self._build_balance()
+
+        async def once() -> Decimal:
+            req = build()
+            status, body, headers, _ = await self._send(self._http, req, MAX_API_BODY)
+            return self._parse_balance(status, body, headers, safe_url(req.url))
 
         return await self._with_retries(RequestKind.QUERY, once)
 

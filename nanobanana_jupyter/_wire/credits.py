@@ -10,7 +10,14 @@ from __future__ import annotations
 import math
 from decimal import Context, Decimal, InvalidOperation
 
-__all__ = ["MAX_CREDITS", "credits_sum", "normalize_credits", "parse_credits", "usable_credits"]
+__all__ = [
+    "MAX_CREDITS",
+    "credits_sum",
+    "normalize_credits",
+    "parse_balance",
+    "parse_credits",
+    "usable_credits",
+]
 
 MAX_CREDITS = Decimal(10) ** 9
 """The largest cost one task (or a sum shown) is believed at: anything above is no real charge."""
@@ -75,3 +82,20 @@ def parse_credits(value: object) -> Decimal | None:
         return None
     usable = usable_credits(number)
     return None if usable is None else normalize_credits(usable)
+
+
+def parse_balance(value: object) -> Decimal | None:
+    """An account's balance as ``GET /api/user`` writes it (``data.credit``): a decimal
+    string (``"100.50000000"``) or a JSON number, normalised (``100.5``).
+
+    Unlike a cost, a balance may be below zero (an overdrawn account is a fact to show, not
+    a malformed answer). Anything else (text, NaN, infinity, a bool, beyond
+    :data:`MAX_CREDITS` either way) is ``None``, for the caller to refuse clearly.
+    """
+    if isinstance(value, str) and value.strip().startswith("-"):
+        magnitude = parse_credits(value.strip()[1:])
+        return None if magnitude is None else normalize_credits(-magnitude)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        magnitude = parse_credits(-value)
+        return None if magnitude is None else normalize_credits(-magnitude)
+    return parse_credits(value)

@@ -18,6 +18,7 @@ NanoBananaError
 │       ├── RateLimitError        429: carries ``retry_after`` (seconds) when known
 │       └── ServerError           5xx
 ├── SubmitOutcomeUnknownError     a submit may have reached the server: maybe charged, never re-sent
+├── BudgetExceededError           a request would pass the session's budget: nothing was sent
 ├── TaskLookupError               no single task has this id (also a KeyError)
 │   ├── UnknownTaskError          no task has this id or id prefix: says where it looked
 │   └── AmbiguousTaskError        several tasks start with this prefix: lists a few of them
@@ -44,6 +45,7 @@ import json
 import logging
 import re
 import threading
+from decimal import Decimal
 from urllib.parse import quote, quote_plus, urlsplit
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "AmbiguousTaskError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "CertificateError",
     "ConfigurationError",
     "ConnectionLostError",
@@ -298,6 +301,33 @@ class SubmitOutcomeUnknownError(NanoBananaError):
         super().__init__(message)
         self.cause = cause
         self.task_id = task_id
+
+
+class BudgetExceededError(NanoBananaError):
+    """A request would take the session past its budget, so it was refused: nothing was
+    written as sent, nothing was sent, nothing was charged.
+
+    Attributes (credits, ``Decimal``):
+        budget: the session's budget.
+        spent: what this session's tasks cost so far, as far as the server has said.
+        in_flight: the estimated cost of its tasks that may still be charged.
+        estimate: the estimated cost of the refused request(s), or ``None`` when unknown.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: Decimal,
+        spent: Decimal,
+        in_flight: Decimal,
+        estimate: Decimal | None,
+    ) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.spent = spent
+        self.in_flight = in_flight
+        self.estimate = estimate
 
 
 class TaskLookupError(NanoBananaError, KeyError):

@@ -17,6 +17,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -24,6 +25,7 @@ import httpx
 
 from nanobanana_jupyter._version import __version__
 
+from .credits import parse_balance
 from .download_guard import check_image_url
 from .errors import (
     APIConnectionError,
@@ -62,6 +64,7 @@ logger = logging.getLogger("nanobanana_jupyter")
 
 SUBMIT_PATH = "/api/image/gen"
 QUERY_PATH = "/api/task/query"
+USER_PATH = "/api/user"
 # API answers are small JSON envelopes; a huge body is a fault, not data.
 MAX_API_BODY = 1024 * 1024
 MAX_REDIRECTS = 3
@@ -349,6 +352,19 @@ class BaseClient:
 
         return build
 
+    def _build_balance(self) -> Callable[[], httpx.Request]:
+        """``GET /api/user``, authorised as the other calls, timed and retried as a query."""
+        headers = self._api_headers()
+        url = self.settings.base_url + USER_PATH
+        timeout = self._timeout(RequestKind.QUERY)
+
+        def build() -> httpx.Request:
+            return httpx.Request(
+                "GET", url, headers=headers, extensions={"timeout": timeout.as_dict()}
+            )
+
+        return build
+
     def _build_download(self, url: str) -> httpx.Request:
         check_image_url(url, allow_local=self.settings.allow_local_urls)
         timeout = self._timeout(RequestKind.DOWNLOAD)
@@ -454,6 +470,21 @@ class BaseClient:
                 url=url,
             )
         return snapshot
+
+    def _parse_balance(self, status: int, body: bytes, headers: httpx.Headers, url: str) -> Decimal:
+        """The account's credits from ``{"data": {"credit": "100.50000000"}}``."""
+        with _answer_guard("balance", url):
+            data = self._read_envelope(status, body, headers, url, what="balance")
+            value = data.get("credit") if isinstance(data, dict) else None
+            balance = parse_balance(value)
+        if balance is None:
+            shown = "no credit field" if value is None else f"credit {redact(repr(value), 40)}"
+            raise ProtocolError(
+                f"the balance answer carries no usable credit ({shown}); expected "
+                'data.credit as a decimal number such as "100.5"',
+                url=url,
+            )
+        return balance
 
     @staticmethod
     def _redirect_target(url: str, status: int, headers: httpx.Headers) -> str | None:

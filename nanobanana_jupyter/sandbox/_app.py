@@ -1,6 +1,6 @@
 """HTTP routes, envelopes and fault application for the API and the CDN origins.
 
-Two aiohttp applications share one ``Service``: the API (submit, query) and the "CDN" that
+Two aiohttp applications share one ``Service``: the API (submit, query, user) and the "CDN" that
 serves result images on a second port, so result URLs are a different origin, as on the real
 service, and a client that leaks its Authorization header to image hosts is caught.
 
@@ -31,6 +31,7 @@ from ._validate import Invalid, parse_submit
 
 SUBMIT_PATH = "/api/image/gen"
 QUERY_PATH = "/api/task/query"
+USER_PATH = "/api/user"
 CDN_PREFIX = "/cdn/"
 #: On every API answer: a client pointed here by URL can tell it is not the real service
 #: (its credits are pretend). The client reads the same name (its wire protocol module).
@@ -173,6 +174,10 @@ class Service:
             if method in ("GET", "HEAD"):
                 return await self._run(request, record, self._query)
             return self._finish(record, envelope(405, 1, "method not allowed"))
+        if path == USER_PATH:
+            if method in ("GET", "HEAD"):
+                return await self._run(request, record, self._user)
+            return self._finish(record, envelope(405, 1, "method not allowed"))
         return self._finish(record, envelope(404, 1, "not found"))
 
     async def _cdn_entry(self, request: web.Request) -> web.StreamResponse:
@@ -306,6 +311,14 @@ class Service:
         elif fault is Fault.UNKNOWN_STATUS:
             data["status"] = "queued"
         return ok(data)
+
+    async def _user(self, request: web.Request, record: RequestRecord) -> web.Response:
+        """``GET /api/user``: the account's credits, as public clients of the service see
+        them (``{"credit": "100.50000000"}``), lowered by every charge. No faults are
+        scripted here: the client's handling of a bad answer is tested without a server."""
+        if not record.authorized:
+            return envelope(401, 1, "Invalid API key")
+        return ok({"credit": f"{self.store.balance:.8f}"})
 
     async def snapshot(self, task: Task) -> dict[str, Any]:
         """The task as the query endpoint shows it (also the webhook's content)."""

@@ -79,6 +79,9 @@ class Sandbox:
         capacity: at most this many tasks ``in_progress`` at once; the rest wait in
             ``submitted``. ``None``: unlimited.
         credits: what each task costs (``consumed``).
+        balance: the account's starting credits (``GET /api/user``); each charge lowers
+            it. Submits are not refused when it runs out (the service's answer to that is
+            not documented).
         max_side: cap on the long side of drawn images (the 2K/4K tiers are capped by it).
         image_side: if set, every image's long side, whatever the size tier (benchmarks).
         api_key: the accepted key; default a fresh random ``dk-`` key.
@@ -100,6 +103,7 @@ class Sandbox:
         duration: Duration | None = None,
         capacity: int | None = None,
         credits: float = 0.5,
+        balance: float = 100.0,
         max_side: int = 1024,
         image_side: int | None = None,
         api_key: str | None = None,
@@ -133,6 +137,7 @@ class Sandbox:
             capacity=capacity,
             duration=duration,
             credits=credits,
+            balance=balance,
             result_mode=result_mode,
             url_ttl=url_ttl,
             default_plan=plan,
@@ -171,6 +176,16 @@ class Sandbox:
     def ledger(self) -> Ledger:
         """What the sandbox received and charged (thread-safe, readable at any time)."""
         return self._ledger
+
+    @property
+    def balance(self) -> float:
+        """The account's credits now: the starting ``balance`` less every charge so far.
+        Assign to it to set the account's credits (e.g. a low balance in a test)."""
+        return self._store.balance
+
+    @balance.setter
+    def balance(self, value: float) -> None:
+        self._store.set_balance(value)
 
     @property
     def faults(self) -> FaultScript:

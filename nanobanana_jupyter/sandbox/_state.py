@@ -166,6 +166,7 @@ class TaskStore:
         capacity: int | None = None,
         duration: Duration | None = None,
         credits: float = 0.5,
+        balance: float = 100.0,
         result_mode: ResultMode = "url",
         url_ttl: float = 3600.0,
         default_plan: TaskPlan | None = None,
@@ -179,6 +180,8 @@ class TaskStore:
             raise ValueError(f"result_mode must be one of {RESULT_MODES}")
         if not (math.isfinite(credits) and credits >= 0):
             raise ValueError("credits must be a finite number >= 0")
+        if not math.isfinite(balance):
+            raise ValueError("balance must be a finite number")
         if not url_ttl >= 0:
             raise ValueError("url_ttl must be >= 0")
         self.ledger = ledger
@@ -186,6 +189,8 @@ class TaskStore:
         self.time_scale = time_scale
         self.capacity = capacity
         self.credits = credits
+        self._balance = float(balance)
+        self._balance_lock = threading.Lock()
         self.result_mode: ResultMode = result_mode
         self.url_ttl = url_ttl
         self.default_plan = default_plan or TaskPlan()
@@ -214,6 +219,19 @@ class TaskStore:
         """How many queued plans are still waiting for a task."""
         with self._plans_lock:
             return len(self._plans)
+
+    @property
+    def balance(self) -> float:
+        """The account's credits (``GET /api/user``): the starting amount less every charge."""
+        with self._balance_lock:
+            return self._balance
+
+    def set_balance(self, value: float) -> None:
+        """Give the account ``value`` credits from now on (tests: a low balance)."""
+        if not math.isfinite(value):
+            raise ValueError("balance must be a finite number")
+        with self._balance_lock:
+            self._balance = float(value)
 
     def now(self) -> float:
         """The sandbox clock."""
@@ -281,6 +299,8 @@ class TaskStore:
             ends_at=ends_at,
         )
         self._tasks[task.task_id] = task
+        with self._balance_lock:
+            self._balance -= task.credits
         self.ledger._note_task(task.task_id, task.credits)
         return task
 

@@ -13,6 +13,7 @@ from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._wire.models import TaskStatus
 
+from .balance import BalanceLabel
 from .cards import Cards
 from .composer import Composer
 from .context import PanelContext, close_widget
@@ -60,6 +61,7 @@ class Panel(widgets.VBox):
         self.gallery = Gallery(ctx, use=self._use_item, branch=self._branch_from)
         self.pager = HistoryPager(ctx, page_size=history_page_size, totals=self._totals)
         self.slot = NotebookSlot(ctx, totals=self._totals)
+        self.balance = BalanceLabel(ctx)
 
         # The widgets a notebook or a test reads, under the names they always had.
         composer, picker, gallery, pager = self.composer, self.picker, self.gallery, self.pager
@@ -173,6 +175,7 @@ class Panel(widgets.VBox):
                 self.slot.update(ctx.clock())
             self.cards.clear_pending()
             owned = ctx.shut()
+        self.balance.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
         for widget in owned:
@@ -238,7 +241,7 @@ class Panel(widgets.VBox):
         if ctx.pretend:
             header.append(self._sandbox_badge())
         spacer = ctx.own(widgets.Box(layout=widgets.Layout(flex="1 1 auto")))
-        return ctx.row([*header, spacer, self.cost_label], width="100%")
+        return ctx.row([*header, spacer, self.balance.widget, self.cost_label], width="100%")
 
     def _sandbox_badge(self) -> Any:
         """The amber badge that says the session talks to a sandbox, not to the service."""
@@ -306,6 +309,7 @@ class Panel(widgets.VBox):
         if self.composer.started(task.local_id):
             self.slot.collect(record)
             self.pager.mark_dirty()
+            self.balance.refresh()  # a charge lowered it: look again (once a minute at most)
 
     def _flush(self, now: float) -> bool:
         """Apply what is due in every part; return whether there is more to do (lock held)."""
