@@ -666,6 +666,171 @@ lab.stop()""",
 ]
 
 
+COMPARE_AND_CURATE: Cells = [
+    (
+        "md",
+        """# Compare and curate
+
+Explore many variants without overspending, keep the good ones, follow an edit chain, and
+share the result:
+
+1. a **budget** and the account's **balance**;
+2. **compare grids**: the cartesian product of prompts, models, aspect ratios or sizes, as one
+   table of previews (a re-run pays only for new cells);
+3. **ratings, tags and notes**, kept in the history, and **search** over it;
+4. **lineage**: a task made from an earlier result is its child; the edit tree with each
+   step's prompt diffed from its parent's;
+5. **provenance** in every saved file, read back and re-run;
+6. **export** of a selection as a folder that opens offline.""",
+    ),
+    ("code", "%load_ext nanobanana_jupyter"),
+    ("md", KEY_NOTE),
+    ("code", SANDBOX_LINE),
+    (
+        "md",
+        """## Balance and a budget
+
+`%nanobanana balance` asks the service for the account's credits. A budget caps what this
+session spends plus what it has in flight: a request that would pass it is refused before
+anything is sent (`BudgetExceededError`). A model's cost is learnt from what its tasks were
+charged: until one has been, a budget lets one task of it run at a time, so a first single
+image tells the price before the grids. In a sandbox all of it is pretend credits.""",
+    ),
+    (
+        "code",
+        """s = %nanobanana session
+s.budget = 8
+%nanobanana balance""",
+    ),
+    (
+        "code",
+        """%%nanobanana --wait -o opening
+A lighthouse on a cliff at dusk, charcoal sketch""",
+    ),
+    ("code", "s.budget_status"),
+    (
+        "md",
+        """## A compare grid in the magic
+
+`--grid NAME=v1,v2` makes an axis; prompts separated by a line of `---` are the rows. The cell
+shows one table that fills in while the tasks run; `--wait` blocks until every cell is done.""",
+    ),
+    (
+        "code",
+        """%%nanobanana --grid aspect_ratio=1:1,16:9 --wait -o first_grid
+A lighthouse on a cliff at dusk, oil painting
+---
+A lighthouse on a cliff at dusk, paper cut-out""",
+    ),
+    (
+        "md",
+        """## A grid from Python, and as a table
+
+`session.grid(...)` takes the same axes as keyword arguments; `fill=` expands a prompt template
+over the `{name}` fields. `to_pandas()` gives one row per cell: the axes, then the task's
+columns.""",
+    ),
+    (
+        "code",
+        """grid = s.grid(
+    prompt="A {animal} reading a map, watercolour",
+    fill={"animal": ["fox", "heron"]},
+    image_size=["1K", "2K"],
+).wait(timeout=300)
+grid.to_pandas()[["animal", "image_size", "status", "consumed", "task_id"]]""",
+    ),
+    ("code", "grid"),
+    (
+        "md",
+        """Run the grid cell again: every cell comes back reused, with no new charge; the session's
+credits say what was spent and what was reused.""",
+    ),
+    (
+        "code",
+        """again = s.grid(
+    prompt="A {animal} reading a map, watercolour",
+    fill={"animal": ["fox", "heron"]},
+    image_size=["1K", "2K"],
+).wait(timeout=300)
+print(s.credits)""",
+    ),
+    (
+        "md",
+        """## Rate, tag, note, search
+
+Ratings (0 to 5), tags and notes are kept in the history: they survive a restart and another
+kernel on the same data directory sees them. `history.search(...)` finds tasks by words of
+their prompt, tags, model, status, rating and time, from an index.""",
+    ),
+    (
+        "code",
+        """fox_1k, fox_2k, heron_1k, heron_2k = grid.tasks
+fox_2k.rate(5).tag("keep", "poster")
+fox_2k.note = "the map reads well at 2K"
+heron_1k.rate(3).tag("keep")
+fox_1k.rate(1)
+[(t.prompt, t.rating, t.tags) for t in (fox_1k, fox_2k, heron_1k, heron_2k)]""",
+    ),
+    (
+        "code",
+        """found = s.history.search("map", tags=["keep"], rating=(3, None))
+[(r.prompt, r.image_size) for r in found]""",
+    ),
+    (
+        "code",
+        """s.history.to_pandas()[["prompt", "image_size", "rating", "tags", "note"]].dropna(subset=["rating"])""",
+    ),
+    (
+        "md",
+        """## Lineage: an edit chain and its tree
+
+A task made with an earlier result as a reference records that parent by the image's content
+hash. `task.parents` and `task.children` follow the links; `history.lineage(task)` shows the
+whole edit tree, each step's prompt compared word by word with its parent's.""",
+    ),
+    (
+        "code",
+        """folded = s.generate("The fox's map, folded into a paper boat", images=[fox_2k]).wait(timeout=300)
+sailing = s.generate("The paper boat sailing on a puddle", images=[folded]).wait(timeout=300)
+print([t.prompt for t in sailing.parents], [t.prompt for t in fox_2k.children])
+s.history.lineage(sailing)""",
+    ),
+    (
+        "md",
+        """## Provenance in every saved file
+
+`task.save(path)` writes a copy that carries its recipe in the file's metadata (PNG text chunk,
+JPEG or WebP XMP) with unchanged pixels. `read_provenance` reads it back from the file alone;
+`session.generate_like(path)` runs the recipe again (here: handed back, nothing paid).""",
+    ),
+    (
+        "code",
+        """from nanobanana_jupyter import read_provenance
+
+(saved,) = fox_2k.save("picked/", overwrite=True)
+recipe = read_provenance(saved)
+print(saved.name, "|", recipe.prompt, "|", recipe.model, recipe.image_size)
+print("re-run:", s.generate_like(saved).wait(timeout=300).reused)""",
+    ),
+    (
+        "md",
+        """## When the budget says no
+
+What was spent plus what is in flight may never pass the budget. A batch is checked whole:
+either it fits, or nothing of it is sent.""",
+    ),
+    (
+        "code",
+        """from nanobanana_jupyter import BudgetExceededError
+
+try:
+    s.map([f"a lighthouse, variation {i}" for i in range(20)])
+except BudgetExceededError as exc:
+    print(exc.message)
+s.budget_status""",
+    ),
+]
+
 def _load_quickstart_cells() -> Cells:
     """The quickstart's cells, from scripts/make_quickstart.py (their source of truth)."""
     path = Path(__file__).resolve().with_name("make_quickstart.py")
@@ -686,6 +851,7 @@ def notebooks() -> dict[str, Cells]:
         "batch_exploration.ipynb": BATCH_EXPLORATION,
         "editing_chain.ipynb": EDITING_CHAIN,
         "offline_sandbox.ipynb": OFFLINE_SANDBOX,
+        "compare_and_curate.ipynb": COMPARE_AND_CURATE,
     }
 
 

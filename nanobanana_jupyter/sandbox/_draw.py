@@ -66,6 +66,8 @@ class DrawSpec:
     refs: tuple[Reference, ...] = ()
     repeat: int = 0
     """Earlier tasks with the same request: each repeat is a different sample."""
+    image_size: str = ""
+    """The size asked for: a picture of its own even when capped to the same pixels."""
 
 
 def long_side_for(image_size: str, *, max_side: int, image_side: int | None) -> int:
@@ -245,6 +247,8 @@ def render_png(spec: DrawSpec) -> bytes:
     text = f"{spec.model}\n{spec.prompt}\n{spec.index}"
     if spec.repeat:
         text += f"\nrepeat {spec.repeat}"
+    if spec.image_size:
+        text += f"\nsize {spec.image_size}"
     seed = hashlib.sha256(text.encode()).digest()
     rng = random.Random(seed)
     opened = [_open(ref) for ref in spec.refs]

@@ -100,6 +100,7 @@ class Renderer:
             index=index,
             repeat=task.repeat,
             aspect_ratio=request.aspect_ratio,
+            image_size=request.image_size or "",
             long_side=long_side_for(
                 request.image_size, max_side=self._max_side, image_side=self._image_side
             ),

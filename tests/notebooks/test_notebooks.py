@@ -42,7 +42,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 def test_the_notebooks_are_found() -> None:
-    """notebooks/ holds the quickstart and the four guides (so the glob below is not empty)."""
+    """notebooks/ holds the quickstart and the five guides (so the glob below is not empty)."""
     names = {path.name for path in NOTEBOOKS}
     assert {
         "quickstart.ipynb",
@@ -50,6 +50,7 @@ def test_the_notebooks_are_found() -> None:
         "batch_exploration.ipynb",
         "editing_chain.ipynb",
         "offline_sandbox.ipynb",
+        "compare_and_curate.ipynb",
     } <= names
 
 

@@ -171,6 +171,16 @@ def test_same_prompt_same_bytes_other_prompt_other_bytes(sb: Sandbox) -> None:
     assert len({first, repeat, other, other_model}) == 4
 
 
+def test_sizes_capped_to_the_same_side_still_draw_different_pictures() -> None:
+    """1K and 2K of one prompt, both capped by max_side, are different pictures (as the real
+    service's are): the history joins a child to its parent by the image's bytes."""
+    with Sandbox(time_scale=0.01, duration=1.0, max_side=256) as capped:
+        one_k = fetch(run_task(capped, prompt="a red fox", image_size="1K")["result"][0]["image"])
+        two_k = fetch(run_task(capped, prompt="a red fox", image_size="2K")["result"][0]["image"])
+        assert png(one_k).size == png(two_k).size
+        assert one_k != two_k
+
+
 def test_images_of_one_task_differ(sb: Sandbox) -> None:
     """Several images of one task are different pictures."""
     sb.plan(TaskPlan(images=2))
