@@ -831,6 +831,7 @@ s.budget_status""",
     ),
 ]
 
+
 def _load_quickstart_cells() -> Cells:
     """The quickstart's cells, from scripts/make_quickstart.py (their source of truth)."""
     path = Path(__file__).resolve().with_name("make_quickstart.py")
