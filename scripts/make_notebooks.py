@@ -426,11 +426,17 @@ ShowImage(data=buffer.getvalue(), format="jpeg")""",
         "md",
         """## The lineage, from the history
 
-The `references` column holds what each task was given: URLs as given, and inline images
-(files, PIL images, earlier tasks) as `sha256:` of the bytes sent, so no image data goes into
-the history. A URL reference names its parent: join it to the `result_urls` of the task that
-produced it. An inline reference is a downscaled copy, identified by its hash; the `chain`
-list above says whose result it was.""",
+The history keeps each reference image by the hash of the image it was made from (for an
+earlier task, its stored result), and a URL reference as given: so each step knows its parent.
+`task.parents` and `task.children` follow those links, and `session.history.lineage(task)`
+shows the whole edit tree, each step's prompt compared word by word with its parent's: the
+postcard, made from a result URL, is joined to the task whose answer carried that URL.""",
+    ),
+    (
+        "code",
+        """print("winter was made from:", [t.prompt for t in winter.parents])
+print("made from the cabin:", [t.prompt for t in cabin.children])
+session.history.lineage(postcard)""",
     ),
     (
         "code",
@@ -444,20 +450,19 @@ made_by = {
 
 
 def describe(reference):
-    \"\"\"Name a reference: the task whose result URL it is, else what kind of image it was.\"\"\"
+    \"\"\"Name a reference: the task whose result URL it is, else the image's hash.\"\"\"
     if reference in made_by:
         return f"result URL of {made_by[reference]}"
     if reference.startswith("sha256:"):
-        return f"inline image {reference[:19]}…"
+        return f"image {reference[:19]}…"
     return reference
 
 
 steps["given"] = steps["references"].map(
     lambda refs: ", ".join(map(describe, refs)) or "(text only)"
 )
-steps["edits"] = [None] + [task.task_id for task in chain[:-1]]
 steps.index = range(1, len(steps) + 1)
-steps[["task_id", "prompt", "given", "edits"]]""",
+steps[["task_id", "prompt", "given"]]""",
     ),
     (
         "md",

@@ -3,13 +3,15 @@
 A reference made from a stored result is kept in the history as ``sha256:<hash>`` of that
 result's own bytes (see ``_core.references.Reference``), the hash its image record carries; a
 task's parents are the tasks holding an image with such a hash, its children the tasks
-referencing one of its images. :func:`lineage` walks up to the first ancestor and back down
+referencing one of its images. A reference given as a task's result URL joins that task too.
+:func:`lineage` walks up to the first ancestor and back down
 into a tree, shown by the display layer (``history.lineage(task)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Iterator
 
@@ -33,24 +35,32 @@ def _reference_hashes(record: TaskRecord) -> list[str]:
     return [m.group(1) for ref in record.references if (m := _HASH.fullmatch(ref))]
 
 
-def parents(store: Store, record: TaskRecord) -> list[TaskRecord]:
-    """The tasks whose results ``record`` used as references, oldest first."""
+def _reference_urls(record: TaskRecord) -> list[str]:
+    return [ref for ref in record.references if ref.startswith(("http://", "https://"))]
+
+
+def _joined(record: TaskRecord, groups: Iterator[list[TaskRecord]]) -> list[TaskRecord]:
     found: dict[str, TaskRecord] = {}
-    for digest in _reference_hashes(record):
-        for parent in store.with_image(digest):
-            if parent.local_id != record.local_id:
-                found.setdefault(parent.local_id, parent)
+    for group in groups:
+        for other in group:
+            if other.local_id != record.local_id:
+                found.setdefault(other.local_id, other)
     return sorted(found.values(), key=lambda r: (r.created_at, r.local_id))
+
+
+def parents(store: Store, record: TaskRecord) -> list[TaskRecord]:
+    """The tasks whose results ``record`` used as references, oldest first: by the image's
+    content hash, or by a result URL given as the reference."""
+    by_hash = (store.with_image(digest) for digest in _reference_hashes(record))
+    by_url = (store.with_result_url(url) for url in _reference_urls(record))
+    return _joined(record, itertools.chain(by_hash, by_url))
 
 
 def children(store: Store, record: TaskRecord) -> list[TaskRecord]:
     """The tasks that used one of ``record``'s results as a reference, oldest first."""
-    found: dict[str, TaskRecord] = {}
-    for digest in _image_hashes(record):
-        for child in store.referencing(digest):
-            if child.local_id != record.local_id:
-                found.setdefault(child.local_id, child)
-    return sorted(found.values(), key=lambda r: (r.created_at, r.local_id))
+    by_hash = (store.referencing(digest) for digest in _image_hashes(record))
+    by_url = (store.referencing_url(url) for url in record.result_urls)
+    return _joined(record, itertools.chain(by_hash, by_url))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ Standard library only.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sqlite3
@@ -171,6 +172,26 @@ class Store:
     def referencing(self, sha256: str) -> list[TaskRecord]:
         """The tasks that used an image with this content hash as a reference."""
         return self._by_hash("refs", f'%"sha256:{_hex(sha256)}"%')
+
+    def with_result_url(self, url: str) -> list[TaskRecord]:
+        """The tasks whose answer carried this result URL (exactly)."""
+        return [r for r in self._by_json_string("result_urls", url) if url in r.result_urls]
+
+    def referencing_url(self, url: str) -> list[TaskRecord]:
+        """The tasks that were given this URL as a reference (exactly)."""
+        return [r for r in self._by_json_string("refs", url) if url in r.references]
+
+    def _by_json_string(self, column: str, text: str) -> list[TaskRecord]:
+        # The column holds a JSON list: look for the string as json.dumps writes it, with
+        # LIKE's wildcards escaped; the callers keep only exact members.
+        needle = (
+            json.dumps(text, ensure_ascii=False)
+            .replace("\\", "\\\\")
+            .replace("%", "\\%")
+            .replace("_", "\\_")
+        )
+        sql = f"{SELECT} WHERE {column} LIKE ? ESCAPE '\\' ORDER BY created_at, local_id"
+        return [from_row(row) for row in self._read(sql, (f"%{needle}%",))]
 
     def _by_hash(self, column: str, pattern: str) -> list[TaskRecord]:
         # A scan of one JSON column (LIKE on hex digits needs no escaping); an index table

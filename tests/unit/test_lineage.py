@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -117,3 +118,24 @@ def test_an_unknown_task_is_a_clear_error(history: History) -> None:
         history.lineage("nope")
     with pytest.raises(TypeError, match="a task, a task record or a local id"):
         history.lineage(42)
+
+
+def test_a_result_url_given_as_a_reference_joins_its_task(tmp_path: Path) -> None:
+    """A reference given as a task's result URL (the lightest reference while it is fresh)
+    names that task as the parent; a URL no task returned names none. URLs with LIKE
+    wildcards and non-ASCII characters match exactly, not as patterns."""
+    store = Store(tmp_path / "history.sqlite3")
+    url = "https://cdn.example/r/ta_1%25x/é.png?sig=a_b"
+    near = "https://cdn.example/r/taX1%25x/é.png?sig=a_b"  # `_` would match X as a pattern
+    parent = dataclasses.replace(record("lake", "a lake"), result_urls=(url,))
+    decoy = dataclasses.replace(record("pond", "a pond", at=0.5), result_urls=(near,))
+    child = dataclasses.replace(record("boat", "a boat on the lake", at=1), references=(url,))
+    stray = dataclasses.replace(
+        record("kite", "a kite", at=2), references=("https://elsewhere.example/k.png",)
+    )
+    store.insert_many([parent, decoy, child, stray])
+    history = History(store)
+    assert [r.local_id for r in history.parents("boat")] == ["lake"]
+    assert [r.local_id for r in history.children("lake")] == ["boat"]
+    assert history.children("pond") == [] and history.parents("kite") == []
+    assert len(history.lineage("boat")) == 2
