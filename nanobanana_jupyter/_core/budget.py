@@ -99,6 +99,9 @@ class BudgetStatus:
             parts.append(f"cost not known yet for {', '.join(self.unknown)}")
         return ", ".join(parts)
 
+    def __repr__(self) -> str:  # what a cell shows for ``session.budget_status``
+        return f"<BudgetStatus: {self}>"
+
 
 class BudgetGuard:
     """Keeps one session's spending within its budget (see the module's rules).

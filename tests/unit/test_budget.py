@@ -13,7 +13,7 @@ import pytest
 
 from nanobanana_jupyter import BudgetExceededError, TaskRecord, TaskStatus, ValidationError
 from nanobanana_jupyter._core.balance import BalanceCache
-from nanobanana_jupyter._core.budget import BudgetGuard, as_budget
+from nanobanana_jupyter._core.budget import BudgetGuard, BudgetStatus, as_budget
 from nanobanana_jupyter._store.store import Store
 
 NANO, OTHER = "google/gempix2", "vendor/new-model"
@@ -236,3 +236,10 @@ def test_a_failed_look_keeps_the_last_value_and_waits_a_minute_too() -> None:
     assert engine.pending == []
     cache.heard(Decimal(5))  # a blocking balance() answer counts as a look
     assert cache.value == Decimal(5) and cache.error is None
+
+
+def test_a_budget_status_reads_as_a_sentence_in_a_cell() -> None:
+    status = BudgetStatus(Decimal("8"), Decimal("5.5"), Decimal("0.5"))
+    assert repr(status) == (
+        "<BudgetStatus: budget 8 credits: spent 5.5, in flight 0.5 (estimated), left 2.0>"
+    )
