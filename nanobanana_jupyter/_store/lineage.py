@@ -17,7 +17,15 @@ from . import presenter
 from .records import TaskRecord
 from .store import Store
 
-__all__ = ["MAX_NODES", "Lineage", "LineageNode", "children", "lineage", "parents"]
+__all__ = [
+    "MAX_NODES",
+    "Lineage",
+    "LineageNode",
+    "children",
+    "lineage",
+    "parents",
+    "reference_hashes",
+]
 
 MAX_NODES = 500
 """Most tasks one lineage shows: a tree past that is cut (``Lineage.truncated``)."""
@@ -29,14 +37,15 @@ def _image_hashes(record: TaskRecord) -> list[str]:
     return [image.sha256 for image in record.images if re.fullmatch(r"[0-9a-f]{64}", image.sha256)]
 
 
-def _reference_hashes(record: TaskRecord) -> list[str]:
+def reference_hashes(record: TaskRecord) -> list[str]:
+    """The content hashes of ``record``'s references made from stored images (its parents')."""
     return [m.group(1) for ref in record.references if (m := _HASH.fullmatch(ref))]
 
 
 def parents(store: Store, record: TaskRecord) -> list[TaskRecord]:
     """The tasks whose results ``record`` used as references, oldest first."""
     found: dict[str, TaskRecord] = {}
-    for digest in _reference_hashes(record):
+    for digest in reference_hashes(record):
         for parent in store.with_image(digest):
             if parent.local_id != record.local_id:
                 found.setdefault(parent.local_id, parent)
