@@ -184,9 +184,17 @@ def _show(obj: object) -> None:
     show(obj, display=display)
 
 
+def _contact_sheet(sheet: Any) -> str:
+    from ._display.contact_sheet import contact_sheet_html
+
+    return contact_sheet_html(sheet)
+
+
 # The top composes the layers: objects of the store and the core are shown by the display
-# layer above them (imported on the first repr, not now).
+# layer above them (imported on the first repr, not now), and an export's page is written
+# by it.
 _presenter.install(text=_text, bundle=_mimebundle, show=_show)
+_presenter.install_contact_sheet(_contact_sheet)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -7,15 +7,17 @@ of five. pandas is imported only by :meth:`History.to_pandas`.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from nanobanana_jupyter._wire.credits import normalize_credits
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from . import lineage as _lineage
-from . import presenter
+from . import presenter, sharing
 from .annotations import Annotation
 from .records import RECORD_COLUMNS, TaskRecord
 from .search import RatingFilter
@@ -203,6 +205,61 @@ class History(Sequence[TaskRecord]):
     def set_note(self, task: object, note: str | None) -> Annotation:
         """Set the note of ``task`` (``None`` or ``""`` removes it)."""
         return self._store.annotate(self._record_of(task).local_id, note=note)
+
+    # -- sharing ---------------------------------------------------------------------------
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        tasks: object = None,
+        *,
+        format: str = "html",
+        overwrite: bool = False,
+    ) -> Path:
+        """Write a self-contained folder to share: ``index.html`` (a contact sheet that
+        opens offline from the file: images, prompts, models, costs, ratings, tags, notes,
+        links along the lineage), ``images/`` (each image carrying its recipe, see
+        :func:`read_provenance`) and ``history.csv`` (one row per task). Returns the path.
+
+        Args:
+            path: the folder to create (an existing one must be empty, unless
+                ``overwrite``); for ``format="zip"`` the zip file (``.zip`` is added).
+            tasks: ``None`` for every task of this (filtered) history, oldest first; or
+                the tasks to export, in their order: tasks, records or ids (such as
+                ``history.search(...)``), a grid or a task list.
+            format: ``"html"`` (a folder) or ``"zip"`` (one zip of the same files).
+            overwrite: replace an existing export at ``path``.
+
+        The folder is built beside ``path`` and renamed into place: a failure leaves
+        nothing behind, and ``path`` never holds half an export.
+
+        Raises:
+            ValidationError: nothing to export, an unknown format, or ``path`` is taken.
+            KeyError: a task given is not in this history.
+        """
+        records = list(self) if tasks is None else self._records_among(tasks)
+        return sharing.write_export(
+            self._store, records, path, format=format, overwrite=overwrite, pretend=self._sandbox
+        )
+
+    def _records_among(self, tasks: object) -> list[TaskRecord]:
+        """The stored records of ``tasks`` (one task, record or id, or an iterable of them,
+        or a grid), in their order, each once."""
+        if isinstance(tasks, (str, TaskRecord)) or hasattr(tasks, "record"):
+            items: Iterable[object] = [tasks]
+        else:
+            found = getattr(tasks, "tasks", tasks)  # a grid's tasks
+            if not isinstance(found, Iterable):
+                raise TypeError(
+                    "tasks must be tasks, task records or ids (or a grid), "
+                    f"not {type(tasks).__name__}"
+                )
+            items = found
+        records: dict[str, TaskRecord] = {}
+        for item in items:
+            record = self._record_of(item)
+            records.setdefault(record.local_id, record)
+        return list(records.values())
 
     def latest(self, n: int = 10) -> list[TaskRecord]:
         """The ``n`` newest records, newest first."""

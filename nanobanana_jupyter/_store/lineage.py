@@ -19,7 +19,15 @@ from . import presenter
 from .records import TaskRecord
 from .store import Store
 
-__all__ = ["MAX_NODES", "Lineage", "LineageNode", "children", "lineage", "parents"]
+__all__ = [
+    "MAX_NODES",
+    "Lineage",
+    "LineageNode",
+    "children",
+    "lineage",
+    "parents",
+    "reference_hashes",
+]
 
 MAX_NODES = 500
 """Most tasks one lineage shows: a tree past that is cut (``Lineage.truncated``)."""
@@ -31,7 +39,8 @@ def _image_hashes(record: TaskRecord) -> list[str]:
     return [image.sha256 for image in record.images if re.fullmatch(r"[0-9a-f]{64}", image.sha256)]
 
 
-def _reference_hashes(record: TaskRecord) -> list[str]:
+def reference_hashes(record: TaskRecord) -> list[str]:
+    """The content hashes of ``record``'s references made from stored images (its parents')."""
     return [m.group(1) for ref in record.references if (m := _HASH.fullmatch(ref))]
 
 
@@ -51,7 +60,7 @@ def _joined(record: TaskRecord, groups: Iterator[list[TaskRecord]]) -> list[Task
 def parents(store: Store, record: TaskRecord) -> list[TaskRecord]:
     """The tasks whose results ``record`` used as references, oldest first: by the image's
     content hash, or by a result URL given as the reference."""
-    by_hash = (store.with_image(digest) for digest in _reference_hashes(record))
+    by_hash = (store.with_image(digest) for digest in reference_hashes(record))
     by_url = (store.with_result_url(url) for url in _reference_urls(record))
     return _joined(record, itertools.chain(by_hash, by_url))
 

@@ -13,13 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Bundle", "install", "mimebundle", "show", "text"]
+__all__ = [
+    "Bundle",
+    "contact_sheet",
+    "install",
+    "install_contact_sheet",
+    "mimebundle",
+    "show",
+    "text",
+]
 
 Bundle = dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]
 
 _text: Callable[[object], str] | None = None
 _bundle: Callable[[object], Bundle] | None = None
 _show: Callable[[object], None] | None = None
+_sheet: Callable[[object], str] | None = None
 
 
 def install(
@@ -50,3 +59,22 @@ def show(obj: object) -> None:
         _show(obj)
     else:
         print(text(obj, repr(obj)))
+
+
+def install_contact_sheet(render: Callable[[object], str]) -> None:
+    """Set the function that writes an export's ``index.html`` from its
+    :class:`.sharing.ContactSheet` (kept apart from :func:`install`, which tests call with
+    their own text and bundle functions)."""
+    global _sheet
+    _sheet = render
+
+
+def contact_sheet(sheet: object) -> str:
+    """The page of an export (``index.html``), as the display layer writes it.
+
+    Raises:
+        RuntimeError: no renderer is installed (the package's top installs it on import).
+    """
+    if _sheet is None:
+        raise RuntimeError("no contact sheet renderer is installed; import nanobanana_jupyter")
+    return _sheet(sheet)

@@ -26,7 +26,14 @@ from nanobanana_jupyter._wire.models import sniff_image_type
 from .embedding import UnsupportedFormat, extract
 from .records import ImageRecord, TaskRecord
 
-__all__ = ["SCHEMA", "SIDECAR_SUFFIX", "Provenance", "read_provenance", "sidecar_of"]
+__all__ = [
+    "SCHEMA",
+    "SIDECAR_SUFFIX",
+    "Provenance",
+    "read_provenance",
+    "shareable_reference",
+    "sidecar_of",
+]
 
 SCHEMA = 1
 """The version of the JSON layout; a reader refuses a newer one it does not know."""
@@ -82,7 +89,7 @@ class Provenance:
             image_size=record.image_size,
             task_id=record.task_id,
             local_id=record.local_id,
-            references=tuple(_shareable(ref) for ref in record.references),
+            references=tuple(shareable_reference(ref) for ref in record.references),
             created_at=record.created_at,
             image_sha256=image.sha256,
             image_index=index,
@@ -138,7 +145,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _shareable(ref: str) -> str:
+def shareable_reference(ref: str) -> str:
     """A reference fit for a file: no query string, fragment or credentials (tokens)."""
     if _HASH_REF.fullmatch(ref) or not ref.startswith(("http://", "https://")):
         return redact(ref, limit=None)

@@ -5,6 +5,7 @@
     nanobanana generate "four cats" -n 4 --budget 2
     nanobanana balance
     nanobanana history --limit 20
+    nanobanana export shared/ --tag poster --rating 4
     nanobanana resume
     nanobanana sandbox --port 8765
 
@@ -26,8 +27,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
+from nanobanana_jupyter._core.export_selection import parse_rating, parse_since, select_for_export
 from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._display.balance import balance_words
@@ -135,12 +137,53 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "balance", parents=[sandbox], help="show the account's credits (GET /api/user)"
     )
 
+    export = _export_parser(sub, sandbox)
+
     sand = sub.add_parser(
         "sandbox", parents=[sandbox], help="run the sandbox server in the foreground"
     )
     sand.add_argument("--port", type=int, default=0)
     commands = {"generate": gen, "history": hist, "resume": resume, "sandbox": sand}
-    return parser, {**commands, "balance": balance}
+    return parser, {**commands, "balance": balance, "export": export}
+
+
+def _export_parser(sub: Any, sandbox: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    export: argparse.ArgumentParser = sub.add_parser(
+        "export",
+        parents=[sandbox],
+        help="write a folder to share: index.html (offline contact sheet), images, history.csv",
+    )
+    export.add_argument("out", type=Path, help="the folder to write (or the .zip, --format zip)")
+    export.add_argument("--format", choices=("html", "zip"), default="html")
+    export.add_argument("--search", metavar="TEXT", help="only tasks whose prompt has these words")
+    export.add_argument(
+        "--tag", action="append", default=[], help="only tasks with this tag (repeatable: all)"
+    )
+    export.add_argument(
+        "--rating", type=_stars, metavar="N", help="only tasks rated N stars or more (0-5)"
+    )
+    export.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only tasks created since then: 2026-01-31, 2026-01-31T14:05, 7d or 12h",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    return export
+
+
+def _stars(text: str) -> int:
+    try:
+        return parse_rating(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--rating: ")) from None
+
+
+def _since(text: str) -> float:
+    try:
+        return parse_since(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--since ")) from None
 
 
 def _leftover_error(
@@ -285,6 +328,26 @@ def _history(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(session: Session, args: argparse.Namespace) -> int:
+    history, tasks = select_for_export(
+        session.history, search=args.search, tags=args.tag, rating=args.rating, since=args.since
+    )
+    count = len(history) if tasks is None else len(tasks)
+    try:
+        written = history.export(args.out, tasks, format=args.format, overwrite=args.overwrite)
+    except OSError as exc:
+        _say(f"nanobanana: cannot write the export: {exc}; nothing was written", sys.stderr)
+        return 1
+    _say(written)
+    _say(
+        f"exported {plural(count, 'task')}: open {written / 'index.html'}"
+        if args.format == "html"
+        else f"exported {plural(count, 'task')}",
+        sys.stderr,
+    )
+    return 0
+
+
 def _balance(session: Session) -> int:
     try:
         value = session.balance()
@@ -342,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _history(session, args)
         if args.command == "balance":
             return _balance(session)
+        if args.command == "export":
+            return _export(session, args)
         return _resume(session)
     except MissingAPIKeyError:
         _say(f"nanobanana: {MISSING_KEY_REMEDY}", sys.stderr)

@@ -13,16 +13,18 @@ re-sends each live output's current state from that thread (``LiveOutputs.flush`
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import difflib
 import getpass
 import logging
 import re
+import shlex
 import string
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -31,6 +33,7 @@ from IPython.display import display, update_display
 from traitlets import Bool, Enum, Float, Int, Unicode, default, observe
 
 from nanobanana_jupyter._core.defaults import get_default_session, set_default_session
+from nanobanana_jupyter._core.export_selection import parse_rating, parse_since, select_for_export
 from nanobanana_jupyter._core.grid import GRID_NAMES, PROMPT_SEPARATOR, parse_grid, split_prompts
 from nanobanana_jupyter._core.session import Session, check_samples
 from nanobanana_jupyter._core.support import message_of
@@ -61,6 +64,7 @@ SUBCOMMANDS: dict[str, tuple[int, str]] = {
     "session": (0, "the session the magic uses, for Python code: s = %nanobanana session"),
     "balance": (0, "show the account's credits (GET /api/user)"),
     "budget": (1, "budget 2.5: spend at most 2.5 credits; budget: show it; budget off"),
+    "export": (1, "export OUT [--format zip] [--search T] [--tag T] [--rating N] [--since D]"),
     "help": (0, "this help"),
 }
 ONE_WORD_PROMPT_HELP = (
@@ -360,6 +364,8 @@ class NanoBananaMagics(Magics):
                 "an API key never goes on the magic's line (it would be saved in the "
                 "notebook): set NANOBANANA_API_KEY in the environment or a .env file"
             )
+        if cell is None and line.split(maxsplit=1)[:1] == ["export"]:
+            return self._export(line)  # its own options (none of a generation's)
         args = self._parse(line)
         words: list[str] = list(args.words)
         marked = cell is None and _marked_as_prompt(line, words)
@@ -614,6 +620,31 @@ class NanoBananaMagics(Magics):
             return self._money(name, params, session)
         raise UsageError(f"unknown subcommand {name!r}")  # pragma: no cover
 
+    def _export(self, line: str) -> None:
+        """``%nanobanana export OUT [...]``: the options of ``nanobanana export``."""
+        try:
+            words = shlex.split(line, comments=True)[1:]
+        except ValueError as exc:
+            raise UsageError(f"export: {exc}") from None
+        args = _export_parser().parse_args(words)
+        session = self._session()
+        try:
+            history, tasks = select_for_export(
+                session.history,
+                search=args.search,
+                tags=args.tag,
+                rating=None if args.rating is None else parse_rating(args.rating),
+                since=None if args.since is None else parse_since(args.since),
+            )
+            written = history.export(args.out, tasks, format=args.format, overwrite=args.overwrite)
+        except NanoBananaError as exc:
+            raise UsageError(exc.message) from None
+        except OSError as exc:
+            raise UsageError(f"cannot write the export: {exc}; nothing was written") from None
+        count = len(history) if tasks is None else len(tasks)
+        page = f": open {written / 'index.html'}" if args.format == "html" else ""
+        print(f"exported {plural(count, 'task')} to {written}{page}")
+
     def _money(self, name: str, params: list[str], session: Session) -> None:
         """``balance`` (asks the API, waits at most the magic's timeout) and ``budget``."""
         pretend = session.is_sandbox
@@ -631,6 +662,23 @@ class NanoBananaMagics(Magics):
             except NanoBananaError as exc:
                 raise UsageError(exc.message) from None
         print(budget_words(session.budget_status, pretend=pretend))
+
+
+class _ExportParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"export: {message} (%nanobanana help lists the subcommands)")
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    parser = _ExportParser(prog="%nanobanana export", add_help=False)
+    parser.add_argument("out")
+    parser.add_argument("--format", choices=("html", "zip"), default="html")
+    parser.add_argument("--search")
+    parser.add_argument("--tag", action="append", default=[])
+    parser.add_argument("--rating")
+    parser.add_argument("--since")
+    parser.add_argument("--overwrite", action="store_true")
+    return parser
 
 
 def load_ipython_extension(
