@@ -110,6 +110,7 @@ def test_a_cell_opens_in_the_gallerys_larger_view(panel: Panel) -> None:
     wait_for(lambda: len(panel.compare.cell_box.options) == 2, what="the cells to open")
     labels = [label for label, _ in panel.compare.cell_box.options]
     assert labels == ["aspect_ratio=1:1", "aspect_ratio=16:9"]
+    assert panel.compare.cell_box.value == panel.compare.cell_box.options[0][1]
     panel.compare.cell_box.value = panel.compare.cell_box.options[1][1]
     wait_for(lambda: panel.gallery.find(panel.compare.cell_box.value) is not None, what="gallery")
     panel.tabs.selected_index = 1

@@ -113,7 +113,9 @@ class Compare:
             )
         )
         self.models_text.add_class("nanobanana-compare-models")
-        note = own(widgets.HTML(f'<div style="{MUTED};font-size:0.88em">{HELP}</div>'))
+        note = own(
+            widgets.HTML(f'<div style="{MUTED};font-size:0.88em;line-height:1.4">{HELP}</div>')
+        )
         self.options_box = own(
             widgets.VBox(
                 [
@@ -130,7 +132,12 @@ class Compare:
         self.grid_html = own(widgets.HTML(""))
         self.grid_html.add_class("nanobanana-compare-grid")
         self.cell_box = own(
-            widgets.Dropdown(options=[], description="Cell", layout=widgets.Layout(width="320px"))
+            widgets.Dropdown(
+                options=[],
+                description="Open a cell",
+                style={"description_width": "initial"},
+                layout=widgets.Layout(width="380px"),
+            )
         )
         self.cell_box.add_class("nanobanana-compare-cell")
         self.view_button = context.button(
@@ -337,7 +344,11 @@ class Compare:
             and cell.task.record.images
         )
         if tuple(self.cell_box.options) != options:
+            chosen = self.cell_box.value
             self.cell_box.options = options
+            paths = [path for _, path in options]
+            if paths:  # keep the cell chosen; else the first (a blank choice opens nothing)
+                self.cell_box.value = chosen if chosen in paths else paths[0]
         self.view_row.layout.display = "" if options else "none"
 
     def _thumb(self, cell: GridCell) -> Any:

@@ -38,8 +38,10 @@ class Panel(widgets.VBox):
     ``aspect_box``, ``size_box``, ``count_box``, ``generate_button``, ``url_box``,
     ``upload``, ``status_html``; :meth:`generate`, :meth:`add_reference`,
     :meth:`use_as_reference`, :meth:`show_history_page`. The parts themselves are
-    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager` and
-    :attr:`slot`; they share :attr:`context` (the session, the one lock, the status line).
+    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager`,
+    :attr:`slot` and :attr:`compare` (compare mode: its toggle turns the options into axes
+    and Generate into one ``session.grid``); they share :attr:`context` (the session, the
+    one lock, the status line).
 
     Args:
         session: the session to use; default: the default session (the magic's).
