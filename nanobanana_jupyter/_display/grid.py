@@ -34,7 +34,7 @@ from .words import (
     status_label,
 )
 
-__all__ = ["GRID_THUMB_SIDE", "grid_bundle", "grid_html", "grid_shown", "grid_text"]
+__all__ = ["GRID_THUMB_SIDE", "cell_thumb", "grid_bundle", "grid_html", "grid_shown", "grid_text"]
 
 GRID_THUMB_SIDE = 192
 """The long side, in pixels, of a grid cell's preview."""
@@ -50,8 +50,9 @@ _BOX = (
 Thumb = Callable[[GridCell], Preview | None]
 
 
-def _thumb(cell: GridCell, side: int) -> Preview | None:
-    """The cell's first image at ``side``, from its stored thumbnail when there is one."""
+def cell_thumb(cell: GridCell, side: int = GRID_THUMB_SIDE) -> Preview | None:
+    """The cell's first image at ``side``, from its stored thumbnail when there is one
+    (``None`` until it has an image); a view that redraws often keeps what it returns."""
     task = cell.task
     if task is None or not task.record.images:
         return None
@@ -196,7 +197,7 @@ def _total(grid: Grid) -> str:
 
 def grid_html(grid: Grid, *, side: int = GRID_THUMB_SIDE, thumb: Thumb | None = None) -> str:
     """The grid as escaped static HTML (see the module docstring)."""
-    pick: Thumb = thumb if thumb is not None else (lambda cell: _thumb(cell, side))
+    pick: Thumb = thumb if thumb is not None else (lambda cell: cell_thumb(cell, side))
     shape = grid.layout()
     tables: list[str] = []
     for heading, cells in _sections(grid):

@@ -8,6 +8,7 @@ clicks, presses Ctrl+Enter, and waits (bounded) for what the page shows.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -307,4 +308,54 @@ def test_lab_sandbox_panel_badge_pretend_credits_and_the_history_table(
     costs = table.locator(f"tbody td:nth-child({column['cost']})").all_inner_texts()
     assert costs == ["0.5 pretend credits"] * 2, costs
     save_screenshot(panel, "lab-panel-sandbox-history.png")
+    assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors
+
+
+def test_lab_panel_compare_mode_shows_a_grid_of_decoded_previews(
+    jupyter_server: JupyterServer, page: Any
+) -> None:
+    """Compare on, two aspect ratios picked, Generate: the panel shows the grid's table with
+    both cells' images decoded, their costs and the total; the cells are not task cards."""
+    name = jupyter_server.write_notebook("panel_compare.ipynb", ["%nanobanana panel"])
+    notebook = open_and_run_all(page, jupyter_server.lab(name))
+    panel = notebook.locator(".jp-OutputArea .nanobanana-panel").first
+    expect(panel).to_be_visible(timeout=STEP)
+    options = panel.locator(".nanobanana-compare-options")
+    expect(options).to_be_hidden()
+    panel.locator("button.nanobanana-compare-toggle").click()
+    expect(options).to_be_visible(timeout=STEP)
+    for aspect in ("1:1", "16:9"):
+        chip = options.locator("button.nanobanana-compare-chip").filter(
+            has_text=re.compile(rf"^{re.escape(aspect)}$")
+        )
+        expect(chip).to_have_count(1)
+        chip.click()
+        expect(chip).to_have_class(re.compile(r"\bmod-active\b"), timeout=STEP)
+    panel.locator(".nanobanana-prompt textarea").fill("A ripe banana on a blue plate")
+    panel.locator("button.nanobanana-generate").click()
+
+    expect(panel.locator(".nanobanana-panel-status")).to_contain_text(
+        "Started a grid of 2 cells: 2 sent.", timeout=STEP
+    )
+    table = panel.locator(".nanobanana-compare-grid table")
+    expect(table).to_have_count(1, timeout=STEP)
+    heads = [h.strip() for h in table.locator("tbody th").all_inner_texts()]
+    assert heads == ["1:1", "16:9"], heads  # one axis: the aspect ratios label the rows
+    images = table.locator("td img")
+    expect(images).to_have_count(2, timeout=STEP)
+    for image in images.all():
+        wait_loaded(page, image)
+    shapes = [image.evaluate("i => i.naturalWidth / i.naturalHeight") for image in images.all()]
+    assert abs(shapes[0] - 1) < 0.05 and abs(shapes[1] - 16 / 9) < 0.05, shapes
+    expect(table.locator("td").filter(has_text="0.5 pretend credits")).to_have_count(2)
+    total = panel.locator(".nanobanana-compare-grid .nanobanana-grid-total")
+    expect(total).to_have_text("total 1 pretend credit", timeout=STEP)
+    expect(panel.locator(".nanobanana-card")).to_have_count(0)
+    # A cell opens in the gallery's larger view.
+    expect(panel.locator(".nanobanana-compare-cell select")).to_have_value(re.compile(r"\S"))
+    panel.locator("button.nanobanana-compare-view").click()
+    detail = panel.locator("img.nanobanana-detail-image")
+    expect(detail).to_be_visible(timeout=STEP)
+    wait_loaded(page, detail)
+    save_screenshot(panel, "lab-panel-compare.png")
     assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors

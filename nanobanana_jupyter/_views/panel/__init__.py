@@ -9,6 +9,8 @@ parts that each own their state and widgets:
   with its debounce, starting tasks and Retry;
 - ``references``: the reference picker (URLs, uploads, earlier results; at most four);
 - ``cards``: the live task cards (Cancel, Resume, Retry), throttled and coalesced;
+- ``compare``: compare mode (the options as axes, Generate as one compare grid, its live
+  table of previews);
 - ``gallery``: the gallery and its larger view;
 - ``history``: history paging and the cost line;
 - ``notebook_slot``: the plain output below the panel that a saved notebook keeps;

@@ -15,6 +15,7 @@ from nanobanana_jupyter._wire.models import TaskStatus
 
 from .balance import BalanceLabel
 from .cards import Cards
+from .compare import Compare
 from .composer import Composer
 from .context import PanelContext, close_widget
 from .gallery import Gallery, GalleryItem
@@ -37,8 +38,10 @@ class Panel(widgets.VBox):
     ``aspect_box``, ``size_box``, ``count_box``, ``generate_button``, ``url_box``,
     ``upload``, ``status_html``; :meth:`generate`, :meth:`add_reference`,
     :meth:`use_as_reference`, :meth:`show_history_page`. The parts themselves are
-    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager` and
-    :attr:`slot`; they share :attr:`context` (the session, the one lock, the status line).
+    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager`,
+    :attr:`slot` and :attr:`compare` (compare mode: its toggle turns the options into axes
+    and Generate into one ``session.grid``); they share :attr:`context` (the session, the
+    one lock, the status line).
 
     Args:
         session: the session to use; default: the default session (the magic's).
@@ -52,7 +55,8 @@ class Panel(widgets.VBox):
         self.picker = ReferencePicker(ctx)
         self.composer = Composer(
             ctx,
-            prepare=self.picker.add_typed_url,
+            # In compare mode the Generate starts a grid instead (compare.take_over).
+            prepare=lambda: self.picker.add_typed_url() and not self.compare.take_over(),
             references=self.picker.payloads,
             show=self._show_started,
             changed=self.ticker.ensure,
@@ -62,6 +66,14 @@ class Panel(widgets.VBox):
         self.pager = HistoryPager(ctx, page_size=history_page_size, totals=self._totals)
         self.slot = NotebookSlot(ctx, totals=self._totals)
         self.balance = BalanceLabel(ctx)
+        self.compare = Compare(
+            ctx,
+            self.composer,
+            references=self.picker.payloads,
+            open_image=self._open_image,
+            changed=self.ticker.ensure,
+        )
+        self.composer.row.children = (*self.composer.row.children, self.compare.toggle)
 
         # The widgets a notebook or a test reads, under the names they always had.
         composer, picker, gallery, pager = self.composer, self.picker, self.gallery, self.pager
@@ -90,9 +102,11 @@ class Panel(widgets.VBox):
                 self._header(),
                 self.prompt_box,
                 composer.row,
+                self.compare.options_box,
                 picker.row,
                 self.refs_box,
                 self.status_html,
+                self.compare.view,
                 self.cards_box,
                 self.tabs,
             ],
@@ -211,10 +225,10 @@ class Panel(widgets.VBox):
         Pretend credits in a sandbox; tasks handed back for an identical earlier request
         are counted apart: ``2 tasks, 0.5 credits spent, 1 reused (no new charge)``.
         """
-        composer = self.composer
-        tasks = composer.tasks
-        cost: Decimal = composer.paid_cost()
-        reused = composer.reused_count()
+        composer, compare = self.composer, self.compare
+        tasks = composer.tasks + [t for t in compare.tasks if not composer.started(t.local_id)]
+        cost: Decimal = composer.paid_cost() + compare.paid_cost()
+        reused = composer.reused_count() + compare.reused_count()
         parts = [count(len(tasks), "task")]
         if images is not None:
             parts.append(count(images, "image"))
@@ -268,6 +282,16 @@ class Panel(widgets.VBox):
     def _use_item(self, item: GalleryItem) -> bool:
         return self.picker.add_image(item.key, item.image, item.thumb)
 
+    def _open_image(self, path: str) -> bool:
+        """A compare cell's image in the gallery's larger view (the Gallery tab shown)."""
+        item = self.gallery.find(path)
+        if item is None:
+            return False
+        self.gallery.show_detail(item)
+        with self.context.lock:
+            self.tabs.selected_index = 0
+        return True
+
     def _branch_from(self, item: GalleryItem) -> bool:
         """Start an edit of a result: its prompt to edit, it the only reference. The task
         made next is its child in the history's lineage (``task.parents``)."""
@@ -294,7 +318,7 @@ class Panel(widgets.VBox):
         with ctx.lock:
             if ctx.closed:
                 return
-            followed = self.cards.follow(task, ctx.clock())
+            followed = self.compare.follow(task) | self.cards.follow(task, ctx.clock())
             if task.done():
                 self._finished(task)
             elif not followed:
@@ -306,7 +330,7 @@ class Panel(widgets.VBox):
         record = task.record
         if record.status is TaskStatus.SUCCESS:
             self.gallery.add(record)
-        if self.composer.started(task.local_id):
+        if self.composer.started(task.local_id) or self.compare.started(task.local_id):
             self.slot.collect(record)
             self.pager.mark_dirty()
             self.balance.refresh()  # a charge lowered it: look again (once a minute at most)
@@ -316,4 +340,5 @@ class Panel(widgets.VBox):
         cards = self.cards.flush(now)
         slot = self.slot.flush(now)
         history = self.pager.flush(now)
-        return cards or slot or history
+        grid = self.compare.flush(now)
+        return cards or slot or history or grid

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from nanobanana_jupyter._display import live
+from nanobanana_jupyter._display.grid import cell_thumb, grid_html
 from nanobanana_jupyter._display.html import data_uri, escape, history_html, safe_src
 from nanobanana_jupyter._display.previews import contact_sheet as _contact_sheet
 from nanobanana_jupyter._display.previews import history_thumbs, read_bytes, reference_thumb
@@ -49,6 +50,7 @@ __all__ = [
     "BADGE_COLOURS",
     "CARD_INTERVAL",
     "ELAPSED_SECONDS",
+    "GRID_INTERVAL",
     "HISTORY_INTERVAL",
     "MUTED",
     "PROMPT_SHOWN",
@@ -59,15 +61,18 @@ __all__ = [
     "TONE_COLOURS",
     "WRAP",
     "Ticker",
+    "cell_thumb",
     "contact_sheet",
     "count",
     "data_uri",
     "escape",
     "format_cost",
     "format_duration",
+    "grid_html",
     "history_html",
     "history_thumbs",
     "large_preview",
+    "one_line",
     "read",
     "reference_thumb",
     "reuse_words",
@@ -84,6 +89,8 @@ CARD_INTERVAL = 0.25
 ELAPSED_SECONDS = 1.0
 """Running cards refresh their elapsed time this often."""
 SLOT_INTERVAL = 0.5
+GRID_INTERVAL = live.GRID_UPDATE_INTERVAL
+"""A compare grid's table (every cell's preview) is redrawn at most this often while it runs."""
 HISTORY_INTERVAL = 1.0
 SLOT_TILE = 192
 PROMPT_SHOWN = 160
