@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from nanobanana_jupyter._store.annotations import Annotation
 from nanobanana_jupyter._store.history import History
 from nanobanana_jupyter._store.images import ImageStore
 from nanobanana_jupyter._store.owners import new_lease_owner
@@ -554,6 +555,14 @@ class Session:
         Returns a function that unsubscribes. Views use this to update their output slots.
         """
         return self._events.subscribe(listener)
+
+    def subscribe_annotations(
+        self, listener: Callable[[str, Annotation], object]
+    ) -> Callable[[], None]:
+        """Call ``listener(local_id, annotation)`` after each rating, tag or note change made
+        in this session (``task.rate``, ``session.history.tag``, ...), on the thread that made
+        it, once stored; returns the unsubscribe function. Views use it to redraw a card."""
+        return self._store.add_annotation_listener(listener)
 
     def task_for(self, local_id: str) -> Task | None:
         """The handle this session has handed out for ``local_id``, or ``None``."""

@@ -32,7 +32,7 @@ from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._wire.errors import redact
 from nanobanana_jupyter._wire.models import RASTER_TYPES, TaskStatus
 
-from .annotations import annotation_html
+from .annotations import annotation_html, stars
 from .previews import Preview, PreviewLike, as_preview, usable_previews
 from .words import (
     FULL_ID_CHARS,
@@ -405,6 +405,8 @@ def history_html(
     thumbs: Mapping[str, PreviewLike] | None = None,
     pretend: bool = False,
     reused: tuple[int, Decimal] | None = None,
+    annotations: Mapping[str, Annotation] | None = None,
+    summary: Sequence[str] | None = None,
 ) -> str:
     """One page of the history as a compact table, under a line such as
     ``57 tasks · 12.5 credits · reused 3 times (1.5 credits not charged again) ·
@@ -418,10 +420,14 @@ def history_html(
         thumbs: tiny previews by ``local_id``; raster types only, the rest are left out.
         pretend: a sandbox's history: its costs are pretend credits.
         reused: how many hand-backs of its tasks, and the credits they were not charged.
+        annotations: ratings and tags by ``local_id`` (``History.annotations``), shown in
+            the rating and tags columns.
+        summary: the words of the line above the table instead of the task count (a search
+            says what it matched); the cost and "showing" parts follow as usual.
     """
     total = max(0, int(total))
     offset = max(0, int(offset))
-    summary = [plural(total, "task")]
+    summary = [plural(total, "task")] if summary is None else [html_text(w, 200) for w in summary]
     if total_cost is not None:
         summary.append(format_cost(total_cost, pretend=pretend))
     again = None if reused is None else reuse_words(*reused, pretend=pretend)
@@ -444,8 +450,14 @@ def history_html(
         f'<th style="{_CELL_STYLE};border-bottom:1px solid rgba(128,128,128,0.45)">{c}</th>'
         for c in columns
     )
+    notes = annotations or {}
     rows = [
-        _history_row(record, None if thumbs is None else thumbs.get(record.local_id), pretend)
+        _history_row(
+            record,
+            None if thumbs is None else thumbs.get(record.local_id),
+            pretend,
+            notes.get(record.local_id),
+        )
         for record in records
     ]
     table = (
@@ -456,11 +468,37 @@ def history_html(
 
 
 HISTORY_COLUMNS = (
-    "time", "status", "id", "model", "prompt", "cost", "reused", "duration", "polls", "images",
+    "time", "status", "id", "model", "prompt", "rating", "tags", "cost", "reused", "duration",
+    "polls", "images",
 )  # fmt: skip
 """The columns of the history table, in order."""
-# Cells that must never wrap ("0.5 / credits", a date over two lines).
-_NOWRAP = frozenset({"time", "status", "id", "cost", "reused", "duration", "polls", "images"})
+# Cells that must never wrap ("0.5 / credits", a date over two lines, stars).
+_NOWRAP = frozenset(
+    {"time", "status", "id", "rating", "cost", "reused", "duration", "polls", "images"}
+)
+# A tags cell names at most this many tags (the rest as "+N"), each cut to this length.
+_TAGS_SHOWN = 3
+_TAG_CHARS = 16
+
+
+def _rating_cell(annotation: Annotation | None) -> str:
+    if annotation is None or annotation.rating is None:
+        return "—"
+    rating = annotation.rating
+    return (
+        f'<span class="nanobanana-rating" title="rated {rating} of 5" '
+        f'style="color:#c98a00;letter-spacing:1px">{stars(rating)}</span>'
+    )
+
+
+def _tags_cell(annotation: Annotation | None) -> str:
+    if annotation is None or not annotation.tags:
+        return "—"
+    tags = annotation.tags
+    every = html_text(", ".join(tags), PROMPT_META_CHARS)
+    shown = ", ".join(html_text(tag, _TAG_CHARS) for tag in tags[:_TAGS_SHOWN])
+    more = f" +{len(tags) - _TAGS_SHOWN}" if len(tags) > _TAGS_SHOWN else ""
+    return f'<span class="nanobanana-tags" title="{every}"><bdi>{shown}</bdi>{more}</span>'
 
 
 def _history_id(record: TaskRecord) -> str:
@@ -472,7 +510,12 @@ def _history_id(record: TaskRecord) -> str:
     )
 
 
-def _history_row(record: TaskRecord, thumb: PreviewLike | None, pretend: bool = False) -> str:
+def _history_row(
+    record: TaskRecord,
+    thumb: PreviewLike | None,
+    pretend: bool = False,
+    annotation: Annotation | None = None,
+) -> str:
     count = len(record.images)
     images = str(count) if count else "—"
     preview = None if thumb is None else as_preview(thumb)
@@ -492,6 +535,8 @@ def _history_row(record: TaskRecord, thumb: PreviewLike | None, pretend: bool = 
         _history_id(record),
         f"<bdi>{html_text(record.model, 40)}</bdi>",
         f'<span title="{title}"><bdi>{shown}</bdi></span>',
+        _rating_cell(annotation),
+        _tags_cell(annotation),
         format_cost(record.consumed, pretend=pretend),
         f"{record.reuses}×" if record.reuses else "—",
         format_duration(record.duration),

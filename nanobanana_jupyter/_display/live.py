@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 from nanobanana_jupyter._core.events import TaskEvent
 from nanobanana_jupyter._core.grid import Grid
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._store.annotations import Annotation
 from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._wire.models import TaskStatus
 
@@ -46,6 +48,9 @@ MIN_UPDATE_INTERVAL = 0.25
 # A grid's table holds every cell's preview: it is redrawn at most this often while it runs
 # (changes in between are shown by the next tick), and at once when its last task ends.
 GRID_UPDATE_INTERVAL = 0.5
+# Cards of this many tasks (the newest shown) are redrawn when their rating or tags change,
+# also after their task ended.
+ANNOTATED_CARDS = 256
 
 Show = Callable[..., object]
 """``show(data, raw=True, metadata=..., display_id=...)``: IPython's ``display`` or
@@ -174,6 +179,10 @@ async def _loop(
         del ticker
 
 
+def _nothing() -> None:
+    pass
+
+
 # -- live outputs -----------------------------------------------------------------------------
 
 
@@ -193,6 +202,9 @@ class _Slot:
     sent_rank: tuple[bool, float] = (False, float("-inf"))
     #: The state last sent from a thread running a cell (``open`` or ``flush``).
     flushed: tuple[str, int] | None = None
+    #: The rating, tags and note the card shows: read once when it opens, then as told
+    #: by the session after each change (never read per refresh).
+    annotation: Annotation | None = None
 
 
 @dataclass
@@ -267,11 +279,18 @@ class LiveOutputs:
         self._by_task: dict[str, list[_Slot]] = {}  # local id -> its slots
         self._batches: dict[str, _Batch] = {}  # display id -> the batch
         self._grids: dict[str, _GridSlot] = {}  # display id -> the grid's table
+        # local id -> every card shown of it (running or ended), the newest tasks last.
+        self._cards: OrderedDict[str, list[_Slot]] = OrderedDict()
         self.ticker = Ticker(
             self._refresh_running, interval=tick_seconds, run=session.run_in_background
         )
         self._unsubscribe = session.subscribe(self.on_change)
         self._unflush = session.add_wait_hook(self.flush)
+        # A session without ratings (a test's stand-in) has nothing to tell.
+        subscribe_annotations = getattr(session, "subscribe_annotations", None)
+        self._unannotate: Callable[[], object] = (
+            subscribe_annotations(self.on_annotation) if subscribe_annotations else _nothing
+        )
         present.register_live(session, self)
 
     def close(self) -> None:
@@ -280,6 +299,7 @@ class LiveOutputs:
         self.ticker.stop()
         self._unsubscribe()
         self._unflush()
+        self._unannotate()
 
     @property
     def slots(self) -> int:
@@ -300,20 +320,68 @@ class LiveOutputs:
         """
         present.remember(task, embed=embed, side=side)
         display_id = f"nanobanana-{uuid.uuid4().hex}"
+        annotation = present.annotation_of(task)  # one read per card, not per refresh
         with self._lock:
             record = task.record
             shown = shown_as(task)
-            data, metadata = self._bundle(record, embed=embed, side=side, **shown)
+            slot = _Slot(display_id, task.local_id, embed, side, shown, annotation=annotation)
+            data, metadata = self._slot_bundle(slot, record)
             self._show(data, raw=True, metadata=metadata, display_id=display_id)
-            if record.is_terminal:
-                return display_id  # final already, and shown from the cell's own thread
-            slot = _Slot(display_id, task.local_id, embed, side, shown)
+            self._remember_card(slot)
             slot.sent_at, slot.sent_status = self._clock(), record.status.value
             slot.sent_rank, slot.flushed = _rank(record), _shown(record)
+            if record.is_terminal:
+                return display_id  # final already, and shown from the cell's own thread
             self._slots[display_id] = slot
             self._by_task.setdefault(task.local_id, []).append(slot)
         self.ticker.start()
         return display_id
+
+    def _remember_card(self, slot: _Slot) -> None:
+        """Keep ``slot`` to redraw on a rating or tag change (lock held; the oldest tasks'
+        cards are forgotten past :data:`ANNOTATED_CARDS`)."""
+        self._cards.setdefault(slot.local_id, []).append(slot)
+        self._cards.move_to_end(slot.local_id)
+        while len(self._cards) > ANNOTATED_CARDS:
+            self._cards.popitem(last=False)
+
+    def on_annotation(self, local_id: str, annotation: Annotation) -> None:
+        """Redraw the cards of a task whose rating, tags or note changed (the session calls
+        this on the thread that made the change: from a cell, a headless runner keeps it)."""
+        task = self._session.task_for(local_id)
+        if task is None:
+            return
+        with self._lock:
+            cards = list(self._cards.get(local_id, ()))
+            if not cards:
+                return
+            record = task.record
+            for slot in cards:
+                slot.annotation = annotation
+                if _rank(record) < slot.sent_rank:
+                    continue  # pragma: no cover - the handle is never older than a card
+                slot.sent_at, slot.sent_status, slot.sent_rank = (
+                    self._clock(),
+                    record.status.value,
+                    _rank(record),
+                )
+                data, metadata = self._slot_bundle(slot, record)
+                try:
+                    self._update(data, raw=True, metadata=metadata, display_id=slot.display_id)
+                except Exception:  # a closed kernel channel must not break the caller
+                    logger.debug("could not update display %s", slot.display_id, exc_info=True)
+
+    def _slot_bundle(
+        self, slot: _Slot, record: TaskRecord
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return record_bundle(
+            record,
+            embed=slot.embed,
+            side=slot.side,
+            reused=slot.shown_as.get("reused", False),
+            pretend=slot.shown_as.get("pretend", False),
+            annotation=slot.annotation,
+        )
 
     def bundle(self, task: Task, *, embed: str, side: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """The mimebundle for a task: previews of the chosen size, or none."""
@@ -451,7 +519,7 @@ class LiveOutputs:
         if not (force or changed) and now - slot.sent_at < MIN_UPDATE_INTERVAL:
             return False
         slot.sent_at, slot.sent_status, slot.sent_rank = now, record.status.value, rank
-        data, metadata = self._bundle(record, embed=slot.embed, side=slot.side, **slot.shown_as)
+        data, metadata = self._slot_bundle(slot, record)
         try:
             self._update(data, raw=True, metadata=metadata, display_id=slot.display_id)
         except Exception:  # a closed kernel channel must not break the engine

@@ -35,6 +35,7 @@ from .progress import Progress
 from .words import credits_words, format_cost, plural, task_text
 
 __all__ = [
+    "annotation_of",
     "configure",
     "current_cell",
     "embedding",
@@ -234,11 +235,11 @@ def mimebundle(obj: object) -> Bundle:
 def _task_bundle(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
     embed, side = embedding(task)
     return record_bundle(
-        task.record, embed=embed, side=side, annotation=_annotation_of(task), **shown_as(task)
+        task.record, embed=embed, side=side, annotation=annotation_of(task), **shown_as(task)
     )
 
 
-def _annotation_of(task: Task) -> Annotation | None:
+def annotation_of(task: Task) -> Annotation | None:
     """The task's rating, tags and note as stored now; ``None`` once its store is closed."""
     try:
         return task.session.history.annotation(task)
@@ -274,4 +275,5 @@ def _history_html(history: History) -> str:
         thumbs=history_thumbs(records),
         pretend=history.is_sandbox,
         reused=(history.reuses, history.reused_cost),
+        annotations=history.annotations(records),
     )

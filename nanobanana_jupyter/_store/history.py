@@ -190,6 +190,17 @@ class History(Sequence[TaskRecord]):
         """The rating, tags and note of ``task`` (a task, a record or an id), as stored now."""
         return self._store.annotation(self._record_of(task).local_id)
 
+    def annotations(self, tasks: Iterable[object]) -> dict[str, Annotation]:
+        """The ratings, tags and notes of ``tasks`` (tasks or records) in one read, by local
+        id; a task with none is left out (a table of a page of tasks shows them)."""
+        local_ids: list[str] = []
+        for task in tasks:
+            local_id = getattr(getattr(task, "record", task), "local_id", None)
+            if not isinstance(local_id, str):
+                raise TypeError(f"expected tasks or task records, not {type(task).__name__}")
+            local_ids.append(local_id)
+        return self._store.annotations(local_ids) if local_ids else {}
+
     def rate(self, task: object, rating: int | None) -> Annotation:
         """Rate ``task`` from 0 to 5 stars (``None`` clears it); kept in the history."""
         return self._store.annotate(self._record_of(task).local_id, rating=rating)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -56,6 +57,8 @@ from .search import RatingFilter, count_matches, search_clauses
 from .transitions import ACTIVE, IN_FLIGHT, RECOVERED_AS, RESUMABLE, UNFINISHED, merge_update
 
 __all__ = ["Store"]
+
+logger = logging.getLogger("nanobanana_jupyter")
 
 # Older SQLite builds allow at most 999 bound parameters per statement.
 _CHUNK = 500
@@ -95,6 +98,8 @@ class Store:
         # Who wrote a ``submitting`` row: lets another kernel tell "in flight" from "died".
         self._token = uuid.uuid4().hex
         self._writer = writer_id(self._token)
+        # Told after each rating, tag or note change made through this store (views).
+        self._annotation_listeners: list[Callable[[str, Annotation], object]] = []
         # Warnings of the opening point at the caller of Store(): called from here directly.
         opened = open_database(self.path, clock)
         self._conn: sqlite3.Connection | None = opened[0]
@@ -584,7 +589,33 @@ class Store:
             if removed:
                 _notes.write_tags(conn, local_id, removed, add=False)
             found = _notes.read_annotations(conn, [local_id])
-        return found.get(local_id, _notes.EMPTY)
+        annotation = found.get(local_id, _notes.EMPTY)
+        self._tell_annotated(local_id, annotation)
+        return annotation
+
+    def add_annotation_listener(
+        self, listener: Callable[[str, Annotation], object]
+    ) -> Callable[[], None]:
+        """Call ``listener(local_id, annotation)`` after each :meth:`annotate` of this store,
+        on the annotating thread, once the write is committed; returns the remover.
+
+        Only changes made through this store object are told (another kernel's are seen
+        on the next read). A listener that raises is logged and never undoes the change.
+        """
+        self._annotation_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._annotation_listeners.remove(listener)
+
+        return remove
+
+    def _tell_annotated(self, local_id: str, annotation: Annotation) -> None:
+        for listener in list(self._annotation_listeners):
+            try:
+                listener(local_id, annotation)
+            except Exception:
+                logger.exception("an annotation listener failed")
 
     def annotation(self, local_id: str) -> Annotation:
         """A task's rating, tags and note as stored now (empty when it has none)."""

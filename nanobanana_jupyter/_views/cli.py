@@ -6,6 +6,9 @@
     nanobanana balance
     nanobanana history --limit 20
     nanobanana export shared/ --tag poster --rating 4
+    nanobanana search red fox --tag keep --rating 4-5 --since 3d
+    nanobanana rate @last 5
+    nanobanana tag 7f3a portrait keep
     nanobanana resume
     nanobanana sandbox --port 8765
 
@@ -29,13 +32,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from nanobanana_jupyter._core.curation import (
+    add_search_options,
+    named_task,
+    rating_word,
+    search_request,
+)
 from nanobanana_jupyter._core.export_selection import parse_rating, parse_since, select_for_export
 from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._display.annotations import annotation_text
 from nanobanana_jupyter._display.balance import balance_words
 from nanobanana_jupyter._display.bundles import shown_as
 from nanobanana_jupyter._display.html import cost_words
 from nanobanana_jupyter._display.progress import Progress, TerminalProgress
+from nanobanana_jupyter._display.search import search_lines, search_summary
 from nanobanana_jupyter._display.words import (
     format_cost,
     format_time,
@@ -138,13 +149,31 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
 
     export = _export_parser(sub, sandbox)
+    find = sub.add_parser(
+        "search", parents=[sandbox], help="find tasks by prompt words, tags, rating, time"
+    )
+    add_search_options(find)
+    curating: dict[str, argparse.ArgumentParser] = {"search": find}
+    for name, what, words in (
+        ("rate", "give a task 0 to 5 stars (none clears)", ("rating",)),
+        ("tag", "add tags to a task", ("names",)),
+        ("untag", "remove tags from a task", ("names",)),
+        ("note", 'set a task\'s note ("" removes it)', ("text",)),
+    ):
+        command = sub.add_parser(name, parents=[sandbox], help=what)
+        command.add_argument("task", help="@last, a task id, or its first characters")
+        if words == ("rating",):
+            command.add_argument("rating", help="0 to 5, or none")
+        else:
+            command.add_argument(words[0], nargs="+")
+        curating[name] = command
 
     sand = sub.add_parser(
         "sandbox", parents=[sandbox], help="run the sandbox server in the foreground"
     )
     sand.add_argument("--port", type=int, default=0)
     commands = {"generate": gen, "history": hist, "resume": resume, "sandbox": sand}
-    return parser, {**commands, "balance": balance, "export": export}
+    return parser, {**commands, **curating, "balance": balance, "export": export}
 
 
 def _export_parser(sub: Any, sandbox: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -250,13 +279,7 @@ def _reference(session: Session, ref: str, *, sandbox: bool) -> object:
         try:
             return session.get(ref[1:])
         except UnknownTaskError as exc:
-            if sandbox:
-                where = "the sandbox's history; nanobanana --sandbox history lists its ids"
-            else:
-                where = (
-                    "the history; nanobanana history lists its ids (a sandbox task? add "
-                    "--sandbox: the sandbox keeps its own history)"
-                )
+            where = _which_history(sandbox)
             raise ValidationError(f"--ref {ref}: no such task {exc.query!r} in {where}") from None
         except TaskLookupError as exc:
             raise ValidationError(f"--ref {ref}: {exc.message}") from None
@@ -264,6 +287,15 @@ def _reference(session: Session, ref: str, *, sandbox: bool) -> object:
         return session.resolve_reference(ref)
     except ValidationError as exc:
         raise ValidationError(f"--ref {exc.message}") from None
+
+
+def _which_history(sandbox: bool) -> str:
+    if sandbox:
+        return "the sandbox's history; nanobanana --sandbox history lists its ids"
+    return (
+        "the history; nanobanana history lists its ids (a sandbox task? add "
+        "--sandbox: the sandbox keeps its own history)"
+    )
 
 
 def _wait_showing(tasks: Sequence[Task], timeout: float | None) -> None:
@@ -348,6 +380,38 @@ def _export(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(session: Session, args: argparse.Namespace) -> int:
+    request = search_request(args, now=time.time())
+    history = session.history
+    records = request.run(history)
+    for line in search_lines(records, history.annotations(records)):
+        _say(line)
+    _say(" · ".join(search_summary(request, len(records))), sys.stderr)
+    return 0
+
+
+def _curate(session: Session, args: argparse.Namespace) -> int:
+    """rate, tag, untag, note: change the task, then say what it has now (stdout)."""
+    try:
+        task = named_task(args.task, last=session.last, get=session.get)
+    except UnknownTaskError as exc:
+        where = _which_history(args.sandbox)
+        raise ValidationError(f"{args.command}: no such task {exc.query!r} in {where}") from None
+    except NanoBananaError as exc:
+        raise ValidationError(f"{args.command}: {exc.message}") from None
+    history = session.history
+    if args.command == "rate":
+        annotation = history.rate(task, rating_word(args.rating))
+    elif args.command == "tag":
+        annotation = history.tag(task, *args.names)
+    elif args.command == "untag":
+        annotation = history.untag(task, *args.names)
+    else:
+        annotation = history.set_note(task, " ".join(args.text))
+    _say(f"{task.id}: {annotation_text(annotation) or 'no rating, tags or note'}")
+    return 0
+
+
 def _balance(session: Session) -> int:
     try:
         value = session.balance()
@@ -407,6 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _balance(session)
         if args.command == "export":
             return _export(session, args)
+        if args.command == "search":
+            return _search(session, args)
+        if args.command in ("rate", "tag", "untag", "note"):
+            return _curate(session, args)
         return _resume(session)
     except MissingAPIKeyError:
         _say(f"nanobanana: {MISSING_KEY_REMEDY}", sys.stderr)

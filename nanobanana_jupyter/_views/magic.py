@@ -32,6 +32,12 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display, update_display
 from traitlets import Bool, Enum, Float, Int, Unicode, default, observe
 
+from nanobanana_jupyter._core.curation import (
+    add_search_options,
+    named_task,
+    rating_word,
+    search_request,
+)
 from nanobanana_jupyter._core.defaults import get_default_session, set_default_session
 from nanobanana_jupyter._core.export_selection import parse_rating, parse_since, select_for_export
 from nanobanana_jupyter._core.grid import GRID_NAMES, PROMPT_SEPARATOR, parse_grid, split_prompts
@@ -40,9 +46,11 @@ from nanobanana_jupyter._core.support import message_of
 from nanobanana_jupyter._core.task import Task
 from nanobanana_jupyter._core.task_list import TaskList
 from nanobanana_jupyter._display import present
+from nanobanana_jupyter._display.annotations import annotation_text
 from nanobanana_jupyter._display.balance import balance_words, budget_words
 from nanobanana_jupyter._display.live import LiveOutputs
-from nanobanana_jupyter._display.previews import EMBED_MODES
+from nanobanana_jupyter._display.previews import EMBED_MODES, history_thumbs
+from nanobanana_jupyter._display.search import search_bundle, search_summary
 from nanobanana_jupyter._display.words import plural, unknown_option
 from nanobanana_jupyter._wire.errors import NanoBananaError, ValidationError
 from nanobanana_jupyter._wire.models import ASPECT_RATIOS, IMAGE_SIZES, KNOWN_MODELS, TaskStatus
@@ -66,6 +74,16 @@ SUBCOMMANDS: dict[str, tuple[int, str]] = {
     "budget": (1, "budget 2.5: spend at most 2.5 credits; budget: show it; budget off"),
     "export": (1, "export OUT [--format zip] [--search T] [--tag T] [--rating N] [--since D]"),
     "help": (0, "this help"),
+}
+# Curating the history: words of their own, each read by its own small parser (a line that
+# starts with one of them is never a prompt; a prompt that does is quoted or follows --).
+CURATION: dict[str, str] = {
+    "search": "search [TEXT] [--tag T]... [--model M] [--status S] [--rating N or N-M] "
+    "[--since DATE] [--until DATE] [--limit K]: find tasks (thumbnails, stars, tags)",
+    "rate": "rate ID N: 0 to 5 stars (none clears); ID is @last, an id or its first characters",
+    "tag": "tag ID name...: add tags (a tag of several words in quotes)",
+    "untag": "untag ID name...: remove tags",
+    "note": 'note ID text...: set the task\'s note (note ID "" removes it; note ID shows it)',
 }
 ONE_WORD_PROMPT_HELP = (
     'A one-word prompt is quoted: %nanobanana "sunset" (or %nanobanana -- sunset, or the '
@@ -125,6 +143,25 @@ def _unknown_subcommand(word: str) -> str:
         f'%nanobanana "{word}" or use the %%nanobanana cell form (%nanobanana help lists the '
         "subcommands)"
     )
+
+
+_EXAMPLES = {
+    "rate": "%nanobanana rate @last 4",
+    "tag": "%nanobanana tag @last portrait keep",
+    "untag": "%nanobanana untag @last keep",
+}
+
+
+def _without_comment(words: list[str]) -> list[str]:
+    """Words up to a trailing ``# comment`` (IPython hands a line magic its comment)."""
+    return words[: words.index("#")] if "#" in words else words
+
+
+class _WordsParser(argparse.ArgumentParser):
+    """A parser for a curation word whose errors are one line, not an exit."""
+
+    def error(self, message: str) -> Any:
+        raise ValidationError(f"{message} (%nanobanana help shows the words)")
 
 
 class _StrictFormatter(string.Formatter):
@@ -349,7 +386,9 @@ class NanoBananaMagics(Magics):
 
         Line form (returns the task): ``task = %nanobanana a cat in a hat``.
         Subcommands: %nanobanana panel | history | status ID | resume | wait | sandbox |
-        models | config | session | balance | budget [CREDITS | off] | help.
+        models | config | session | balance | budget [CREDITS | off] | help; curating:
+        search [TEXT] [--tag T] [--rating N-M] ... | rate ID N | tag ID name... |
+        untag ID name... | note ID text.
         ``s = %nanobanana session`` gives the session the magic uses (``s.history``,
         ``s.get(id)``, ``s.generate(...)``).
 
@@ -366,6 +405,9 @@ class NanoBananaMagics(Magics):
             )
         if cell is None and line.split(maxsplit=1)[:1] == ["export"]:
             return self._export(line)  # its own options (none of a generation's)
+        first = line.split(None, 1)[0] if line.strip() else ""
+        if cell is None and first in CURATION:
+            return self._curate(first, line.strip()[len(first) :])
         args = self._parse(line)
         words: list[str] = list(args.words)
         marked = cell is None and _marked_as_prompt(line, words)
@@ -549,6 +591,8 @@ class NanoBananaMagics(Magics):
             print("%%nanobanana [options] + a prompt in the cell body generates images.")
             print("Options: %nanobanana? lists them. Subcommands:")
             print("\n".join(lines))
+            print("Curating the history (ID: @last, a task id, or its first characters):")
+            print("\n".join(f"  %nanobanana {text}" for text in CURATION.values()))
             print(ONE_WORD_PROMPT_HELP)
             return None
         if name == "models":
@@ -644,6 +688,71 @@ class NanoBananaMagics(Magics):
         count = len(history) if tasks is None else len(tasks)
         page = f": open {written / 'index.html'}" if args.format == "html" else ""
         print(f"exported {plural(count, 'task')} to {written}{page}")
+
+    # -- curating: search, rate, tag, untag, note ------------------------------------
+
+    def _curate(self, word: str, rest: str) -> None:
+        """``search ...``, ``rate ID N``, ``tag ID name...``, ``untag ID name...``,
+        ``note ID text``: one line of errors each, prefixed with the word."""
+        session = self._session()
+        try:
+            if word == "search":
+                self._search(rest, session)
+                return
+            if word == "note":
+                self._note(rest, session)
+                return
+            try:
+                parts = _without_comment(shlex.split(rest))
+            except ValueError as exc:
+                raise ValidationError(f"cannot read the words ({exc}); check the quotes") from None
+            usage = CURATION[word].split(":", 1)[0]
+            wanted = 2 if word == "rate" else None
+            if len(parts) < 2 or (wanted is not None and len(parts) != wanted):
+                raise ValidationError(f"write %nanobanana {usage}, e.g. {_EXAMPLES[word]}")
+            task = named_task(parts[0], last=session.last, get=session.get)
+            if word == "rate":
+                annotation = session.history.rate(task, rating_word(parts[1]))
+            elif word == "tag":
+                annotation = session.history.tag(task, *parts[1:])
+            else:
+                annotation = session.history.untag(task, *parts[1:])
+        except NanoBananaError as exc:
+            raise UsageError(f"{word}: {exc.message}") from None
+        print(f"{task.id}: {annotation_text(annotation) or 'no rating, tags or note'}")
+
+    def _note(self, rest: str, session: Session) -> None:
+        parts = rest.strip().split(None, 1)
+        if not parts:
+            raise ValidationError(f"write %nanobanana {CURATION['note'].split(':')[0]}")
+        task = named_task(parts[0], last=session.last, get=session.get)
+        if len(parts) == 1:
+            note = session.history.annotation(task).note
+            print(f"{task.id}: " + ("no note" if note is None else f"note {note!r}"))
+            return
+        annotation = session.history.set_note(task, _unquote(parts[1].strip()))
+        print(f"{task.id}: {annotation_text(annotation) or 'no rating, tags or note'}")
+
+    def _search(self, rest: str, session: Session) -> None:
+        """The matching tasks as the cell's one output: the history's table (static,
+        escaped, with thumbnails), with text for front ends without HTML."""
+        try:
+            words = _without_comment(shlex.split(rest))
+        except ValueError as exc:
+            raise ValidationError(f"cannot read the words ({exc}); check the quotes") from None
+        parser = _WordsParser(prog="%nanobanana search", add_help=False)
+        add_search_options(parser)
+        request = search_request(parser.parse_args(words), now=time.time())
+        history = session.history
+        records = request.run(history)
+        bundle = search_bundle(
+            records,
+            search_summary(request, len(records)),
+            annotations=history.annotations(records),
+            thumbs=history_thumbs(records),
+            pretend=history.is_sandbox,
+        )
+        display(bundle, raw=True)
 
     def _money(self, name: str, params: list[str], session: Session) -> None:
         """``balance`` (asks the API, waits at most the magic's timeout) and ``budget``."""

@@ -415,3 +415,35 @@ def test_out_copies_carry_their_recipe_with_the_pixels_unchanged(tmp_path: Path)
         assert a.tobytes() == b.tobytes() and a.size == b.size
     again = run(args, tmp_path / "data")  # reused, and the copy rewritten in place
     assert again.returncode == 0 and again.stdout == result.stdout
+
+
+def test_rate_tag_then_search_finds_the_task_with_its_stars_and_tags(tmp_path: Path) -> None:
+    """rate and tag take @last and an id prefix; search by tag and rating lists that task
+    only, with its stars and tags; a bad rating or an unknown id is one line, exit 2."""
+    data = tmp_path / "data"
+    for prompt in ("a red fox in the snow", "a blue whale at dawn"):
+        assert run(["--sandbox", "generate", prompt], data).returncode == 0
+    rated = run(["--sandbox", "rate", "@last", "4"], data)
+    assert rated.returncode == 0, rated.stderr
+    whale_id = rated.stdout.split(":", 1)[0]
+    assert rated.stdout.strip() == f"{whale_id}: rated ★★★★☆ (4/5)"
+    tagged = run(["tag", "--sandbox", whale_id[:14], "keep", "best of"], data)
+    assert tagged.returncode == 0, tagged.stderr
+    assert tagged.stdout.strip().endswith("tags best of, keep")
+    found = run(["--sandbox", "search", "whale", "--tag", "keep", "--rating", "3-5"], data)
+    assert found.returncode == 0, found.stderr
+    (line,) = found.stdout.splitlines()
+    assert whale_id in line and "★★★★☆" in line and "[best of, keep]" in line
+    assert found.stderr.strip() == "1 match for 'whale' · tag keep · rated 3 or more"
+    none = run(["--sandbox", "search", "--tag", "keep", "--rating", "5"], data)
+    assert none.stdout == "" and none.stderr.startswith("0 matches")
+    bad = run(["--sandbox", "rate", "@last", "9"], data)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "a rating is a whole number of stars from 0 to 5" in bad.stderr
+    unknown = run(["--sandbox", "rate", "zzzz", "3"], data)
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert "rate: no such task 'zzzz' in the sandbox's history; nanobanana --sandbox" in (
+        unknown.stderr
+    )
+    wrong = run(["--sandbox", "search", "--since", "soon"], data)
+    assert wrong.returncode == 2 and "--since is a date" in wrong.stderr

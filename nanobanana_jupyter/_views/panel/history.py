@@ -112,6 +112,7 @@ class HistoryPager:
             total_cost=all_cost,
             thumbs=history_thumbs(records),
             pretend=pretend,
+            annotations=history.annotations(records),
         )
         # An HTML widget's content has the widgets' line height (28 px in JupyterLab): a
         # wrapped prompt would take three times the room it takes in a cell's output.
