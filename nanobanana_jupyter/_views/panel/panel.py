@@ -20,6 +20,7 @@ from .context import PanelContext, close_widget
 from .gallery import Gallery, GalleryItem
 from .history import HISTORY_PAGE, HistoryPager
 from .notebook_slot import NotebookSlot
+from .rating import Curation
 from .references import ReferencePicker
 from .showing import BADGE_COLOURS, Ticker, count, escape, format_cost
 
@@ -57,9 +58,19 @@ class Panel(widgets.VBox):
             show=self._show_started,
             changed=self.ticker.ensure,
         )
-        self.cards = Cards(ctx, retry=self.composer.retry, changed=self.ticker.ensure)
-        self.gallery = Gallery(ctx, use=self._use_item, branch=self._branch_from)
-        self.pager = HistoryPager(ctx, page_size=history_page_size, totals=self._totals)
+        self.curation = Curation(ctx)  # stars and tags on cards and in the gallery
+        self.cards = Cards(
+            ctx, retry=self.composer.retry, changed=self.ticker.ensure, curation=self.curation
+        )
+        self.gallery = Gallery(
+            ctx, use=self._use_item, branch=self._branch_from, curation=self.curation
+        )
+        self.pager = HistoryPager(
+            ctx,
+            page_size=history_page_size,
+            totals=self._totals,
+            models=list(self.composer.model_box.options),
+        )
         self.slot = NotebookSlot(ctx, totals=self._totals)
         self.balance = BalanceLabel(ctx)
 
