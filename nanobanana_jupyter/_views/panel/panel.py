@@ -38,7 +38,8 @@ class Panel(widgets.VBox):
     ``aspect_box``, ``size_box``, ``count_box``, ``generate_button``, ``url_box``,
     ``upload``, ``status_html``; :meth:`generate`, :meth:`add_reference`,
     :meth:`use_as_reference`, :meth:`show_history_page`. The parts themselves are
-    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager` and
+    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager` (with
+    its search row, ``pager.search``), :attr:`curation` (the stars and tags) and
     :attr:`slot`; they share :attr:`context` (the session, the one lock, the status line).
 
     Args:
