@@ -358,4 +358,111 @@ def test_lab_panel_compare_mode_shows_a_grid_of_decoded_previews(
     expect(detail).to_be_visible(timeout=STEP)
     wait_loaded(page, detail)
     save_screenshot(panel, "lab-panel-compare.png")
+
+
+def stored_annotations(data_dir: Path) -> tuple[list[int | None], list[str]]:
+    """The ratings and tags in a notebook's store, read by this process (SQLite, WAL)."""
+    import sqlite3
+
+    (path,) = data_dir.rglob("history.sqlite3")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        ratings = [r for (r,) in conn.execute("SELECT rating FROM annotations")]
+        tags = [t for (t,) in conn.execute("SELECT tag FROM tags ORDER BY tag")]
+    finally:
+        conn.close()
+    return ratings, tags
+
+
+def wait_stored(data_dir: Path, want: tuple[list[int | None], list[str]]) -> None:
+    deadline = time.monotonic() + 20
+    seen = None
+    while time.monotonic() < deadline:
+        seen = stored_annotations(data_dir)
+        if seen == want:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the store holds {seen}, not {want}")
+
+
+def test_lab_panel_rates_and_tags_a_gallery_image_and_searches_the_history(
+    jupyter_server: JupyterServer, page: Any
+) -> None:
+    """A click on a gallery image's fourth star rates its task 4 in the store; key 2 in the
+    larger view rates it 2 (the cell stays a code cell); a typed tag becomes a chip; the
+    history's search box narrows the table, its rating filter too, and Clear shows all."""
+    seed = (
+        "from nanobanana_jupyter import get_default_session\n"
+        "s = get_default_session()\n"
+        "for p in ('A lemon on a windowsill', 'A ripe banana on a blue plate'):\n"
+        "    print('SEEDED', s.generate(p).wait(60).status.value)"
+    )
+    name = jupyter_server.write_notebook("panel_curate.ipynb", [seed, "%nanobanana panel"])
+    data_dir = jupyter_server.root / "data-panel_curate"
+    notebook = open_and_run_all(page, jupyter_server.lab(name))
+    expect(notebook.locator(".jp-Cell").nth(1).locator(".jp-OutputArea")).to_contain_text(
+        "SEEDED success\nSEEDED success", timeout=STEP
+    )
+    panel = notebook.locator(".jp-OutputArea .nanobanana-panel").first
+    items = panel.locator(".nanobanana-gallery .nanobanana-gallery-item")
+    expect(items).to_have_count(2, timeout=STEP)
+    lemon = items.filter(has_text="A lemon")
+    stars = lemon.locator("button.nanobanana-star")
+    expect(stars).to_have_count(5)
+    expect(stars.first).to_have_text("☆")
+
+    stars.nth(3).click()
+    expect(stars.nth(3)).to_have_text("★", timeout=STEP)
+    expect(stars.nth(4)).to_have_text("☆")
+    wait_stored(data_dir, ([4], []))
+
+    # The larger view: its own stars follow, and key 2 rates it (JupyterLab keeps its
+    # command-mode shortcut "2", make a heading, to itself).
+    lemon.locator("button.nanobanana-view").click()
+    detail = panel.locator(".nanobanana-detail")
+    expect(detail).to_be_visible(timeout=STEP)
+    detail_stars = detail.locator("button.nanobanana-star")
+    expect(detail_stars.nth(3)).to_have_text("★", timeout=STEP)
+    expect(detail.locator(".nanobanana-keys")).to_be_focused(timeout=STEP)
+    page.keyboard.press("2")
+    expect(stars.nth(2)).to_have_text("☆", timeout=STEP)
+    expect(stars.nth(1)).to_have_text("★")
+    expect(detail_stars.nth(2)).to_have_text("☆")
+    wait_stored(data_dir, ([2], []))
+    expect(notebook.locator(".jp-MarkdownCell")).to_have_count(0)
+    expect(notebook.locator(".jp-CodeCell")).to_have_count(3)
+
+    # A tag typed and Enter: a chip, in the store.
+    tag_input = lemon.locator(".nanobanana-tag-input input")
+    tag_input.fill("Citrus")
+    tag_input.press("Enter")
+    expect(lemon.locator("button.nanobanana-tag-chip")).to_have_text(["citrus ×"], timeout=STEP)
+    expect(tag_input).to_have_value("")
+    wait_stored(data_dir, ([2], ["citrus"]))
+    save_screenshot(panel, "lab-panel-rating.png")
+
+    # The history tab: search box, then the rating filter, then Clear.
+    panel.locator(".nanobanana-tabs .lm-TabBar-tab").filter(has_text="History").click()
+    rows = panel.locator(".nanobanana-history table tbody tr")
+    expect(rows).to_have_count(2, timeout=STEP)
+    search = panel.locator(".nanobanana-search-text input")
+    search.fill("banana")
+    search.press("Enter")
+    expect(rows).to_have_count(1, timeout=STEP)
+    expect(rows.first).to_contain_text("A ripe banana")
+    expect(panel.locator(".nanobanana-page")).to_contain_text("1 match")
+    search.fill("lem")  # a word's start is enough
+    search.press("Enter")
+    expect(rows.first).to_contain_text("A lemon", timeout=STEP)
+    expect(rows).to_have_count(1)
+    search.fill("")
+    search.press("Enter")
+    expect(rows).to_have_count(2, timeout=STEP)
+    panel.locator(".nanobanana-search-rating select").select_option(label="rated")
+    expect(rows).to_have_count(1, timeout=STEP)
+    expect(rows.first).to_contain_text("A lemon")
+    save_screenshot(panel, "lab-panel-search.png")
+    panel.locator("button.nanobanana-search-clear").click()
+    expect(rows).to_have_count(2, timeout=STEP)
+    expect(panel.locator(".nanobanana-page")).to_have_text("page 1 of 1")
     assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors

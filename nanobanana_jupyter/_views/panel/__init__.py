@@ -13,6 +13,9 @@ parts that each own their state and widgets:
   table of previews);
 - ``gallery``: the gallery and its larger view;
 - ``history``: history paging and the cost line;
+- ``search``: the history tab's search box and filters (text, tag, model, status, rating);
+- ``rating``: the stars and tag fields of gallery items, the larger view (keys 0-5) and
+  finished cards, written to the history;
 - ``notebook_slot``: the plain output below the panel that a saved notebook keeps;
 - ``panel``: the :class:`Panel`, which composes the parts and wires their events;
 - ``context``: what the parts share (the session, the one lock, owned widgets, the status line);

@@ -12,6 +12,7 @@ from nanobanana_jupyter._wire.errors import NanoBananaError
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from .context import PanelContext
+from .rating import Curation, RatingBar
 from .showing import (
     CARD_INTERVAL,
     ELAPSED_SECONDS,
@@ -45,9 +46,12 @@ class Card:
         on_cancel: Callable[[Card], None],
         on_resume: Callable[[Card], None],
         on_retry: Callable[[Card], None],
+        curation: Curation | None = None,
     ) -> None:
         self.task = task
         self._context = context  # asked each time: a sandbox reached by URL says so late
+        self._curation = curation
+        self.bar: RatingBar | None = None  # stars and tags, once the task succeeded
         self.applied_at = 0.0
         self.elapsed_at = 0.0
         self.image_key: str | None = None
@@ -150,6 +154,9 @@ class Card:
         resumable = done and status.is_resumable and record.task_id is not None
         self.resume.layout.display = "" if resumable else "none"
         self.retry.layout.display = "" if done and status in _RETRYABLE else "none"
+        if done and status is TaskStatus.SUCCESS and self.bar is None and self._curation:
+            self.bar = self._curation.bar(task.local_id, width="110px")
+            self.box.children = (*self.box.children[:-1], self.bar.view, self.box.children[-1])
 
     def refresh_elapsed(self, now: float) -> None:
         record = self.task.record
@@ -172,6 +179,7 @@ class Cards:
         context: the panel's shared context.
         retry: sends a card's request again (the composer's :meth:`Composer.retry`).
         changed: called when a task polls again (the panel starts its ticker).
+        curation: rates and tags a card's task once it succeeded (:mod:`.rating`).
     """
 
     def __init__(
@@ -180,8 +188,10 @@ class Cards:
         *,
         retry: Callable[[TaskRecord], object] = lambda record: None,
         changed: Callable[[], None] = lambda: None,
+        curation: Curation | None = None,
     ) -> None:
         self._ctx = context
+        self._curation = curation
         self._retry = retry
         self._changed = changed
         self._cards: dict[str, Card] = {}
@@ -209,8 +219,9 @@ class Cards:
             return False
         ctx = self._ctx
         card = Card(
-            ctx, task, on_cancel=self._cancel, on_resume=self._resume, on_retry=self._on_retry
-        )
+            ctx, task, on_cancel=self._cancel, on_resume=self._resume, on_retry=self._on_retry,
+            curation=self._curation,
+        )  # fmt: skip
         for widget in card.widgets:
             ctx.own(widget)
         self._cards[task.local_id] = card

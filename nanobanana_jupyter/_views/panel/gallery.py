@@ -13,6 +13,7 @@ from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from .context import PanelContext
+from .rating import Curation, RatingBar, make_key_listener
 from .showing import MUTED, WRAP, escape, large_preview, read, shorten
 
 __all__ = ["GALLERY_FROM_HISTORY", "MAX_GALLERY", "Gallery", "GalleryItem"]
@@ -34,6 +35,9 @@ class GalleryItem:
     thumb: bytes
     box: Any
     widgets: list[Any] = field(default_factory=list)
+    local_id: str | None = None
+    """The task the image is a result of (its rating and tags are the task's)."""
+    bar: RatingBar | None = None
 
 
 class Gallery:
@@ -45,6 +49,8 @@ class Gallery:
         use: makes an item a reference image (the picker's :meth:`ReferencePicker.add_image`);
             returns whether it was added.
         branch: starts an edit of an item (its prompt in the box, it the only reference).
+        curation: rates and tags the items and the larger view (:mod:`.rating`); none: no
+            stars.
     """
 
     def __init__(
@@ -53,10 +59,12 @@ class Gallery:
         *,
         use: Callable[[GalleryItem], bool] = lambda item: False,
         branch: Callable[[GalleryItem], bool] = lambda item: False,
+        curation: Curation | None = None,
     ) -> None:
         self._ctx = context
         self._use = use
         self._branch = branch
+        self._curation = curation
         self._items: dict[str, GalleryItem] = {}
         self._order: list[str] = []
         self._detail_key: str | None = None
@@ -77,12 +85,18 @@ class Gallery:
         branch_button.on_click(lambda _b: self._branch_detail())
         close = context.button("Close", "times", "nanobanana-detail-close", "Close")
         close.on_click(lambda _b: self.close_detail())
+        # The larger view's stars and tags, and its keys 0-5 (with anywidget).
+        self.detail_bar = None if curation is None else curation.bar(None, width="140px")
+        self.detail_keys = None if curation is None else make_key_listener(self._rate_detail)
+        curating = [w.view for w in (self.detail_bar,) if w is not None]
+        curating += [own(self.detail_keys)] if self.detail_keys is not None else []
         self.detail_box = own(
             widgets.VBox(
                 [
                     self.detail_image,
                     self.detail_path,
                     context.row([use_button, branch_button, close]),
+                    *curating,
                 ],
                 layout=widgets.Layout(display="none", margin="0 0 8px 0"),
             )
@@ -136,7 +150,7 @@ class Gallery:
             thumb = read(image.thumb_path)
             if thumb is None:
                 continue
-            self._items[key] = self._item(key, image, record.prompt, thumb)
+            self._items[key] = self._item(key, image, record.prompt, thumb, record.local_id)
             self._order.insert(0, key)
             added = True
         while len(self._order) > MAX_GALLERY:
@@ -147,7 +161,9 @@ class Gallery:
             self.gallery_empty.layout.display = "none"
         return added
 
-    def _item(self, key: str, image: ImageRecord, prompt: str, thumb: bytes) -> GalleryItem:
+    def _item(
+        self, key: str, image: ImageRecord, prompt: str, thumb: bytes, local_id: str | None = None
+    ) -> GalleryItem:
         picture = widgets.Image(
             value=thumb, format="jpeg", layout=widgets.Layout(width="216px", height="auto")
         )
@@ -171,14 +187,18 @@ class Gallery:
         )  # fmt: skip
         branch.add_class("nanobanana-branch")
         buttons = widgets.HBox([view, use, branch])
+        bar = None
+        if self._curation is not None and local_id is not None:
+            bar = self._curation.bar(local_id)
         box = widgets.VBox(
-            [picture, caption, buttons],
+            [picture, caption, buttons, *([bar.view] if bar is not None else [])],
             layout=widgets.Layout(width="224px", margin="0 8px 8px 0", align_items="flex-start"),
         )
         box.add_class("nanobanana-gallery-item")
         item = GalleryItem(
-            key, image, prompt, thumb, box, [picture, caption, view, use, branch, buttons, box]
-        )
+            key, image, prompt, thumb, box, [picture, caption, view, use, branch, buttons, box],
+            local_id=local_id, bar=bar,
+        )  # fmt: skip
         for w in item.widgets:
             self._ctx.own(w)
         view.on_click(lambda _b: self.show_detail(item))
@@ -202,6 +222,10 @@ class Gallery:
                 f'<span style="{MUTED}"> · {item.image.width}×{item.image.height}</span></div>'
             )
             self.detail_box.layout.display = ""
+        if self._curation is not None and self.detail_bar is not None:
+            self._curation.bind(self.detail_bar, item.local_id)
+        if self.detail_keys is not None:
+            self.detail_keys.send({"event": "focus"})  # so keys 0-5 rate it at once
         ctx.in_background(self._load_large(item))
 
     async def _load_large(self, item: GalleryItem) -> None:
@@ -225,6 +249,13 @@ class Gallery:
             item = self._items.get(self._detail_key or "")
         if item is not None:
             self._branch(item)
+
+    def _rate_detail(self, rating: int) -> None:
+        """Key ``rating`` pressed in the larger view: rate the task of the image shown."""
+        with self._ctx.lock:
+            item = self._items.get(self._detail_key or "")
+        if item is not None and item.local_id is not None and self._curation is not None:
+            self._curation.rate(item.local_id, rating)
 
     def close_detail(self) -> None:
         with self._ctx.lock:

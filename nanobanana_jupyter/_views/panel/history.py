@@ -2,23 +2,36 @@
 
 The page is the display layer's history table (the one ``%nanobanana history`` shows), with
 its thumbnails; in a sandbox its costs, like every cost the panel shows, are pretend credits.
+While the search row (:mod:`.search`) has something in it, the pages are of its results,
+newest first (``History.search``); cleared, the plain history is back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as widgets
 
 from .context import PanelContext
-from .showing import HISTORY_INTERVAL, format_cost, history_html, history_thumbs, reuse_words
+from .search import HistorySearch
+from .showing import (
+    HISTORY_INTERVAL,
+    escape,
+    format_cost,
+    history_html,
+    history_thumbs,
+    reuse_words,
+)
 
 __all__ = ["HISTORY_PAGE", "HistoryPager"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
 HISTORY_PAGE = 20
+SEARCH_COUNTED = 1000
+"""A search counts its matches up to this many; beyond, pages are read as they are shown."""
 TABLE_LINE_HEIGHT = "line-height:1.4"
 
 
@@ -39,6 +52,7 @@ class HistoryPager:
         *,
         page_size: int = HISTORY_PAGE,
         totals: Callable[[], str] = lambda: "",
+        models: list[str] | None = None,
     ) -> None:
         self._ctx = context
         self._totals = totals
@@ -60,9 +74,12 @@ class HistoryPager:
         self.older_button.on_click(lambda _b: self.show_page(self._offset + 1))
         refresh.on_click(lambda _b: self.show_page(self._offset))
         self.page_label = own(widgets.Label(""))
+        self.page_label.add_class("nanobanana-page")
+        self.search = HistorySearch(context, changed=lambda: self.show_page(0), models=models)
         self.view = own(
             widgets.VBox(
                 [
+                    self.search.row,
                     context.row([self.newer_button, self.older_button, refresh, self.page_label]),
                     self.history_html,
                 ]
@@ -70,11 +87,16 @@ class HistoryPager:
         )
 
     def show_page(self, page: int) -> None:
-        """Show page ``page`` (0 = newest tasks)."""
+        """Show page ``page`` (0 = newest tasks). Never raises: problems show in the panel."""
         with self._ctx.lock:
             pages = max(1, -(-self._total // self._page_size))
             self._offset = min(max(0, int(page)), pages - 1)
-            self.render()
+            try:
+                self.render()
+            except Exception as exc:  # a bad search term or an unreadable store
+                message = getattr(exc, "message", None) or f"Could not read the history: {exc}"
+                logger.debug("history page failed", exc_info=True)
+                self._ctx.say(message, error=True)
 
     def mark_dirty(self) -> None:
         """Read the store again at the next flush (caller holds the lock)."""
@@ -95,31 +117,38 @@ class HistoryPager:
         if self._ctx.closed:
             return
         history = self._ctx.session.history
-        total = len(history)
-        self._total = total
-        pages = max(1, -(-total // self._page_size))
-        self._offset = min(self._offset, pages - 1)
-        newest = self._offset * self._page_size
-        stop = max(0, total - newest)
-        start = max(0, stop - self._page_size)
-        records = history[start:stop][::-1] if stop else []
         all_cost = history.total_cost
         pretend = self._ctx.pretend
-        table = history_html(
-            records,
-            total=total,
-            offset=newest,
-            total_cost=all_cost,
-            thumbs=history_thumbs(records),
-            pretend=pretend,
-            annotations=history.annotations(records),
-        )
+        query = self.search.query()
+        if query is None:
+            total = len(history)
+            self._total = total
+            pages = max(1, -(-total // self._page_size))
+            self._offset = min(self._offset, pages - 1)
+            newest = self._offset * self._page_size
+            stop = max(0, total - newest)
+            start = max(0, stop - self._page_size)
+            records = history[start:stop][::-1] if stop else []
+            table = history_html(
+                records,
+                total=total,
+                offset=newest,
+                total_cost=all_cost,
+                thumbs=history_thumbs(records),
+                pretend=pretend,
+                annotations=history.annotations(records),
+            )
+            label = f"page {self._offset + 1} of {pages:,}"
+            more = self._offset < pages - 1
+        else:
+            records, newest, label, more, table = self._search_page(history, query, pretend)
+            total = len(history)
         # An HTML widget's content has the widgets' line height (28 px in JupyterLab): a
         # wrapped prompt would take three times the room it takes in a cell's output.
         self.history_html.value = f'<div style="{TABLE_LINE_HEIGHT}">{table}</div>'
-        self.page_label.value = f"page {self._offset + 1} of {pages:,}"
+        self.page_label.value = label
         self.newer_button.disabled = self._offset == 0
-        self.older_button.disabled = self._offset >= pages - 1
+        self.older_button.disabled = not more
         parts = [f"this panel: {self._totals()}"]
         session = self._session_credits(pretend)
         if session:
@@ -128,6 +157,42 @@ class HistoryPager:
         self.cost_label.value = " · ".join(parts)
         self._at = self._ctx.clock()
         self._dirty = False
+
+    def _search_page(
+        self, history: Any, query: dict[str, Any], pretend: bool
+    ) -> tuple[list[Any], int, str, bool, str]:
+        """One page of the search's results: records, offset, page label, whether there
+        are more, and the table. Matches are counted up to :data:`SEARCH_COUNTED`."""
+        size = self._page_size
+        newest = self._offset * size
+        found = history.search(**query, limit=max(SEARCH_COUNTED, newest + size) + 1)
+        counted = len(found) <= max(SEARCH_COUNTED, newest + size)
+        if counted:
+            pages = max(1, -(-len(found) // size))
+            self._offset = min(self._offset, pages - 1)
+            newest = self._offset * size
+            self._total = len(found)
+        else:  # more than counted: as many pages as it takes, one more each time
+            self._total = len(found) + size
+        records = found[newest : newest + size]
+        more = len(found) > newest + size
+        what = self.search.describe()
+        matches = f"{len(found):,}" if counted else f"more than {len(found) - 1:,}"
+        label = f"page {self._offset + 1} · {matches} {'match' if len(found) == 1 else 'matches'}"
+        table = history_html(
+            records,
+            total=len(found) if counted else len(found) - 1,
+            offset=newest,
+            thumbs=history_thumbs(records),
+            pretend=pretend,
+            annotations=history.annotations(records),
+        )
+        head = (
+            f'<div class="nanobanana-search-said" style="opacity:0.72">search: {escape(what)}</div>'
+        )
+        if not records:
+            head += '<div class="nanobanana-search-none">No task matches this search.</div>'
+        return records, newest, label, more, head + table
 
     def _session_credits(self, pretend: bool) -> str:
         """``1 credit spent; reused 3 times (1.5 credits not charged again)``: the session's

@@ -21,6 +21,7 @@ from .context import PanelContext, close_widget
 from .gallery import Gallery, GalleryItem
 from .history import HISTORY_PAGE, HistoryPager
 from .notebook_slot import NotebookSlot
+from .rating import Curation
 from .references import ReferencePicker
 from .showing import BADGE_COLOURS, Ticker, count, escape, format_cost
 
@@ -38,10 +39,11 @@ class Panel(widgets.VBox):
     ``aspect_box``, ``size_box``, ``count_box``, ``generate_button``, ``url_box``,
     ``upload``, ``status_html``; :meth:`generate`, :meth:`add_reference`,
     :meth:`use_as_reference`, :meth:`show_history_page`. The parts themselves are
-    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager`,
-    :attr:`slot` and :attr:`compare` (compare mode: its toggle turns the options into axes
-    and Generate into one ``session.grid``); they share :attr:`context` (the session, the
-    one lock, the status line).
+    :attr:`composer`, :attr:`picker`, :attr:`cards`, :attr:`gallery`, :attr:`pager` (with
+    its search row, ``pager.search``), :attr:`curation` (the stars and tags), :attr:`slot` and
+    :attr:`compare` (compare mode: its toggle turns the options into axes and Generate into
+    one ``session.grid``); they share :attr:`context` (the session, the one lock, the status
+    line).
 
     Args:
         session: the session to use; default: the default session (the magic's).
@@ -61,9 +63,19 @@ class Panel(widgets.VBox):
             show=self._show_started,
             changed=self.ticker.ensure,
         )
-        self.cards = Cards(ctx, retry=self.composer.retry, changed=self.ticker.ensure)
-        self.gallery = Gallery(ctx, use=self._use_item, branch=self._branch_from)
-        self.pager = HistoryPager(ctx, page_size=history_page_size, totals=self._totals)
+        self.curation = Curation(ctx)  # stars and tags on cards and in the gallery
+        self.cards = Cards(
+            ctx, retry=self.composer.retry, changed=self.ticker.ensure, curation=self.curation
+        )
+        self.gallery = Gallery(
+            ctx, use=self._use_item, branch=self._branch_from, curation=self.curation
+        )
+        self.pager = HistoryPager(
+            ctx,
+            page_size=history_page_size,
+            totals=self._totals,
+            models=list(self.composer.model_box.options),
+        )
         self.slot = NotebookSlot(ctx, totals=self._totals)
         self.balance = BalanceLabel(ctx)
         self.compare = Compare(
