@@ -27,13 +27,22 @@ def _png(colour: tuple[int, int, int]) -> bytes:
 
 
 class Finishing(Accepting):
-    """Every task succeeds with one PNG image."""
+    """Every task succeeds with one PNG image: the same for all, or with ``distinct`` each
+    its own (a colour from its id), so that their hashes differ."""
+
+    def __init__(self, *, distinct: bool = False) -> None:
+        super().__init__()
+        self.distinct = distinct
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return super().__call__(request)
         task_id = request.url.params.get("task_id", "")
-        uri = "data:image/png;base64," + base64.b64encode(_png((30, 120, 200))).decode()
+        colour = (30, 120, 200)
+        if self.distinct:
+            r, g, b = hashlib.sha256(task_id.encode()).digest()[:3]
+            colour = (r, g, b)
+        uri = "data:image/png;base64," + base64.b64encode(_png(colour)).decode()
         data = {
             "task_id": task_id,
             "status": "success",
@@ -77,26 +86,8 @@ def test_files_bytes_and_data_uris_are_kept_by_the_hash_of_their_own_bytes(
         assert session.generate("a url", images=[url]).record.references == (url,)
 
 
-class FinishingEachItsOwn(Accepting):
-    """Every task succeeds with its own image (a colour from its id): hashes differ."""
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST":
-            return super().__call__(request)
-        task_id = request.url.params.get("task_id", "")
-        colour = tuple(hashlib.sha256(task_id.encode()).digest()[:3])
-        uri = "data:image/png;base64," + base64.b64encode(_png(colour)).decode()  # type: ignore[arg-type]
-        data = {
-            "task_id": task_id,
-            "status": "success",
-            "consumed": "0.5",
-            "result": [{"image": uri}],
-        }
-        return httpx.Response(200, json={"code": 0, "data": data})
-
-
 def test_task_parents_and_children_are_task_handles(tmp_path: Path) -> None:
-    with mock_session(tmp_path / "data", FinishingEachItsOwn()) as session:
+    with mock_session(tmp_path / "data", Finishing(distinct=True)) as session:
         parent = session.generate("a green card").wait(30)
         child = session.generate("the card, torn", images=[parent]).wait(30)
         grandchild = session.generate("the torn card, burnt", images=[child]).wait(30)

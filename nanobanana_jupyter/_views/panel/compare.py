@@ -37,6 +37,7 @@ from nanobanana_jupyter._wire.models import (
 from .composer import Composer
 from .context import PanelContext
 from .showing import GRID_INTERVAL, MUTED, cell_thumb, count, grid_html, one_line
+from .started import StartedTasks
 
 __all__ = ["Compare"]
 
@@ -82,8 +83,7 @@ class Compare:
         self._changed = changed
         self._grid: Grid | None = None
         self._ids: frozenset[str] = frozenset()
-        self._started: dict[str, Task] = {}
-        self._reused: set[str] = set()
+        self._started = StartedTasks()  # every task started here (cards may be dropped)
         self._thumbs: dict[str, Any] = {}  # local id -> the cell's preview, made once
         self._dirty = False
         self._at = -1e9
@@ -196,7 +196,7 @@ class Compare:
     def tasks(self) -> list[Task]:
         """Every task of the grids started here, in the order they started."""
         with self._ctx.lock:
-            return list(self._started.values())
+            return self._started.tasks()
 
     def started(self, local_id: str) -> bool:
         """Whether the task is a cell of a grid started here."""
@@ -206,13 +206,12 @@ class Compare:
     def paid_cost(self) -> Decimal:
         """What the cells sent from here cost (cells handed back left out)."""
         with self._ctx.lock:
-            paid = [t for t in self._started.values() if t.local_id not in self._reused]
-        return sum((t.cost for t in paid if t.cost is not None), Decimal(0))
+            return self._started.paid_cost()
 
     def reused_count(self) -> int:
         """How many cells were handed back for a request made before this panel asked."""
         with self._ctx.lock:
-            return len(self._reused)
+            return self._started.reused_count()
 
     # -- the axes ----------------------------------------------------------------------------
 
@@ -290,11 +289,9 @@ class Compare:
                 task = cell.task
                 if task is None:  # pragma: no cover - a started grid has a task in every cell
                     continue
-                if grid.reused(cell):
-                    reused += 1
-                    if task.local_id not in self._started:
-                        self._reused.add(task.local_id)
-                self._started[task.local_id] = task
+                handed_back = grid.reused(cell)
+                reused += handed_back
+                self._started.add(task, reused=handed_back)
             self._grid = grid
             self._ids = frozenset(t.local_id for t in grid.tasks)
             self.view.layout.display = ""

@@ -24,6 +24,7 @@ from nanobanana_jupyter._wire.models import (
 from .context import PanelContext
 from .prompt_box import make_prompt_box, prompt_class
 from .showing import count as count_of
+from .started import StartedTasks
 
 __all__ = ["DEBOUNCE_SECONDS", "Composer", "Options"]
 
@@ -78,8 +79,7 @@ class Composer:
         self._submitting = False
         self.last_submit = -1e9
         """When (on the context's clock) the last Generate was accepted."""
-        self._started: dict[str, Task] = {}  # every task started here (cards may be dropped)
-        self._reused: set[str] = set()  # identical earlier requests handed back, not paid again
+        self._started = StartedTasks()  # every task started here (cards may be dropped)
         self._options: dict[str, Options] = {}
 
         own = context.own
@@ -141,7 +141,7 @@ class Composer:
     def tasks(self) -> list[Task]:
         """The tasks started here, newest first."""
         with self._ctx.lock:
-            return list(reversed(self._started.values()))
+            return list(reversed(self._started.tasks()))
 
     def started(self, local_id: str) -> bool:
         """Whether the task was started here."""
@@ -151,14 +151,13 @@ class Composer:
     def paid_cost(self) -> Decimal:
         """What the tasks started here cost, leaving out earlier requests handed back."""
         with self._ctx.lock:
-            paid = [t for t in self._started.values() if t.local_id not in self._reused]
-        return sum((t.cost for t in paid if t.cost is not None), Decimal(0))
+            return self._started.paid_cost()
 
     def reused_count(self) -> int:
         """How many of the tasks shown here were handed back for an identical earlier request
         (sent before this panel asked, so not paid again)."""
         with self._ctx.lock:
-            return len(self._reused)
+            return self._started.reused_count()
 
     # -- generating -----------------------------------------------------------------------
 
@@ -253,9 +252,7 @@ class Composer:
                 if task.reused:
                     # The session handed back an identical earlier request: not paid again.
                     reused += 1
-                    if task.local_id not in self._started:
-                        self._reused.add(task.local_id)
-                self._started[task.local_id] = task
+                self._started.add(task, reused=task.reused)
                 self._options[task.local_id] = options
                 self._show(task)
         notes = [f"Started {count_of(len(tasks) - reused, 'task')}."] if len(tasks) > reused else []
