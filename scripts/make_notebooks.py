@@ -819,6 +819,22 @@ print("re-run:", s.generate_like(saved).wait(timeout=300).reused)""",
     ),
     (
         "md",
+        """## Export to share
+
+`history.export(folder, tasks)` writes a self-contained folder: `index.html`, a contact sheet
+that opens offline from the file (prompts, models, costs, ratings, tags, links along the
+lineage), the images, each carrying its recipe, and `history.csv`. `format="zip"` makes one
+zip of the same files. `nanobanana export` and `%nanobanana export` do the same.""",
+    ),
+    (
+        "code",
+        """shared = s.history.export("shared", list(found) + [folded, sailing], overwrite=True)
+print(sorted(p.name for p in shared.iterdir()))
+print(len(list((shared / "images").iterdir())), "images, each with its recipe:",
+      read_provenance(next((shared / "images").iterdir())).prompt)""",
+    ),
+    (
+        "md",
         """## When the budget says no
 
 What was spent plus what is in flight may never pass the budget. A batch is checked whole:

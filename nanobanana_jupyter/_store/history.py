@@ -247,6 +247,8 @@ class History(Sequence[TaskRecord]):
         Raises:
             ValidationError: nothing to export, an unknown format, or ``path`` is taken.
             KeyError: a task given is not in this history.
+            OSError: the disk refused a write (full, read-only, no permission); what was
+                built is removed and ``path`` is left as it was.
         """
         records = list(self) if tasks is None else self._records_among(tasks)
         return sharing.write_export(
