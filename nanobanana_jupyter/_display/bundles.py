@@ -21,7 +21,7 @@ from .annotations import annotation_text
 from .html import task_html
 from .previews import PreviewLike, previews_for, usable_previews
 from .progress import Progress
-from .words import MODEL_CHARS, PROMPT_META_CHARS, clean, shorten, task_text
+from .words import MODEL_CHARS, PROMPT_META_CHARS, clean, coarse_elapsed, shorten, task_text
 
 __all__ = ["Bundle", "batch_bundle", "record_bundle", "shown_as", "task_bundle"]
 
@@ -112,7 +112,9 @@ def record_bundle(
     previews = previews_for(record, embed=embed, side=side)
     elapsed = None
     if not record.is_terminal:
-        elapsed = max(0.0, (time.time() if now is None else now) - record.created_at)
+        elapsed = coarse_elapsed(
+            max(0.0, (time.time() if now is None else now) - record.created_at)
+        )
     return task_bundle(
         record,
         previews=previews,

@@ -17,12 +17,14 @@ refers to any more is collected; the loop then ends at its next wake.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import math
 import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,14 +39,28 @@ from nanobanana_jupyter._wire.models import TaskStatus
 from . import present
 from .bundles import batch_bundle, record_bundle, shown_as
 from .grid import grid_bundle, grid_shown
+from .words import elapsed_step
 
-__all__ = ["GRID_UPDATE_INTERVAL", "MIN_UPDATE_INTERVAL", "TICK_SECONDS", "LiveOutputs", "Ticker"]
+__all__ = [
+    "GRID_UPDATE_INTERVAL",
+    "MIN_UPDATE_INTERVAL",
+    "REFRESH_BUDGET",
+    "TICK_SECONDS",
+    "LiveOutputs",
+    "Ticker",
+]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
 # How often live cards refresh while tasks run (their elapsed time).
 TICK_SECONDS = 1.0
 MIN_UPDATE_INTERVAL = 0.25
+# Display updates per second the ticker may send for the whole session (every live card,
+# batch line and grid together). A change of a task's state is always shown at once, and
+# counts: the ticker's refreshes of elapsed times give way to it. Past the budget, the cards
+# longest without a refresh go first; an older card shows its time coarser
+# (:func:`.words.elapsed_step`), so it needs fewer refreshes.
+REFRESH_BUDGET = 20
 # A grid's table holds every cell's preview: it is redrawn at most this often while it runs
 # (changes in between are shown by the next tick), and at once when its last task ends.
 GRID_UPDATE_INTERVAL = 0.5
@@ -205,6 +221,9 @@ class _Slot:
     #: The rating, tags and note the card shows: read once when it opens, then as told
     #: by the session after each change (never read per refresh).
     annotation: Annotation | None = None
+    #: The elapsed time last shown, in its steps (``_elapsed_key``): a refresh is due when
+    #: it would show another.
+    shown_elapsed: int = -1
 
 
 @dataclass
@@ -238,6 +257,13 @@ def _shown(record: TaskRecord) -> tuple[str, int]:
     return (record.status.value, len(record.images))
 
 
+def _elapsed_key(record: TaskRecord, wall: float) -> int:
+    """Which elapsed time a running card shows at ``wall``, as a step count (it changes
+    exactly when the shown time does)."""
+    age = max(0.0, wall - record.created_at)
+    return math.floor(age / elapsed_step(age))
+
+
 def _batch_shown(tasks: Sequence[Task]) -> tuple[int, int]:
     return (sum(t.done() for t in tasks), sum(t.status is TaskStatus.SUCCESS for t in tasks))
 
@@ -257,7 +283,8 @@ class LiveOutputs:
         session: the session whose tasks are shown (its public methods only).
         show: creates an output (IPython's ``display``).
         update: replaces an output by display id (IPython's ``update_display``).
-        clock: monotonic seconds, for the per-slot throttle.
+        clock: monotonic seconds, for the per-slot throttle and the refresh budget.
+        wall: the wall clock a card's elapsed time is counted on (tests pass a fake one).
         tick_seconds: how often running cards refresh their elapsed time.
     """
 
@@ -268,12 +295,17 @@ class LiveOutputs:
         show: Show,
         update: Show,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         tick_seconds: float = TICK_SECONDS,
     ) -> None:
         self._session = session
         self._show = show
         self._update = update
         self._clock = clock
+        self._wall = wall
+        self._tick_seconds = tick_seconds
+        # When each update of the last tick's length was sent (the refresh budget's window).
+        self._sent: deque[float] = deque()
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}  # display id -> slot
         self._by_task: dict[str, list[_Slot]] = {}  # local id -> its slots
@@ -374,10 +406,14 @@ class LiveOutputs:
     def _slot_bundle(
         self, slot: _Slot, record: TaskRecord
     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        wall = self._wall()
+        if not record.is_terminal:
+            slot.shown_elapsed = _elapsed_key(record, wall)
         return record_bundle(
             record,
             embed=slot.embed,
             side=slot.side,
+            now=wall,
             reused=slot.shown_as.get("reused", False),
             pretend=slot.shown_as.get("pretend", False),
             annotation=slot.annotation,
@@ -430,6 +466,22 @@ class LiveOutputs:
         self.ticker.start()
         return display_id
 
+    def _counted(self) -> None:
+        """Note one update sent now (lock held), for the refresh budget."""
+        now = self._clock()
+        self._sent.append(now)
+        while self._sent and self._sent[0] <= now - self._tick_seconds:
+            self._sent.popleft()
+
+    def _allowance(self) -> int:
+        """How many refreshes the ticker may send now (lock held): the budget of one tick,
+        less what was sent within the last tick's length."""
+        now = self._clock()
+        while self._sent and self._sent[0] <= now - self._tick_seconds:
+            self._sent.popleft()
+        budget = max(1, round(REFRESH_BUDGET * self._tick_seconds))
+        return max(0, budget - len(self._sent))
+
     def _send_grid(self, slot: _GridSlot, *, force: bool) -> bool:
         """Redraw a grid's table (lock held); False when throttled (it is then marked for
         the next tick)."""
@@ -438,6 +490,7 @@ class LiveOutputs:
             slot.dirty = True
             return False
         slot.sent_at, slot.dirty = now, False
+        self._counted()
         try:
             self._update(grid_bundle(slot.grid), raw=True, display_id=slot.display_id)
         except Exception:  # a closed kernel channel must not break the engine
@@ -504,6 +557,7 @@ class LiveOutputs:
             self.ticker.start()
 
     def _send_batch(self, batch: _Batch) -> None:
+        self._counted()
         try:
             self._update(batch_bundle(batch.tasks), raw=True, display_id=batch.display_id)
         except Exception:  # a closed kernel channel must not break the engine
@@ -519,6 +573,7 @@ class LiveOutputs:
         if not (force or changed) and now - slot.sent_at < MIN_UPDATE_INTERVAL:
             return False
         slot.sent_at, slot.sent_status, slot.sent_rank = now, record.status.value, rank
+        self._counted()
         data, metadata = self._slot_bundle(slot, record)
         try:
             self._update(data, raw=True, metadata=metadata, display_id=slot.display_id)
@@ -529,6 +584,8 @@ class LiveOutputs:
     def _refresh_running(self, now: float) -> bool:
         """The ticker's round: refresh the running cards' elapsed time; False when none runs.
 
+        The round sends at most the session's :data:`REFRESH_BUDGET` (less the changes just
+        shown), to the cards whose shown time is out of date, the longest unrefreshed first.
         It runs on the engine loop, so it never waits for the lock: while an event is being
         shown (the delivery thread holds it), this round is skipped and the next one tries.
         """
@@ -542,10 +599,17 @@ class LiveOutputs:
                     self._send_grid(grid_slot, force=False)
             if not running:
                 return any(g.dirty or not g.grid.done() for g in grids)
-            for slot in running:
+            wall = self._wall()
+            due: list[tuple[float, int, _Slot, TaskRecord]] = []
+            for order, slot in enumerate(running):
                 task = self._session.task_for(slot.local_id)
-                if task is not None and not task.done():
-                    self._send(slot, task.record, force=False)
+                if task is None or task.done():
+                    continue
+                record = task.record
+                if _elapsed_key(record, wall) != slot.shown_elapsed:
+                    due.append((slot.sent_at, order, slot, record))
+            for _, _, slot, record in heapq.nsmallest(self._allowance(), due):
+                self._send(slot, record, force=False)
             return True
         finally:
             self._lock.release()

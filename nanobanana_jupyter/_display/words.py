@@ -37,7 +37,9 @@ __all__ = [
     "TONE_COLOURS",
     "ToneColours",
     "clean",
+    "coarse_elapsed",
     "credits_words",
+    "elapsed_step",
     "format_cost",
     "format_duration",
     "format_time",
@@ -310,6 +312,27 @@ def credits_words(
     line = f"spent {format_cost(spent, pretend=pretend)} on {plural(submitted, 'task')}"
     again = reuse_words(reuses, reused, pretend=pretend)
     return f"{line}; {again}" if again else line
+
+
+def elapsed_step(seconds: float) -> float:
+    """How finely a running task's elapsed time is shown at ``seconds``, and so how often its
+    card needs a refresh: every second in the first minute, then 10 s, 1 min, 5 min."""
+    if seconds < 60:
+        return 1.0
+    if seconds < 600:
+        return 10.0
+    if seconds < 3600:
+        return 60.0
+    return 300.0
+
+
+def coarse_elapsed(seconds: float) -> float:
+    """``seconds`` as a running card shows it: as is under a minute, then down to its
+    :func:`elapsed_step` (``1 min 10 s``, ``12 min``, ``1 h 5 min``)."""
+    if seconds < 60:
+        return seconds
+    step = elapsed_step(seconds)
+    return math.floor(seconds / step) * step
 
 
 def format_duration(seconds: float | None) -> str:

@@ -358,6 +358,12 @@ class Session:
         return self.handles.get(local_id)
 
 
+def five_seconds_in(clock: Clock) -> Any:
+    """A wall clock five seconds after ``make_record``'s tasks were created when ``clock``
+    starts, moving with it (a running card's elapsed time)."""
+    return lambda: make_record().created_at + 5.0 + (clock.now - 100.0)
+
+
 def test_live_slot_throttle_and_ticker_refresh_on_a_fake_clock() -> None:
     """Within the minimum interval a change of the same status is not sent; a new status is;
     the ticker refreshes the running card once the interval has passed."""
@@ -366,7 +372,14 @@ def test_live_slot_throttle_and_ticker_refresh_on_a_fake_clock() -> None:
     record = make_record(TaskStatus.IN_PROGRESS, paths=(), updated_at=10.0)
     task = Task(session, TaskState(record))  # type: ignore[arg-type]
     session.handles[record.local_id] = task
-    live = LiveOutputs(session, show=shown, update=shown, clock=clock, tick_seconds=0.001)  # type: ignore[arg-type]
+    live = LiveOutputs(
+        session,
+        show=shown,
+        update=shown,
+        clock=clock,
+        wall=five_seconds_in(clock),
+        tick_seconds=0.001,
+    )  # type: ignore[arg-type]
     slot = live.open(task, embed="none", side=64)
     assert shown.calls == [(slot, "in_progress")] and live.ticker.running
     same = record.replace(updated_at=11.0, polls=4)
@@ -395,7 +408,14 @@ def test_the_ticker_skips_a_round_while_an_event_is_being_shown() -> None:
     record = make_record(TaskStatus.IN_PROGRESS, paths=(), updated_at=10.0)
     task = Task(session, TaskState(record))  # type: ignore[arg-type]
     session.handles[record.local_id] = task
-    live = LiveOutputs(session, show=shown, update=shown, clock=clock, tick_seconds=0.001)  # type: ignore[arg-type]
+    live = LiveOutputs(
+        session,
+        show=shown,
+        update=shown,
+        clock=clock,
+        wall=five_seconds_in(clock),
+        tick_seconds=0.001,
+    )  # type: ignore[arg-type]
     live.open(task, embed="none", side=64)
     clock.now += 1.0
     showing = threading.Event()
