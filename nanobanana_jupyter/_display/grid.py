@@ -34,7 +34,15 @@ from .words import (
     status_label,
 )
 
-__all__ = ["GRID_THUMB_SIDE", "cell_thumb", "grid_bundle", "grid_html", "grid_shown", "grid_text"]
+__all__ = [
+    "GRID_THUMB_SIDE",
+    "cell_thumb",
+    "grid_bundle",
+    "grid_ended",
+    "grid_html",
+    "grid_shown",
+    "grid_text",
+]
 
 GRID_THUMB_SIDE = 192
 """The long side, in pixels, of a grid cell's preview."""
@@ -237,6 +245,11 @@ def grid_text(grid: Grid) -> str:
 def grid_bundle(grid: Grid, *, side: int = GRID_THUMB_SIDE) -> dict[str, Any]:
     """The grid's mimebundle: its text and its HTML (the previews are in the HTML only)."""
     return {"text/plain": grid_text(grid), "text/html": grid_html(grid, side=side)}
+
+
+def grid_ended(cells: tuple[tuple[str, int], ...]) -> bool:
+    """Whether :func:`grid_shown` says every cell's task has ended."""
+    return all(status and TaskStatus(status).is_terminal for status, _ in cells)
 
 
 def grid_shown(grid: Grid) -> tuple[tuple[str, int], ...]:

@@ -38,7 +38,7 @@ from nanobanana_jupyter._wire.models import TaskStatus
 
 from . import present
 from .bundles import batch_bundle, record_bundle, shown_as
-from .grid import grid_bundle, grid_shown
+from .grid import grid_bundle, grid_ended, grid_shown
 from .words import elapsed_step
 
 __all__ = [
@@ -515,19 +515,26 @@ class LiveOutputs:
                     slot.flushed = _shown(record)
                 if record.is_terminal and slot.flushed == _shown(record):
                     self._retire(slot)
+            # A batch line or a grid is drawn from its tasks as they are while it is drawn,
+            # and they move on meanwhile (the engine thread): what was sent counts as
+            # flushed only when nothing moved during the drawing, and the output is retired
+            # only once what was sent shows every task ended. (Retiring on ``done()`` read
+            # after the drawing lost the final state when the last task ended meanwhile.)
             for batch in list(self._batches.values()):
                 shown = _batch_shown(batch.tasks)
                 if batch.flushed != shown:
                     self._send_batch(batch)
-                    batch.flushed = shown
-                if all(t.done() for t in batch.tasks):
+                    if _batch_shown(batch.tasks) == shown:
+                        batch.flushed = shown
+                if batch.flushed == shown and shown[0] == len(batch.tasks):
                     del self._batches[batch.display_id]
             for grid_slot in list(self._grids.values()):
                 cells = grid_shown(grid_slot.grid)
                 if grid_slot.flushed != cells:
                     self._send_grid(grid_slot, force=True)
-                    grid_slot.flushed = cells
-                if grid_slot.grid.done():
+                    if grid_shown(grid_slot.grid) == cells:
+                        grid_slot.flushed = cells
+                if grid_slot.flushed == cells and grid_ended(cells):
                     del self._grids[grid_slot.display_id]
 
     def _retire(self, slot: _Slot) -> None:

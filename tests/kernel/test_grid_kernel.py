@@ -2,7 +2,9 @@
 ``---``-separated prompts is one output, updated in place until it ends with four
 previews and a total; saved headless with nbclient, the notebook keeps that final table as
 static HTML (no widget JavaScript). Each case runs three times: the table races the engine
-thread that starts and finishes the cells.
+thread that starts and finishes the cells (the flush after a wait once retired the table
+while its last cell ended, so the final table was never sent from the cell's thread; see
+tests/unit/test_grid.py).
 """
 
 from __future__ import annotations
@@ -32,13 +34,6 @@ def _is_final_table(html: str) -> bool:
     )
 
 
-@pytest.mark.xfail(
-    reason="KNOWN BUG, not fixed: about one run in nine the last update by send time is an "
-    "earlier table; the same race as the headless save below (updates from the engine and "
-    "event threads reach IOPub after the cell thread's final one). See the closing note of "
-    "2026-12-03.",
-    strict=False,
-)
 @pytest.mark.parametrize("run", range(3))
 def test_a_grid_cell_is_one_output_updated_in_place_to_its_final_table(
     kernel: Kernel, run: int
@@ -76,13 +71,6 @@ def test_a_grid_cell_is_one_output_updated_in_place_to_its_final_table(
     assert not any(t in m["content"].get("data", {}) for m in updates for t in WIDGET_TYPES)
 
 
-@pytest.mark.xfail(
-    reason="KNOWN BUG, not fixed: in about one run of three nbclient saves a grid cell with an "
-    "earlier table (e.g. '3/4 done') although the magic's flush after --wait sends the final "
-    "one from the cell's thread (seen in a debug log); a settle delay for updates from other "
-    "threads did not cure it. See the closing note of 2026-12-03.",
-    strict=False,
-)
 @pytest.mark.parametrize("run", range(3))
 def test_a_saved_headless_notebook_keeps_the_final_grid_table(
     slow_sandbox: Sandbox, tmp_path: Path, run: int

@@ -312,3 +312,48 @@ def test_a_live_grid_is_one_output_updated_in_place_and_flushed_when_done() -> N
     live.flush()
     assert live.grids == 0
     live.close()
+
+
+def test_a_cell_ending_while_the_flush_draws_the_table_does_not_retire_it_stale() -> None:
+    """The race behind the saved notebooks that kept "3/4 done": the flush after a wait drew
+    the table, the last cell ended while it drew (on the engine thread), and the flush then
+    saw the grid done and retired the table, so the final one was never sent from the
+    cell's thread. The flush retires a table only once it has sent a table drawn from the
+    final state."""
+    import nanobanana_jupyter._display.live as live_module
+
+    fake = FakeSession()
+    sends = Sends()
+    plan = plan_grid(prompt=["a", "b"])
+    grid = hand_grid(plan, [TaskStatus.IN_PROGRESS] * 2, owner=fake)
+    for task in grid.tasks:
+        fake._handles[task.local_id] = task
+    live = live_outputs(fake, sends)
+    shown: list[str] = []
+
+    def record(data: Any, **kwargs: Any) -> None:
+        shown.append(data["text/plain"])
+
+    live._show = live._update = record
+    live.open_grid(grid)
+    first, second = grid.tasks
+    real_bundle = live_module.grid_bundle
+    ended = second.record.replace(status=TaskStatus.SUCCESS, updated_at=2e9)
+
+    def drawn_while_the_cell_ends(g: Grid) -> Any:
+        bundle = real_bundle(g)  # drawn from "1/2 done" ...
+        if second.record.status is not TaskStatus.SUCCESS:
+            second._state.update(ended)  # ... and the cell ends before the flush looks again
+        return bundle
+
+    live_module.grid_bundle = drawn_while_the_cell_ends  # type: ignore[assignment]
+    try:
+        first._state.update(first.record.replace(status=TaskStatus.SUCCESS, updated_at=2e9))
+        live.flush()
+    finally:
+        live_module.grid_bundle = real_bundle  # type: ignore[assignment]
+    assert "so far" in shown[-1]  # what that flush sent: drawn before the end
+    assert live.grids == 1  # kept: its final table was not sent yet
+    live.flush()  # the next flush (the next wait's, or the magic's own) sends it
+    assert "so far" not in shown[-1] and live.grids == 0
+    live.close()
