@@ -507,3 +507,41 @@ def test_a_running_ticker_does_not_keep_a_dropped_session_alive() -> None:
     assert gone() is None
     runner.run_all()
     assert len(shown.calls) == 1  # only the card's first state
+
+
+def test_a_batch_line_is_not_retired_on_a_state_it_did_not_send() -> None:
+    """The flush draws a batch line; its last task ends while it draws (the engine thread):
+    the line is kept until a flush has sent it with every task ended."""
+    import nanobanana_jupyter._display.live as live_module
+
+    clock, runner, shown = Clock(), Runner(), Shown()
+    session = Session(runner)
+    tasks = []
+    for i in range(2):
+        record = make_record(TaskStatus.IN_PROGRESS, paths=(), local_id=f"loc-{i}")
+        tasks.append(Task(session, TaskState(record)))  # type: ignore[arg-type]
+        session.handles[record.local_id] = tasks[-1]
+    live = LiveOutputs(session, show=shown, update=shown, clock=clock, wall=five_seconds_in(clock))  # type: ignore[arg-type]
+    texts: list[str] = []
+    real_bundle = live_module.batch_bundle
+
+    def drawn_while_the_last_ends(batch: Any) -> Any:
+        bundle = real_bundle(batch)
+        texts.append(str(bundle["text/plain"]))
+        last = tasks[1]
+        if not last.done():
+            last._state.update(last.record.replace(status=TaskStatus.SUCCESS, updated_at=2e9))
+        return bundle
+
+    live.open_batch(tasks)
+    tasks[0]._state.update(tasks[0].record.replace(status=TaskStatus.SUCCESS, updated_at=2e9))
+    live_module.batch_bundle = drawn_while_the_last_ends  # type: ignore[assignment]
+    try:
+        live.flush()
+        assert live.batches == 1  # what it sent said 1 of 2: kept
+        live.flush()
+    finally:
+        live_module.batch_bundle = real_bundle  # type: ignore[assignment]
+    assert live.batches == 0 and len(texts) == 2 and texts[0] != texts[1]
+    live.close()
+    runner.run_all()
