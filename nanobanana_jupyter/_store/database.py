@@ -10,6 +10,11 @@
   (never deleted) and a fresh store is created, with a :class:`StoreRecoveredWarning` saying
   where the old file went. Any other failure (locked, read-only, cannot open) raises
   :class:`ConfigurationError` and leaves the file where it is.
+* The full integrity check (``PRAGMA quick_check``, and the prompt index counted against
+  the tasks) reads the whole file, so it runs only when :mod:`.shutdown` says the file may
+  be damaged: after a crash, a change from outside, damage met in use, or a week without
+  one. Otherwise the file is opened as the last clean close left it; damage met while
+  opening it still sends it through the check and the recovery.
 
 Standard library only.
 """
@@ -26,6 +31,8 @@ from pathlib import Path
 
 from nanobanana_jupyter._wire.errors import ConfigurationError
 
+from .shutdown import Opening
+
 __all__ = [
     "BUSY_TIMEOUT",
     "PROMPT_INDEX",
@@ -34,6 +41,7 @@ __all__ = [
     "StoreWarning",
     "fts5_available",
     "has_prompt_index",
+    "is_damage",
     "open_database",
     "rollback_quietly",
 ]
@@ -178,9 +186,13 @@ def _add_annotations(conn: sqlite3.Connection) -> None:
 
 
 def _check_prompt_index(conn: sqlite3.Connection) -> None:
-    """Rebuild the index if it lost step with ``tasks`` (a few ms on 100,000 tasks)."""
+    """Rebuild the index if it lost step with ``tasks`` (well under a ms on 100,000 tasks).
+
+    The indexed prompts are counted in FTS5's ``_docsize`` shadow table, one row per
+    indexed prompt: ``count(*)`` on the index itself reads every prompt (65 ms there).
+    """
     (tasks,) = conn.execute("SELECT count(*) FROM tasks").fetchone()
-    (indexed,) = conn.execute("SELECT count(*) FROM prompt_index").fetchone()
+    (indexed,) = conn.execute(_COUNT_INDEXED if _has_docsize(conn) else _COUNT_SCAN).fetchone()
     last = conn.execute(
         "SELECT t.local_id IS f.local_id FROM tasks t LEFT JOIN prompt_index f "
         "ON f.rowid = t.rowid WHERE t.rowid = (SELECT max(rowid) FROM tasks)"
@@ -188,6 +200,18 @@ def _check_prompt_index(conn: sqlite3.Connection) -> None:
     if tasks != indexed or (last is not None and not last[0]):
         conn.execute("DELETE FROM prompt_index")
         conn.execute(_FTS_BACKFILL)
+
+
+_COUNT_INDEXED = f"SELECT count(*) FROM {PROMPT_INDEX}_docsize"  # noqa: S608 - a constant
+_COUNT_SCAN = f"SELECT count(*) FROM {PROMPT_INDEX}"  # noqa: S608 - a constant
+
+
+def _has_docsize(conn: sqlite3.Connection) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+        (f"{PROMPT_INDEX}_docsize",),
+    ).fetchone()
+    return row is not None
 
 
 def has_prompt_index(conn: sqlite3.Connection) -> bool:
@@ -221,12 +245,16 @@ class StoreRecoveredWarning(StoreWarning):
         self.reason = reason
 
 
-def open_database(path: Path, clock: Callable[[], float]) -> tuple[sqlite3.Connection, str]:
-    """Open (creating, migrating or replacing) the store at ``path``: ``(connection, mode)``.
+def open_database(
+    path: Path, clock: Callable[[], float]
+) -> tuple[sqlite3.Connection, str, Opening]:
+    """Open (creating, migrating or replacing) the store at ``path``.
 
-    ``mode`` is the journal mode: ``"wal"``, or the rollback journal used when WAL is
-    impossible. ``clock`` (epoch seconds) stamps the name of a file moved aside. Warnings
-    point at the caller of ``Store(...)``, which calls this directly.
+    Returns ``(connection, mode, opening)``: ``mode`` is the journal mode, ``"wal"`` or the
+    rollback journal used when WAL is impossible; ``opening`` is this store's part in the
+    clean-shutdown bookkeeping (:mod:`.shutdown`), which the store ends when it closes.
+    ``clock`` (epoch seconds) stamps the name of a file moved aside and the time of a full
+    check. Warnings point at the caller of ``Store(...)``, which calls this directly.
 
     Raises:
         ConfigurationError: the store cannot be created or written (read-only directory or
@@ -239,12 +267,49 @@ def open_database(path: Path, clock: Callable[[], float]) -> tuple[sqlite3.Conne
             f"cannot create the directory for the history store {path}: {exc}. "
             "Set NANOBANANA_DATA_DIR to a writable directory."
         ) from exc
-    problem = _diagnose(path)
-    if problem is not None:
-        _move_aside(path, clock, *problem)
+    opening = Opening.begin(path, clock)
+    try:
+        if opening.reason is None:
+            opened = _open_unchecked(path)
+            if opened is not None:
+                return (*opened, opening)
+        problem = _diagnose(path)
+        if problem is not None:
+            _move_aside(path, clock, *problem)
+        conn = _connect(path)
+        try:
+            mode = _prepare(conn, path, verify=True)
+        except BaseException:
+            conn.close()
+            raise
+    except BaseException:
+        opening.end(clean=False)
+        raise
+    opening.checked()
+    return conn, mode, opening
+
+
+class _NeedsCheck(Exception):
+    """The file, opened without the full check, turned out to need it."""
+
+
+def _open_unchecked(path: Path) -> tuple[sqlite3.Connection, str] | None:
+    """Open a file believed to be as its last clean close left it; ``None`` if it is not.
+
+    Damage met on the way (or a schema version other than this release's) closes the
+    connection and returns ``None``: the caller then runs the full check and recovery.
+    """
     conn = _connect(path)
     try:
-        mode = _prepare(conn, path)
+        mode = _prepare(conn, path, verify=False)
+    except _NeedsCheck:
+        conn.close()
+        return None
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if is_damage(exc):
+            return None
+        raise _unwritable(path, exc) from exc
     except BaseException:
         conn.close()
         raise
@@ -306,7 +371,7 @@ def _diagnose(path: Path) -> tuple[str, str] | None:
                 f"it was written by a newer release (schema version {version}; this "
                 f"release knows up to {SCHEMA_VERSION})",
             )
-        check = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        check = integrity_problems(conn)
         if check != ["ok"]:
             return "corrupt", "it failed SQLite's integrity check: " + "; ".join(check[:3])
         if version == 0:
@@ -324,7 +389,7 @@ def _diagnose(path: Path) -> tuple[str, str] | None:
                     f"(tables: {', '.join(sorted(tables)[:5])})",
                 )
     except sqlite3.DatabaseError as exc:
-        if _is_damage(exc):
+        if is_damage(exc):
             return "corrupt", f"SQLite cannot read it ({exc})"
         raise _unwritable(path, exc) from exc
     finally:
@@ -332,14 +397,31 @@ def _diagnose(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def _prepare(conn: sqlite3.Connection, path: Path) -> str:
-    """Journal mode, schema and text search for a healthy (or new) file; the journal mode."""
-    mode = _set_journal_mode(conn, path)
+def integrity_problems(conn: sqlite3.Connection) -> list[str]:
+    """``PRAGMA quick_check``: ``["ok"]``, or what is wrong. Reads every page of the file."""
+    return [row[0] for row in conn.execute("PRAGMA quick_check")]
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, *, verify: bool) -> str:
+    """Journal mode, schema and text search for a healthy (or new) file; the journal mode.
+
+    ``verify=False`` (a file not checked at this open) raises :class:`_NeedsCheck` for a
+    file whose schema version is not this release's, and lets SQLite's damage errors out.
+    """
+    if not verify:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise _NeedsCheck
+    # The warning points at the caller of Store(): one frame deeper without the check.
+    mode = _set_journal_mode(conn, path, stacklevel=5 if verify else 6)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.create_function("nb_icontains", 2, _icontains, deterministic=True)
-    # One transaction, so racing kernels create the schema once. It always rewrites
-    # user_version, which makes it the probe that the file really can be written: a
-    # read-only file or directory fails here, at open, not on the first task.
+    # One transaction, so racing kernels create the schema once. With the full check it
+    # rewrites user_version, which makes it the probe that the file really can be written:
+    # a read-only file or directory fails here, at open, not on the first task. Without the
+    # check that write is left out (it is most of the cost of such an open): the file is
+    # as a clean close left it (a chmod would have changed it) or another store has it
+    # open, and the markers beside it were just written, so its directory is writable.
     try:
         conn.execute("BEGIN IMMEDIATE")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -353,10 +435,13 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> str:
             conn.execute(statement)
         _add_missing_columns(conn)
         _add_annotations(conn)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if verify:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         rollback_quietly(conn)
+        if not verify and isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+            raise
         raise _unwritable(path, exc) from exc
     except BaseException:
         rollback_quietly(conn)
@@ -364,7 +449,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> str:
     return mode
 
 
-def _set_journal_mode(conn: sqlite3.Connection, path: Path) -> str:
+def _set_journal_mode(conn: sqlite3.Connection, path: Path, *, stacklevel: int) -> str:
     try:
         mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
     except sqlite3.OperationalError as exc:
@@ -387,7 +472,8 @@ def _set_journal_mode(conn: sqlite3.Connection, path: Path) -> str:
             f"using the {mode} rollback journal instead. Several kernels sharing this "
             "store will wait on each other more. Keep the store on a local, writable disk."
         ),
-        stacklevel=5,  # _set_journal_mode, _prepare, open_database, Store(), its caller
+        # _set_journal_mode, _prepare, [_open_unchecked,] open_database, Store(), its caller
+        stacklevel=stacklevel,
     )
     return mode
 
@@ -423,7 +509,7 @@ def _move_aside(path: Path, clock: Callable[[], float], kind: str, reason: str) 
     )
 
 
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
     """True for "damaged / not a database"; False for locked, read-only, cannot open..."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
     if isinstance(code, int):

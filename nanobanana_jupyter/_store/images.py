@@ -5,10 +5,13 @@ Result URLs expire, so every image is saved the moment a task succeeds (design.m
 twice is one file) and lets a history row point at a file that can never change under it.
 
 Writes are atomic and durable (research/reliability.md section 5): the bytes go to a
-temporary file in the target directory, which is flushed and fsynced, renamed over the final
-name with :func:`os.replace`, and then the directory is fsynced. A crash leaves either the
-complete file or none, plus at worst a ``.tmp-`` file that :meth:`ImageStore.cleanup_temp`
-removes at the next start.
+temporary file in the store's folder of temporary files (``root/.incoming``), which is
+flushed and fsynced, renamed over the final name with :func:`os.replace`, and then the
+target directory is fsynced. A crash leaves either the complete file or none, plus at worst
+a ``.tmp-`` file in that one folder, which every start clears of orphans: a look at one
+small folder, not a walk of every image. (Releases before that folder put their temporary
+files beside the targets; the first start that makes the folder sweeps the whole store
+once for theirs, and :meth:`ImageStore.cleanup_temp` sweeps it whole on demand.)
 
 Every image is checked (:mod:`.decoding`: a raster type, decoded fully within a pixel
 budget) before it reaches the disk.
@@ -32,10 +35,13 @@ from nanobanana_jupyter._wire.models import sniff_image_type
 from .decoding import PREVIEW_QUALITY, decode_as, encode_preview
 from .records import ImageRecord
 
-__all__ = ["ORPHAN_AGE", "TEMP_PREFIX", "ImageStore", "IncomingImage"]
+__all__ = ["ORPHAN_AGE", "TEMP_DIR", "TEMP_PREFIX", "ImageStore", "IncomingImage"]
 
 TEMP_PREFIX = ".tmp-"
 """Every temporary file starts with this, so orphans from a crash can be found."""
+
+TEMP_DIR = ".incoming"
+"""The folder (under the store's root) that holds every temporary file while it is written."""
 
 ORPHAN_AGE = 600.0
 """Seconds before a temporary file counts as orphaned.
@@ -76,8 +82,14 @@ class ImageStore:
         self.thumb_side = thumb_side
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.cleanup_temp()
+        self._temp = self.root / TEMP_DIR
+        if self._temp.is_dir():
+            _clear_orphans(self._temp)
+        else:
+            # Made by this release: temporary files of an older one may lie anywhere.
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.cleanup_temp()
+            self._temp.mkdir(exist_ok=True)
 
     def put(self, data: bytes, *, url: str | None = None) -> ImageRecord:
         """Check, store and thumbnail one image; return its record.
@@ -103,7 +115,12 @@ class ImageStore:
         image = decode_as(data, media_type, self.max_pixels)
         digest = hashlib.sha256(data).hexdigest()
         return self._keep(
-            digest, media_type, image, len(data), url, lambda path: _atomic_write(path, data)
+            digest,
+            media_type,
+            image,
+            len(data),
+            url,
+            lambda path: _atomic_write(path, data, temp_dir=self._temp),
         )
 
     def incoming(self) -> IncomingImage:
@@ -111,7 +128,8 @@ class ImageStore:
 
         Use it as a context manager: whatever was not stored is removed on exit.
         """
-        return IncomingImage(self.root, self.max_bytes)
+        self._temp.mkdir(parents=True, exist_ok=True)  # in case it was removed by hand
+        return IncomingImage(self._temp, self.max_bytes)
 
     def put_incoming(self, incoming: IncomingImage, *, url: str | None = None) -> ImageRecord:
         """Check, store and thumbnail an image streamed into ``incoming``; return its record.
@@ -152,7 +170,7 @@ class ImageStore:
         thumb = self.root / "thumbs" / digest[:2] / f"{digest}-{self.thumb_side}.jpg"
         if not _is_file_of_size(thumb, None):
             preview = encode_preview(image, self.thumb_side, "JPEG", PREVIEW_QUALITY)
-            _atomic_write(thumb, preview, durable=False)
+            _atomic_write(thumb, preview, durable=False, temp_dir=self._temp)
         return ImageRecord(
             sha256=digest,
             path=str(path),
@@ -190,22 +208,14 @@ class ImageStore:
     def cleanup_temp(self, *, min_age: float = ORPHAN_AGE) -> int:
         """Remove temporary files older than ``min_age`` seconds left by a crash; count them.
 
-        Younger ones may belong to a write in progress in another kernel and are kept.
+        Younger ones may belong to a write in progress in another kernel and are kept. This
+        walks the whole store (every image), wherever a release put its temporary files; a
+        start only clears the folder of temporary files.
         """
-        removed = 0
-        cutoff = time.time() - min_age
-        for directory, _dirs, files in os.walk(self.root):
-            for name in files:
-                if not name.startswith(TEMP_PREFIX):
-                    continue
-                path = os.path.join(directory, name)
-                try:
-                    if os.stat(path).st_mtime <= cutoff:
-                        os.unlink(path)
-                        removed += 1
-                except FileNotFoundError:
-                    pass  # another process cleaned it up first
-        return removed
+        return sum(
+            _clear_orphans(Path(directory), names, min_age=min_age)
+            for directory, _dirs, names in os.walk(self.root)
+        )
 
     def __repr__(self) -> str:
         return f"<ImageStore {str(self.root)!r}>"
@@ -290,6 +300,30 @@ class IncomingImage:
         self.discard()
 
 
+def _clear_orphans(
+    directory: Path, names: list[str] | None = None, *, min_age: float = ORPHAN_AGE
+) -> int:
+    """Remove the temporary files in one folder older than ``min_age``; count them."""
+    if names is None:
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return 0
+    removed = 0
+    cutoff = time.time() - min_age
+    for name in names:
+        if not name.startswith(TEMP_PREFIX):
+            continue
+        path = directory / name
+        try:
+            if path.stat().st_mtime <= cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass  # another process cleaned it up first
+    return removed
+
+
 # -- durable files -----------------------------------------------------------------------
 
 
@@ -310,8 +344,13 @@ def _write_and_sync(file: IO[bytes], data: bytes, sync: bool = True) -> None:
         os.fsync(file.fileno())
 
 
-def _atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def _atomic_write(
+    path: Path, data: bytes, *, durable: bool = True, temp_dir: Path | None = None
+) -> None:
     """Make ``path`` hold ``data`` completely or not at all, durably unless told otherwise.
+
+    The bytes are written to a temporary file in ``temp_dir`` (on the same file system;
+    the target's own directory by default) and renamed into place.
 
     ``durable=False`` (for thumbnails, which are made again from the image) skips the two
     fsyncs: the rename is still atomic, and a process crash loses nothing; only a power cut
@@ -327,7 +366,9 @@ def _atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     if created and durable:
         # A new directory entry is only durable once its parent is synced too.
         _fsync_dir(directory.parent)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+    if temp_dir is not None:
+        temp_dir.mkdir(parents=True, exist_ok=True)  # in case it was removed by hand
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=temp_dir or directory)
     try:
         file = os.fdopen(fd, "wb")
     except BaseException:

@@ -12,12 +12,15 @@ Why SQLite, and how it is used (research/reliability.md section 5):
   late or stale write never downgrades a finished task (:meth:`Store.update`).
 * Leases (owner, expiry) make sure two kernels never poll the same task; a crashed owner's
   leases and rows are recognised (:mod:`.owners`).
+* A store that closes (explicitly, or at interpreter exit) lets the next open skip the full
+  integrity check (:mod:`.shutdown`); damage met in use gets the file checked at the next.
 
 Standard library only.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -27,6 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -38,7 +42,7 @@ from nanobanana_jupyter._wire.models import TaskStatus
 
 from . import annotations as _notes
 from .annotations import Annotation
-from .database import has_prompt_index, open_database, rollback_quietly
+from .database import has_prompt_index, is_damage, open_database, rollback_quietly
 from .owners import owner_process_gone, writer_alive, writer_closed, writer_id, writer_opened
 from .records import TaskRecord
 from .rows import (
@@ -54,6 +58,7 @@ from .rows import (
     where_clause,
 )
 from .search import RatingFilter, count_matches, search_clauses
+from .shutdown import mark_suspect
 from .transitions import ACTIVE, IN_FLIGHT, RECOVERED_AS, RESUMABLE, UNFINISHED, merge_update
 
 __all__ = ["Store"]
@@ -104,6 +109,8 @@ class Store:
         opened = open_database(self.path, clock)
         self._conn: sqlite3.Connection | None = opened[0]
         self.journal_mode = opened[1]
+        self._opening = opened[2]
+        _OPEN.add(self)
         self.full_text = has_prompt_index(opened[0])
         writer_opened(self._token)
         try:
@@ -125,7 +132,7 @@ class Store:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction, taken at once so it never deadlocks on upgrade."""
-        with self._lock:
+        with self._lock, self._noting_damage():
             conn = self._db()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -137,8 +144,18 @@ class Store:
                 raise
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+        with self._lock, self._noting_damage():
             return self._db().execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def _noting_damage(self) -> Iterator[None]:
+        """Damage met in use is told to the next open, which checks the whole file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                mark_suspect(self.path, str(exc))
+            raise
 
     # -- records ----------------------------------------------------------------------
 
@@ -689,8 +706,11 @@ class Store:
         with self._lock:
             conn, self._conn = self._conn, None
             writer_closed(self._token)
+            _OPEN.discard(self)
             if conn is not None:
                 conn.close()
+                # After the connection: SQLite has checkpointed and removed the WAL.
+                self._opening.end()
 
     def __enter__(self) -> Store:
         return self
@@ -701,6 +721,24 @@ class Store:
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else self.journal_mode
         return f"<Store {str(self.path)!r} ({state})>"
+
+
+# Stores open in this process, closed at interpreter exit so that the next open finds a
+# clean close (and the WAL checkpointed). Registered when this module is imported, before
+# the engine's exit hook (the core imports the store first), so it runs after the engine
+# has stopped the sessions, which still release their leases through their store.
+_OPEN: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    for store in list(_OPEN):
+        # A forked child leaves its parent's stores alone (this module's own class).
+        if store._pid == os.getpid():  # noqa: SLF001
+            with contextlib.suppress(Exception):
+                store.close()
+
+
+atexit.register(_close_at_exit)
 
 
 def _next_string(prefix: str) -> str | None:

@@ -25,13 +25,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from nanobanana_jupyter._store.database import StoreWarning
+from nanobanana_jupyter._store.database import StoreRecoveredWarning, StoreWarning
 from nanobanana_jupyter._store.images import ORPHAN_AGE, TEMP_PREFIX, ImageStore
 from nanobanana_jupyter._store.owners import new_lease_owner
 from nanobanana_jupyter._store.store import Store
 from nanobanana_jupyter._wire.models import TaskStatus
 from tests.unit.test_images import files_under, png
-from tests.unit.test_store import FakeClock, rec
+from tests.unit.test_store import FakeClock, aside_files, rec
+from tests.unit.test_store_opening import Traced, damage_pages, trace_store_sql
 
 S = TaskStatus
 WORKER = Path(__file__).resolve().parents[1] / "helpers" / "store_worker.py"
@@ -299,10 +300,12 @@ def test_wal_store_in_a_directory_made_read_only_is_refused_not_moved(
     with Store(db) as store:
         store.insert(rec("a"))
     before = db.read_bytes()
+    names = sorted(p.name for p in read_only_dir.iterdir())
+    assert "history.sqlite3" in names and not [n for n in names if n.endswith("-wal")]
     read_only_dir.chmod(0o555)
     result = run_without_write_permission("open", str(db))
     assert result["outcome"] == "ConfigurationError"
-    assert sorted(p.name for p in read_only_dir.iterdir()) == ["history.sqlite3"]
+    assert sorted(p.name for p in read_only_dir.iterdir()) == names  # nothing moved or made
     assert db.read_bytes() == before
 
 
@@ -346,3 +349,82 @@ def test_read_only_file_gives_a_clear_error(db: Path) -> None:
         db.chmod(0o644)
     assert result["outcome"] == "ConfigurationError"
     assert "history.sqlite3" in result["message"]
+
+
+# -- issue 18: the full check after a crash, not at every open -------------------------
+
+
+HOLD_THEN_DIE = """
+import os, signal, sys
+from pathlib import Path
+from nanobanana_jupyter._store.store import Store
+from tests.unit.test_store import rec
+
+store = Store(Path(sys.argv[1]))
+store.insert_many(rec(f"k{i}", prompt="p" * 200) for i in range(300))
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+# "exit": the interpreter ends without store.close()
+"""
+
+
+@pytest.fixture
+def traced(monkeypatch: pytest.MonkeyPatch) -> Traced:
+    return trace_store_sql(monkeypatch)
+
+
+def run_holder(db: Path, how: str) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", HOLD_THEN_DIE, str(db), how],
+        capture_output=True,
+        cwd=str(Path(__file__).resolve().parents[2]),
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode
+
+
+def test_a_store_left_open_by_a_killed_process_is_checked_at_the_next_open_only(
+    db: Path, traced: Traced
+) -> None:
+    """An unclean shutdown (SIGKILL with the store open) gets one full check, then none."""
+    with Store(db):
+        pass
+    assert run_holder(db, "kill") == -signal.SIGKILL
+    traced.clear()
+    with Store(db) as store:
+        assert store.count() == 300
+    assert traced.full_checks() == 1
+    with Store(db):
+        pass
+    assert traced.full_checks() == 1
+
+
+def test_a_file_damaged_after_a_crash_is_still_moved_aside(db: Path, traced: Traced) -> None:
+    """D5 after a crash: the check that the crash triggers finds the damage and recovers."""
+    with Store(db):
+        pass
+    assert run_holder(db, "kill") == -signal.SIGKILL
+    conn = sqlite3.connect(db)  # fold the killed writer's WAL in, as a later reader would
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    damaged = damage_pages(db)
+    with pytest.warns(StoreRecoveredWarning), Store(db) as fresh:
+        assert fresh.count() == 0
+    assert traced.full_checks() == 1
+    (moved,) = aside_files(db, "corrupt")
+    assert moved.read_bytes() == damaged
+
+
+def test_a_process_that_exits_without_closing_leaves_a_clean_store(
+    db: Path, traced: Traced
+) -> None:
+    """Interpreter exit closes the stores still open: the next open needs no full check."""
+    with Store(db):
+        pass
+    assert run_holder(db, "exit") == 0
+    assert not Path(f"{db}-wal").exists()
+    traced.clear()
+    with Store(db) as store:
+        assert store.count() == 300
+    assert traced.full_checks() == 0

@@ -212,8 +212,9 @@ def test_error_is_capped_and_redacted(store: Store, sentinel_key: str, db: Path)
     assert len(got.error) <= MAX_ERROR_CHARS
     assert sentinel_key not in got.error
     store.close()
-    for path in db.parent.iterdir():
-        assert sentinel_key.encode() not in path.read_bytes()
+    for path in db.parent.rglob("*"):
+        if path.is_file():
+            assert sentinel_key.encode() not in path.read_bytes()
 
 
 def test_schema_version_and_wal_mode(store: Store, db: Path) -> None:
