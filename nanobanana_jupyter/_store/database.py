@@ -26,6 +26,8 @@ from pathlib import Path
 
 from nanobanana_jupyter._wire.errors import ConfigurationError
 
+from .totals import add_view_totals
+
 __all__ = [
     "BUSY_TIMEOUT",
     "PROMPT_INDEX",
@@ -353,6 +355,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> str:
             conn.execute(statement)
         _add_missing_columns(conn)
         _add_annotations(conn)
+        add_view_totals(conn)  # the views' totals (issue 18), built once for an old file
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
