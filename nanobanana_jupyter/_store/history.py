@@ -369,8 +369,8 @@ class History(Sequence[TaskRecord]):
             raise ImportError(
                 "History.to_pandas() needs pandas: pip install 'nanobanana-jupyter[pandas]'"
             ) from None
-        rows, notes = self._rows(text, tags, model, status, rating, since, until, limit)
         with _frame.paused_gc():
+            rows, notes = self._rows(text, tags, model, status, rating, since, until, limit)
             # The rows go to pandas as they are (as read_sql does); only the columns a
             # record would change are worked out again, each as one list.
             frame = pd.DataFrame.from_records(rows, columns=list(RECORD_COLUMNS))
@@ -413,8 +413,8 @@ class History(Sequence[TaskRecord]):
             pl: Any = importlib.import_module("polars")
         except ImportError:
             raise ImportError("History.to_polars() needs polars: pip install polars") from None
-        rows, notes = self._rows(text, tags, model, status, rating, since, until, limit)
         with _frame.paused_gc():
+            rows, notes = self._rows(text, tags, model, status, rating, since, until, limit)
             data = _frame.columns(rows, notes)
         schema = {
             name: pl.List(pl.Utf8)
@@ -449,7 +449,7 @@ class History(Sequence[TaskRecord]):
         until: float | dt.datetime | dt.date | None,
         limit: int | None,
     ) -> tuple[list[tuple[Any, ...]], dict[str, Annotation]]:
-        """The matching tasks' rows (:data:`.frame.SELECT_COLUMNS`) and annotations."""
+        """The matching tasks' rows (:func:`.frame.select_columns`) and annotations."""
         filters = dict(self._filters)
         for name, value in (
             ("status", status),
@@ -461,7 +461,7 @@ class History(Sequence[TaskRecord]):
                 filters[name] = value
         substring = filters.pop("text", None)
         rows = self._store.select_rows(
-            _frame.SELECT_COLUMNS,
+            _frame.select_columns,
             text,
             tags=tags,
             rating=rating,

@@ -758,7 +758,7 @@ class Store:
 
     def select_rows(
         self,
-        columns: str,
+        columns: str | Callable[[sqlite3.Connection], str],
         text: str | None = None,
         *,
         tags: str | Iterable[str] | None = None,
@@ -771,7 +771,7 @@ class Store:
         substring: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Plain rows of ``columns`` (an SQL select list over ``tasks``, from the caller's
-        own constants) for the tasks matching everything given, oldest first; ``limit``:
+        own constants, or a function of the connection giving one) for the tasks matching everything given, oldest first; ``limit``:
         only the newest that many. Filters as in :meth:`search` (none: every task). For
         bulk readers (``History.to_pandas()``), which need no records.
 
@@ -790,6 +790,8 @@ class Store:
             conn = self._db()
             count_matches(conn, clauses, params)
             where = " WHERE " + " AND ".join(clauses) if clauses else ""
+            if callable(columns):
+                columns = columns(conn)
             if limit is None:
                 sql = f"SELECT {columns} FROM tasks{where} ORDER BY {order}"  # noqa: S608
             else:
