@@ -771,9 +771,10 @@ class Store:
         substring: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Plain rows of ``columns`` (an SQL select list over ``tasks``, from the caller's
-        own constants, or a function of the connection giving one) for the tasks matching everything given, oldest first; ``limit``:
-        only the newest that many. Filters as in :meth:`search` (none: every task). For
-        bulk readers (``History.to_pandas()``), which need no records.
+        own constants, or a function of the connection giving one) for the tasks matching
+        everything given, oldest first; ``limit``: only the newest that many. Filters as in
+        :meth:`search` (none: every task). For bulk readers (``History.to_pandas()``),
+        which need no records.
 
         Raises:
             ValidationError: a bad tag or rating; ValueError: a negative ``limit``.
