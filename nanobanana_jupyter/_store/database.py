@@ -32,6 +32,7 @@ from pathlib import Path
 from nanobanana_jupyter._wire.errors import ConfigurationError
 
 from .shutdown import Opening
+from .totals import add_view_totals
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -435,6 +436,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, *, verify: bool) -> str:
             conn.execute(statement)
         _add_missing_columns(conn)
         _add_annotations(conn)
+        add_view_totals(conn)  # the views' totals (issue 18), built once for an old file
         if verify:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")

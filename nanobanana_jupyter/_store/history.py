@@ -1,12 +1,16 @@
 """The session history: a list-like, filterable view of the task store.
 
-It reads from SQLite page by page, so a history of 50,000 tasks is as quick to show as one
-of five. pandas is imported only by :meth:`History.to_pandas`.
+It reads from SQLite page by page, entering the creation-time index where a page starts
+(keyset paging), and its count and costs come from totals the store keeps (:mod:`.totals`),
+so showing a history of 100,000 tasks costs what the page shows. pandas is imported only by
+:meth:`History.to_pandas`, polars only by :meth:`History.to_polars`; both are built from
+columns read in bulk (:mod:`.frame`), never from one record per row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any, overload
 from nanobanana_jupyter._wire.credits import normalize_credits
 from nanobanana_jupyter._wire.models import TaskStatus
 
+from . import frame as _frame
 from . import lineage as _lineage
 from . import presenter, sharing
 from .annotations import Annotation
@@ -34,6 +39,25 @@ ANNOTATION_COLUMNS = ("rating", "tags", "note")
 
 _PAGE = 500
 HTML_ROWS = 20
+
+
+_LIST_COLUMNS = ("references", "result_urls", "paths", "texts", "tags")
+_FLOAT_COLUMNS = (*_frame.TIME_COLUMNS, "duration", "consumed")
+_INT_COLUMNS = ("polls", "reuses", "rating")
+
+
+def _key(task: object) -> tuple[float, str] | None:
+    """``(created_at, local_id)`` of a task or record (a key is returned as it is)."""
+    if task is None:
+        return None
+    if isinstance(task, tuple) and len(task) == 2:
+        return float(task[0]), str(task[1])
+    record = getattr(task, "record", task)
+    if isinstance(record, TaskRecord):
+        return record.created_at, record.local_id
+    raise TypeError(
+        f"expected a task, a task record or a (created_at, local_id) key, not {type(task).__name__}"
+    )
 
 
 def _epoch(value: float | dt.datetime | dt.date | None) -> float | None:
@@ -106,13 +130,13 @@ class History(Sequence[TaskRecord]):
         return record
 
     def __iter__(self) -> Iterator[TaskRecord]:
-        offset = 0
+        key: tuple[float, str] | None = None
         while True:
-            page = self._store.page(offset, _PAGE, **self._filters)
+            page = self._store.page_after(key, _PAGE, **self._filters)
             yield from page
             if len(page) < _PAGE:
                 return
-            offset += _PAGE
+            key = (page[-1].created_at, page[-1].local_id)
 
     def lineage(self, task: object) -> _lineage.Lineage:
         """The edit tree ``task`` belongs to (a task, a record, or an id): its first ancestor
@@ -274,9 +298,24 @@ class History(Sequence[TaskRecord]):
             records.setdefault(record.local_id, record)
         return list(records.values())
 
-    def latest(self, n: int = 10) -> list[TaskRecord]:
-        """The ``n`` newest records, newest first."""
-        return self._store.page(0, n, newest_first=True, **self._filters)
+    def latest(self, n: int = 10, *, before: object = None) -> list[TaskRecord]:
+        """The ``n`` newest records, newest first; with ``before`` (a task, a record, or a
+        ``(created_at, local_id)`` key), the ``n`` newest that are older than it: the next
+        page of a newest-first listing, read from the index where it starts."""
+        return self._store.page_after(_key(before), n, newest_first=True, **self._filters)
+
+    def earliest(self, n: int = 10, *, after: object = None) -> list[TaskRecord]:
+        """The ``n`` oldest records, oldest first; with ``after`` (as ``before`` of
+        :meth:`latest`), the ``n`` oldest that are newer than it."""
+        return self._store.page_after(_key(after), n, **self._filters)
+
+    def count_newer(self, task: object) -> int:
+        """How many records of this history are newer than ``task`` (a task, a record or
+        a key): its position in a newest-first listing."""
+        key = _key(task)
+        if key is None:
+            raise TypeError("count_newer() needs a task, a task record or a key")
+        return self._store.count_after(key, newest_first=True, **self._filters)
 
     @property
     def total_cost(self) -> Decimal:
@@ -299,12 +338,32 @@ class History(Sequence[TaskRecord]):
         """Plain dicts (JSON-friendly values), oldest first."""
         return [record.to_dict() for record in self]
 
-    def to_pandas(self) -> pandas.DataFrame:
-        """A DataFrame, one row a task, with datetime columns for the times, and the
-        task's ``rating`` (whole stars, ``<NA>`` when not rated), ``tags`` (a sorted list)
-        and ``note`` (text or ``None``).
+    def to_pandas(
+        self,
+        text: str | None = None,
+        *,
+        tags: str | Iterable[str] | None = None,
+        model: str | Iterable[str] | None = None,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        rating: RatingFilter = None,
+        since: float | dt.datetime | dt.date | None = None,
+        until: float | dt.datetime | dt.date | None = None,
+        limit: int | None = None,
+    ) -> pandas.DataFrame:
+        """A DataFrame, one row a task (oldest first), with datetime columns (UTC) for the
+        times, and the task's ``rating`` (whole stars, ``<NA>`` when not rated), ``tags``
+        (a sorted list) and ``note`` (text or ``None``).
+
+        Load only what you need: the filters are those of :meth:`search` (``text`` words,
+        ``tags``, ``model``, ``status``, ``rating``, ``since``, ``until``), within this
+        history's own; ``limit`` keeps the newest that many matches (still oldest first).
+        The frame is built from columns read in one query, in about the time
+        ``pandas.read_sql`` takes for the same rows.
 
         Needs pandas: ``pip install 'nanobanana-jupyter[pandas]'``.
+
+        Raises:
+            ValidationError: a bad tag or rating; ValueError: a negative ``limit``.
         """
         try:
             import pandas as pd
@@ -312,21 +371,110 @@ class History(Sequence[TaskRecord]):
             raise ImportError(
                 "History.to_pandas() needs pandas: pip install 'nanobanana-jupyter[pandas]'"
             ) from None
-        records = self.to_records()
-        notes = self._store.annotations()
-        for row in records:
-            annotation = notes.get(row["local_id"])
-            row["rating"] = None if annotation is None else annotation.rating
-            row["tags"] = [] if annotation is None else list(annotation.tags)
-            row["note"] = None if annotation is None else annotation.note
-        columns = [*RECORD_COLUMNS, *ANNOTATION_COLUMNS]
-        frame = pd.DataFrame.from_records(records, columns=columns)
+        with _frame.paused_gc():
+            rows, notes = self._rows(text, tags, model, status, rating, since, until, limit)
+            # The rows go to pandas as they are (as read_sql does); only the columns a
+            # record would change are worked out again, each as one list.
+            frame = pd.DataFrame.from_records(rows, columns=list(RECORD_COLUMNS))
+            for column in _frame.CONVERTED:
+                values = _frame.convert(column, _frame.column(rows, column))
+                frame[column] = pd.Series(values, index=frame.index)
+            local_ids = _frame.column(rows, "local_id")
+            for column, values in _frame.notes_columns(local_ids, notes).items():
+                frame[column] = pd.Series(values, index=frame.index, dtype=object)
         # Whole stars, with <NA> for a task not rated (a float column would show 4.0).
         frame["rating"] = frame["rating"].astype("Int64")
-        frame["note"] = pd.Series([row["note"] for row in records], dtype=object)  # None stays
-        for column in ("created_at", "updated_at", "submitted_at", "finished_at"):
+        for column in _frame.TIME_COLUMNS:
             frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
         return frame
+
+    def to_polars(
+        self,
+        text: str | None = None,
+        *,
+        tags: str | Iterable[str] | None = None,
+        model: str | Iterable[str] | None = None,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        rating: RatingFilter = None,
+        since: float | dt.datetime | dt.date | None = None,
+        until: float | dt.datetime | dt.date | None = None,
+        limit: int | None = None,
+    ) -> Any:  # a polars.DataFrame (polars is optional, typed as Any)
+        """A polars DataFrame of the same columns as :meth:`to_pandas`, with the same
+        filters: times as ``Datetime("us", "UTC")``, ``rating`` as ``Int64`` (null when
+        not rated), list columns as lists of strings.
+
+        Needs polars (not pandas): ``pip install polars``.
+
+        Raises:
+            ImportError: polars is not installed.
+            ValidationError: a bad tag or rating; ValueError: a negative ``limit``.
+        """
+        try:
+            # Optional and untyped here: looked up by name, so mypy needs no polars stubs.
+            pl: Any = importlib.import_module("polars")
+        except ImportError:
+            raise ImportError("History.to_polars() needs polars: pip install polars") from None
+        with _frame.paused_gc():
+            rows, notes = self._rows(text, tags, model, status, rating, since, until, limit)
+            data = _frame.columns(rows, notes)
+        schema = {
+            name: pl.List(pl.Utf8)
+            if name in _LIST_COLUMNS
+            else pl.Float64
+            if name in _FLOAT_COLUMNS
+            else pl.Int64
+            if name in _INT_COLUMNS
+            else pl.Utf8
+            for name in data
+        }
+        table = pl.DataFrame(data, schema=schema)
+        return table.with_columns(
+            [
+                (pl.col(name) * 1_000_000)
+                .round(0)
+                .cast(pl.Int64)
+                .cast(pl.Datetime("us", "UTC"))
+                .alias(name)
+                for name in _frame.TIME_COLUMNS
+            ]
+        )
+
+    def _rows(
+        self,
+        text: str | None,
+        tags: str | Iterable[str] | None,
+        model: str | Iterable[str] | None,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None,
+        rating: RatingFilter,
+        since: float | dt.datetime | dt.date | None,
+        until: float | dt.datetime | dt.date | None,
+        limit: int | None,
+    ) -> tuple[list[tuple[Any, ...]], dict[str, Annotation]]:
+        """The matching tasks' rows (:func:`.frame.select_columns`) and annotations."""
+        filters = dict(self._filters)
+        for name, value in (
+            ("status", status),
+            ("model", model),
+            ("since", _epoch(since)),
+            ("until", _epoch(until)),
+        ):
+            if value is not None:
+                filters[name] = value
+        substring = filters.pop("text", None)
+        rows = self._store.select_rows(
+            _frame.select_columns,
+            text,
+            tags=tags,
+            rating=rating,
+            limit=limit,
+            substring=substring,
+            **filters,
+        )
+        # Every annotation is a few thousand rows at most; a filtered frame asks for its own.
+        everything = not (filters or text or tags or rating is not None or limit is not None)
+        notes = self._store.annotations(None if everything else [row[0] for row in rows])
+        return rows, notes
 
     def __repr__(self) -> str:
         return presenter.text(self, f"<History: {len(self)} tasks>")

@@ -41,6 +41,7 @@ from nanobanana_jupyter._wire.credits import credits_sum
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from . import annotations as _notes
+from . import totals as _totals
 from .annotations import Annotation
 from .database import has_prompt_index, is_damage, open_database, rollback_quietly
 from .owners import owner_process_gone, writer_alive, writer_closed, writer_id, writer_opened
@@ -177,6 +178,7 @@ class Store:
         try:
             with self._write() as conn:
                 conn.executemany(INSERT, rows)
+                _totals.fold(conn)
         except sqlite3.IntegrityError as exc:
             raise ValueError(
                 f"a task with this local_id or task_id is already stored: {exc}"
@@ -264,6 +266,7 @@ class Store:
                 rows = conn.execute(f"{SELECT} WHERE local_id = ?", (record.local_id,)).fetchall()
                 if not rows:
                     conn.execute(INSERT, (*to_row(record), self._writer))
+                    _totals.fold(conn)
                     return from_row(to_row(record))
                 stored = from_row(rows[0])
                 merged = merge_update(stored, record)
@@ -271,6 +274,7 @@ class Store:
                     return stored
                 row = to_row(merged)
                 conn.execute(UPDATE, (*row[1:], merged.local_id))
+                _totals.fold(conn)
                 return from_row(row)
         except sqlite3.IntegrityError as exc:
             raise ValueError(
@@ -283,6 +287,7 @@ class Store:
         such task)."""
         with self._write() as conn:
             conn.execute("UPDATE tasks SET reuses = reuses + 1 WHERE local_id = ?", (local_id,))
+            _totals.fold(conn)
             rows = conn.execute(f"{SELECT} WHERE local_id = ?", (local_id,)).fetchall()
         return from_row(rows[0]) if rows else None
 
@@ -473,7 +478,13 @@ class Store:
         until: float | None = None,
         text: str | None = None,
     ) -> int:
-        """How many tasks match the filters (see :meth:`page` for their meaning)."""
+        """How many tasks match the filters (see :meth:`page` for their meaning).
+
+        Unfiltered, the kept total is read (:mod:`.totals`), not the rows."""
+        if _unfiltered(status, model, since, until, text):
+            totals = self.totals()
+            if totals is not None:
+                return totals.tasks
         where, params = where_clause(status, model, since, until, text)
         rows = self._read(f"SELECT count(*) FROM tasks{where}", params)  # noqa: S608
         return int(rows[0][0])
@@ -515,6 +526,68 @@ class Store:
         rows = self._read(sql, (*params, limit, offset))
         return [from_row(row) for row in rows]
 
+    def page_after(
+        self,
+        key: tuple[float, str] | None,
+        limit: int,
+        *,
+        newest_first: bool = False,
+        status: StatusFilter = None,
+        model: ModelFilter = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+    ) -> list[TaskRecord]:
+        """The ``limit`` tasks that follow ``key`` (a task's ``(created_at, local_id)``) in
+        the listing order, oldest first (or newest first: those older than ``key``);
+        ``key=None`` starts at the beginning. Filters as in :meth:`page`.
+
+        Keyset paging: the creation-time index is entered at ``key``, so every page costs
+        what it shows, however deep into the history it is (``OFFSET`` walks every row
+        before the page). Pages stay put while other tasks are added.
+
+        Raises:
+            ValueError: a negative ``limit``.
+        """
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        if limit == 0:
+            return []
+        where, params = where_clause(status, model, since, until, text)
+        if key is not None:
+            where, params = _after(where, params, key, newest_first=newest_first)
+        direction = " DESC" if newest_first else ""
+        order = ", ".join(f"{column}{direction}" for column in ORDER)
+        sql = (
+            f"{SELECT} WHERE rowid IN (SELECT rowid FROM tasks{where} "  # noqa: S608
+            f"ORDER BY {order} LIMIT ?) ORDER BY {order}"
+        )
+        return [from_row(row) for row in self._read(sql, (*params, limit))]
+
+    def count_after(
+        self,
+        key: tuple[float, str],
+        *,
+        newest_first: bool = False,
+        status: StatusFilter = None,
+        model: ModelFilter = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+    ) -> int:
+        """How many tasks come after ``key`` in the listing order (newest first: how many
+        are newer than it), which is the position of the task after ``key``."""
+        where, params = where_clause(status, model, since, until, text)
+        where, params = _after(where, params, key, newest_first=not newest_first)
+        rows = self._read(f"SELECT count(*) FROM tasks{where}", params)  # noqa: S608
+        return int(rows[0][0])
+
+    def totals(self) -> _totals.Totals | None:
+        """The whole history's kept totals (count, cost, reuses; see :mod:`.totals`), read
+        without touching the rows; ``None`` if this file has none."""
+        with self._lock:
+            return _totals.read(self._db())
+
     def total_cost(
         self,
         *,
@@ -524,7 +597,14 @@ class Store:
         until: float | None = None,
         text: str | None = None,
     ) -> Decimal:
-        """The sum of ``consumed`` over the matching tasks, exactly (as ``Decimal``)."""
+        """The sum of ``consumed`` over the matching tasks, exactly (as ``Decimal``).
+
+        Unfiltered, the kept total is read (:mod:`.totals`); it equals the row-by-row sum,
+        which runs instead only where that cannot be sure (more than 28 digits)."""
+        if _unfiltered(status, model, since, until, text):
+            totals = self.totals()
+            if totals is not None and totals.matches_scan():
+                return totals.cost
         return self._cost_sum(where_clause(status, model, since, until, text), reused=False)
 
     def reused_cost(
@@ -538,7 +618,11 @@ class Store:
     ) -> tuple[int, Decimal]:
         """How many times the matching tasks were handed back for an identical request
         (their ``reuses``), and the credits those hand-backs were not charged: each task's
-        ``consumed`` once per reuse."""
+        ``consumed`` once per reuse. Unfiltered, read from the kept totals."""
+        if _unfiltered(status, model, since, until, text):
+            totals = self.totals()
+            if totals is not None and totals.matches_scan():
+                return totals.reuses, totals.reused
         clause = where_clause(status, model, since, until, text)
         where, params = clause
         where = f"{where} AND reuses > 0" if where else " WHERE reuses > 0"
@@ -671,22 +755,12 @@ class Store:
         Raises:
             ValidationError: a bad tag or rating; ValueError: a negative ``limit``.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"limit must be an int >= 0, not {limit!r}")
-        extra, extra_params, fallback = search_clauses(text, tags, rating, indexed=self.full_text)
+        _check_limit(limit)
+        clauses, params = self._search_where(
+            text, tags, rating, status, model, since, until, substring
+        )
         if limit == 0:
             return []
-        clauses: list[str] = []
-        params: list[Any] = []
-        for where, found in (
-            where_clause(status, model, since, until, substring),
-            where_clause(None, None, None, None, fallback),
-        ):
-            if where:
-                clauses.append(where.removeprefix(" WHERE "))
-                params.extend(found)
-        clauses.extend(extra)
-        params.extend(extra_params)
         order = ", ".join(f"{column} DESC" for column in ORDER)
         with self._lock:
             conn = self._db()
@@ -698,6 +772,80 @@ class Store:
             )
             rows = conn.execute(sql, (*params, limit)).fetchall()
         return [from_row(row) for row in rows]
+
+    def select_rows(
+        self,
+        columns: str | Callable[[sqlite3.Connection], str],
+        text: str | None = None,
+        *,
+        tags: str | Iterable[str] | None = None,
+        rating: RatingFilter = None,
+        limit: int | None = None,
+        status: StatusFilter = None,
+        model: ModelFilter = None,
+        since: float | None = None,
+        until: float | None = None,
+        substring: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Plain rows of ``columns`` (an SQL select list over ``tasks``, from the caller's
+        own constants, or a function of the connection giving one) for the tasks matching
+        everything given, oldest first; ``limit``: only the newest that many. Filters as in
+        :meth:`search` (none: every task). For bulk readers (``History.to_pandas()``),
+        which need no records.
+
+        Raises:
+            ValidationError: a bad tag or rating; ValueError: a negative ``limit``.
+        """
+        if limit is not None:
+            _check_limit(limit)
+        clauses, params = self._search_where(
+            text, tags, rating, status, model, since, until, substring
+        )
+        if limit == 0:
+            return []
+        order = ", ".join(ORDER)
+        with self._lock:
+            conn = self._db()
+            count_matches(conn, clauses, params)
+            where = " WHERE " + " AND ".join(clauses) if clauses else ""
+            if callable(columns):
+                columns = columns(conn)
+            if limit is None:
+                sql = f"SELECT {columns} FROM tasks{where} ORDER BY {order}"  # noqa: S608
+            else:
+                newest = ", ".join(f"{column} DESC" for column in ORDER)
+                sql = (
+                    f"SELECT {columns} FROM tasks WHERE rowid IN (SELECT rowid FROM "  # noqa: S608
+                    f"tasks{where} ORDER BY {newest} LIMIT ?) ORDER BY {order}"
+                )
+                params = [*params, limit]
+            return conn.execute(sql, params).fetchall()
+
+    def _search_where(
+        self,
+        text: str | None,
+        tags: str | Iterable[str] | None,
+        rating: RatingFilter,
+        status: StatusFilter,
+        model: ModelFilter,
+        since: float | None,
+        until: float | None,
+        substring: str | None,
+    ) -> tuple[list[str], list[Any]]:
+        """The conditions (and parameters) of a search, each answered by an index."""
+        extra, extra_params, fallback = search_clauses(text, tags, rating, indexed=self.full_text)
+        clauses: list[str] = []
+        params: list[Any] = []
+        for where, found in (
+            where_clause(status, model, since, until, substring),
+            where_clause(None, None, None, None, fallback),
+        ):
+            if where:
+                clauses.append(where.removeprefix(" WHERE "))
+                params.extend(found)
+        clauses.extend(extra)
+        params.extend(extra_params)
+        return clauses, params
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -739,6 +887,27 @@ def _close_at_exit() -> None:
 
 
 atexit.register(_close_at_exit)
+
+
+def _check_limit(limit: object) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an int >= 0, not {limit!r}")
+
+
+def _unfiltered(*filters: object) -> bool:
+    return all(value is None or value == "" for value in filters)
+
+
+def _after(
+    where: str, params: list[Any], key: tuple[float, str], *, newest_first: bool
+) -> tuple[str, list[Any]]:
+    """``where`` narrowed to the rows past ``key`` in the order (a range of the index)."""
+    created, local_id = float(key[0]), str(key[1])
+    op = "<" if newest_first else ">"
+    # A row value: SQLite enters the (created_at, local_id) index at the key.
+    clause = f"(created_at, local_id) {op} (?, ?)"
+    where = f"{where} AND {clause}" if where else f" WHERE {clause}"
+    return where, [*params, created, local_id]
 
 
 def _next_string(prefix: str) -> str | None:

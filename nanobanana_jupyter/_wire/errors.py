@@ -76,6 +76,7 @@ __all__ = [
     "UnknownTaskError",
     "ValidationError",
     "redact",
+    "redact_texts",
     "safe_url",
 ]
 
@@ -146,6 +147,24 @@ def redact(text: str, limit: int | None = MAX_SERVER_TEXT) -> str:
     if limit is not None and len(cleaned) > limit:
         cleaned = cleaned[: limit - 1] + "…"
     return cleaned
+
+
+def redact_texts(texts: list[str | None]) -> list[str | None]:
+    """``redact(text, limit=None)`` of each text (``None`` stays), for a whole column.
+
+    One search of the texts joined tells whether any of them holds something to mask (a
+    text with no match is returned unchanged by :func:`redact`); only then is each one
+    masked. The same list comes back when nothing needs masking.
+    """
+    joined = "\x00".join(text for text in texts if text)
+    pattern = _secret_pattern
+    if (
+        (pattern is None or pattern.search(joined) is None)
+        and _KEY_PATTERN.search(joined) is None
+        and ("@" not in joined or _URL_CREDENTIALS.search(joined) is None)
+    ):
+        return texts
+    return [redact(text, limit=None) if text else text for text in texts]
 
 
 def safe_url(url: object) -> str:

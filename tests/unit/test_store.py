@@ -845,6 +845,11 @@ def test_a_store_made_before_reuses_were_counted_gains_the_column_and_keeps_its_
     with Store(db) as store:
         store.insert(rec("old", prompt="kept"))
     conn = sqlite3.connect(db)
+    # A file from before reuses were counted had no kept totals either (issue 18).
+    for name in ("view_totals_insert", "view_totals_delete", "view_totals_update"):
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DROP TABLE view_totals")
+    conn.execute("DROP TABLE cost_changes")
     conn.execute("ALTER TABLE tasks DROP COLUMN reuses")
     conn.commit()
     conn.close()

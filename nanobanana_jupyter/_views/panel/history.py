@@ -4,6 +4,12 @@ The page is the display layer's history table (the one ``%nanobanana history`` s
 its thumbnails; in a sandbox its costs, like every cost the panel shows, are pretend credits.
 While the search row (:mod:`.search`) has something in it, the pages are of its results,
 newest first (``History.search``); cleared, the plain history is back.
+
+The plain pages are keyset pages: each is read from the creation-time index where it
+starts (the task just newer than it, ``History.latest(before=...)``), and the count and
+costs are the store's kept totals, so a page of a history of 100,000 tasks costs what it
+shows, on every click and every refresh. A page stays put while new tasks arrive (its
+number and "showing 41-60" say where it is now).
 """
 
 from __future__ import annotations
@@ -59,6 +65,11 @@ class HistoryPager:
         self._page_size = max(1, int(page_size))
         self._offset = 0
         self._total = 0
+        # The plain history's page: bounded by the key of the task just newer than it
+        # (None: the newest page); the keys of its first and last rows, for Newer/Older.
+        self._anchor: tuple[float, str] | None = None
+        self._first: tuple[float, str] | None = None
+        self._last: tuple[float, str] | None = None
         self._dirty = False
         self._at = 0.0
         own = context.own
@@ -90,13 +101,39 @@ class HistoryPager:
         """Show page ``page`` (0 = newest tasks). Never raises: problems show in the panel."""
         with self._ctx.lock:
             pages = max(1, -(-self._total // self._page_size))
-            self._offset = min(max(0, int(page)), pages - 1)
+            target = min(max(0, int(page)), pages - 1)
             try:
+                if self.search.query() is None:
+                    self._anchor = self._anchor_for(target)
+                self._offset = target
                 self.render()
             except Exception as exc:  # a bad search term or an unreadable store
                 message = getattr(exc, "message", None) or f"Could not read the history: {exc}"
                 logger.debug("history page failed", exc_info=True)
                 self._ctx.say(message, error=True)
+
+    def _anchor_for(self, target: int) -> tuple[float, str] | None:
+        """Where page ``target`` starts: a step from the page shown (Older, Newer,
+        Refresh) by its keys; any other page by its position (a jump, read once)."""
+        size = self._page_size
+        history = self._ctx.session.history
+        if target == 0:
+            return None
+        if target == self._offset:
+            return self._anchor
+        if target == self._offset + 1 and self._last is not None:
+            return self._last
+        if target == self._offset - 1 and self._first is not None:
+            newer = history.earliest(size + 1, after=self._first)
+            if len(newer) <= size:
+                return None
+            return (newer[size].created_at, newer[size].local_id)
+        position = target * size  # newest first; its anchor is the row just before it
+        total = len(history)
+        if position > total:
+            return self._anchor
+        anchor = history[total - position]
+        return (anchor.created_at, anchor.local_id)
 
     def mark_dirty(self) -> None:
         """Read the store again at the next flush (caller holds the lock)."""
@@ -123,12 +160,20 @@ class HistoryPager:
         if query is None:
             total = len(history)
             self._total = total
-            pages = max(1, -(-total // self._page_size))
-            self._offset = min(self._offset, pages - 1)
-            newest = self._offset * self._page_size
-            stop = max(0, total - newest)
-            start = max(0, stop - self._page_size)
-            records = history[start:stop][::-1] if stop else []
+            size = self._page_size
+            records = history.latest(size + 1, before=self._anchor)
+            if not records and self._anchor is not None:  # nothing older: the newest page
+                self._anchor = None
+                records = history.latest(size + 1)
+            more = len(records) > size
+            records = records[:size]
+            newest = 0
+            if records and self._anchor is not None:
+                newest = history.count_newer(records[0])
+            self._first = None if not records else (records[0].created_at, records[0].local_id)
+            self._last = None if not records else (records[-1].created_at, records[-1].local_id)
+            pages = max(1, -(-total // size), -(-(newest + len(records)) // size))
+            self._offset = newest // size
             table = history_html(
                 records,
                 total=total,
@@ -139,7 +184,6 @@ class HistoryPager:
                 annotations=history.annotations(records),
             )
             label = f"page {self._offset + 1} of {pages:,}"
-            more = self._offset < pages - 1
         else:
             records, newest, label, more, table = self._search_page(history, query, pretend)
             total = len(history)
