@@ -20,7 +20,13 @@ have finished since the last one, so polls go where completions are likely:
   interval, so tasks submitted together drift apart without breaking the bounds above;
 * a deadline ends polling with one last poll exactly at it;
 * requests are capped per second and in flight for the whole session, and a 429 slows the
-  whole session down (multiplicative decrease, slow recovery).
+  whole session down (multiplicative decrease, slow recovery);
+* when more polls are due than the cap lets through, the task most likely to have finished
+  since its last poll goes first (:func:`done_chance`: its age against the durations seen
+  for its model), not the one due longest: with many tasks in flight the cap goes where
+  completions are, instead of round the queue. A due poll that has waited ``max_wait``
+  goes ahead of likelier ones (first due, first served), so no task goes unpolled for
+  longer than its interval plus ``max_wait`` while the cap can poll every task that often.
 
 The default numbers were chosen with ``python -m benchmarks.polling_model``, a fake-clock
 model that runs the scheduler behind the default cap on the benchmark's workload, next to
@@ -42,6 +48,7 @@ __all__ = [
     "Decision",
     "DurationStats",
     "PollPolicy",
+    "done_chance",
     "empty_success_delay",
     "first_delay",
     "interval",
@@ -89,10 +96,19 @@ class PollPolicy:
     """A success whose answer carries no image or text (the status can flip before the
     result is written) is polled again up to this many times, soon, before the task ends
     without its image (resumable)."""
+    max_wait: float = 30.0
+    """A due poll held back by the cap (for likelier ones) goes first once it has waited
+    this long: the bound on how long any task can go unpolled past its interval."""
     time_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        values = (self.initial_delay, self.min_interval, self.max_interval, self.time_scale)
+        values = (
+            self.initial_delay,
+            self.min_interval,
+            self.max_interval,
+            self.max_wait,
+            self.time_scale,
+        )
         if not all(v > 0 and math.isfinite(v) for v in values):
             raise ValueError("poll policy times must be positive and finite")
         if self.min_interval > self.max_interval:
@@ -135,6 +151,19 @@ class DurationStats:
 
     def count(self, model: str) -> int:
         return len(self._sorted.get(model, ()))
+
+    def survival(self, model: str, age: float) -> float | None:
+        """The share of past tasks still running at ``age`` (``None``: none seen), smoothed
+        so that it is never 0: past the longest one seen it falls as ``1/age`` (a heavy
+        tail: a task older than any seen may still finish)."""
+        ordered = self._sorted.get(model)
+        if not ordered:
+            return None
+        n = len(ordered)
+        done = bisect.bisect_right(ordered, age)
+        if done < n:
+            return (n - done + 1) / (n + 1)
+        return ordered[-1] / max(age, ordered[-1]) / (n + 1)
 
     def quantile(self, model: str, q: float) -> float | None:
         ordered = self._sorted.get(model)
@@ -207,6 +236,25 @@ def interval(
             else:
                 between = p.tail_fraction * age
     return min(upper, max(lower, between))
+
+
+def done_chance(
+    policy: PollPolicy, stats: DurationStats, model: str, since: float, age: float
+) -> float:
+    """The chance that a task still running at age ``since`` has finished by ``age``.
+
+    From the durations seen for the model once there are ``min_samples`` of them; before
+    that, from a heavy-tailed guess (survival ``initial_delay / age``): only the ratio of
+    the ages counts, so a task twice as old as at its last poll is likelier done than one
+    polled a moment ago, whatever the durations turn out to be.
+    """
+    if _learned(policy, stats, model):
+        before, now = stats.survival(model, since), stats.survival(model, age)
+        if before is not None and now is not None:
+            return max(0.0, 1.0 - now / before)
+    scale = _scale(policy, policy.initial_delay)
+    before, now = min(1.0, scale / max(since, 1e-9)), min(1.0, scale / max(age, 1e-9))
+    return max(0.0, 1.0 - now / before)
 
 
 def not_found_ends(policy: PollPolicy, *, count: int, span: float, age: float) -> bool:

@@ -4,6 +4,23 @@
 maths of :mod:`.poll_policy` (design.md section 5); it does no I/O and reads no clock (the
 time is an argument), so it is tested on a fake clock. :class:`~.poll_loop.PollLoop` runs it
 on the engine.
+
+Polls not yet due wait in a heap by due time. Once due, a poll joins the *due pool*, and
+when the session's cap holds polls back, the pool is served by priority, not by due time:
+
+1. urgent polls first (a webhook's hint, a resume, another look at a success without its
+   image), first due first;
+2. then any poll that has waited ``max_wait`` past its due time (the starvation bound),
+   first due first;
+3. then the poll that cuts the most expected delay: the chance that the task has finished
+   since its last poll (:func:`~.poll_policy.done_chance`, its age against the durations
+   seen for its model) times the time since that poll (how long, roughly, it has been
+   done if it is). The chance alone would feed the tasks around the usual duration and
+   leave the slow ones to the starvation bound; the time since the last poll makes a long
+   wait count, so the slow tail is seen too.
+
+Without a cap in the way the pool never holds more than the polls due at one instant, and
+the schedule is the policy's.
 """
 
 from __future__ import annotations
@@ -46,6 +63,10 @@ class PollEntry:
     empty_successes: int = 0
     """Success answers so far that carried no image or text."""
     succeeded_at: float | None = None
+    last_age: float = 0.0
+    """The task's age at its last poll answer (0 before the first)."""
+    urgent: bool = False
+    """Its next poll goes ahead of the others (a hint, a resume, an empty success)."""
 
 
 class PollScheduler:
@@ -63,6 +84,8 @@ class PollScheduler:
         self._rng = rng or random.Random()
         self._entries: dict[str, PollEntry] = {}
         self._heap: list[tuple[float, int, str]] = []
+        self._due: dict[str, tuple[float, int]] = {}
+        """The due pool: key -> (due time, seq) of polls whose time has come."""
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -98,52 +121,105 @@ class PollScheduler:
         start = now if started is None else started
         entry = PollEntry(key=key, task_id=task_id, model=model, started=start, deadline=deadline)
         self._entries[key] = entry
+        entry.urgent = poll_now
         when = now if poll_now else max(now, start + self._jitter(self.first_delay(model)))
         self._push(entry, min(when, max(now, deadline)))
 
     def remove(self, key: str) -> None:
         self._entries.pop(key, None)
+        self._due.pop(key, None)
 
     def poke(self, key: str, now: float) -> bool:
         """Poll a task as soon as possible (a webhook said it may be done)."""
         entry = self._entries.get(key)
         if entry is None or entry.in_flight:
             return False
+        entry.urgent = True
         self._push(entry, now)
         return True
 
     def _push(self, entry: PollEntry, when: float) -> None:
         entry.next_at = when
         entry.seq = next(self._seq)
+        self._due.pop(entry.key, None)
         heapq.heappush(self._heap, (when, entry.seq, entry.key))
+
+    def _valid(self, key: str, seq: int) -> PollEntry | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.seq == seq and not entry.in_flight:
+            return entry
+        return None
 
     def _clean_top(self) -> None:
         while self._heap:
             _, seq, key = self._heap[0]
-            entry = self._entries.get(key)
-            if entry is not None and entry.seq == seq and not entry.in_flight:
+            if self._valid(key, seq) is not None:
                 return
             heapq.heappop(self._heap)
 
     def next_due(self) -> float | None:
         """When the next poll is due, or ``None`` when nothing waits."""
+        if self._due:
+            return min(when for when, _ in self._due.values())
         self._clean_top()
         return self._heap[0][0] if self._heap else None
 
     def pop_due(self, now: float) -> PollEntry | None:
-        """Take the next task whose poll is due (marking it in flight), if any."""
+        """Take the due poll that should go first (marking it in flight), if any."""
         self._clean_top()
-        if not self._heap or self._heap[0][0] > now:
+        while self._heap and self._heap[0][0] <= now:
+            when, seq, key = heapq.heappop(self._heap)
+            self._due[key] = (when, seq)
+            self._clean_top()
+        if not self._due:
             return None
-        _, _, key = heapq.heappop(self._heap)
+        key = self._choose(now)
+        del self._due[key]
         entry = self._entries[key]
         entry.in_flight = True
+        entry.urgent = False
         entry.polls += 1
         return entry
+
+    def _choose(self, now: float) -> str:
+        """The key in the due pool to poll first (see the module's docstring)."""
+        if len(self._due) == 1:
+            return next(iter(self._due))
+        max_wait = self.policy.max_wait * self.policy.time_scale
+        urgent = starved = best = None
+        urgent_at = starved_at = best_at = best_value = 0.0
+        for key, (when, _) in self._due.items():
+            entry = self._entries[key]
+            if entry.urgent:
+                if urgent is None or when < urgent_at:
+                    urgent, urgent_at = key, when
+            elif now - when >= max_wait:
+                if starved is None or when < starved_at:
+                    starved, starved_at = key, when
+            elif urgent is None and starved is None:
+                value = self.poll_value(entry, now)
+                if best is None or value > best_value or (value == best_value and when < best_at):
+                    best, best_at, best_value = key, when, value
+        for choice in (urgent, starved, best):
+            if choice is not None:
+                return choice
+        raise AssertionError("the due pool is not empty")
+
+    def done_chance(self, entry: PollEntry, now: float) -> float:
+        """The chance that the task has finished since its last poll answer."""
+        age = now - entry.started
+        return poll_policy.done_chance(self.policy, self.stats, entry.model, entry.last_age, age)
+
+    def poll_value(self, entry: PollEntry, now: float) -> float:
+        """What polling the task now is worth when the cap holds polls back: the chance it
+        has finished since its last poll times the time since (see the module docstring)."""
+        waited = now - entry.started - entry.last_age
+        return self.done_chance(entry, now) * max(0.0, waited)
 
     def on_answer(self, entry: PollEntry, answer: TaskSnapshot | APIError, now: float) -> Decision:
         """Interpret one poll's outcome and reschedule or retire the task."""
         entry.in_flight = False
+        entry.last_age = now - entry.started
         if entry.key not in self._entries:
             return Decision(Action.CONTINUE, polls=entry.polls)
         decision = self._decide(entry, answer, now)
@@ -227,6 +303,7 @@ class PollScheduler:
         delay = poll_policy.empty_success_delay(
             self.policy, self.stats, looks, now - entry.started, entry.model
         )
+        entry.urgent = True  # the server said success: the image is all that is missing
         self._push(entry, min(now + self._jitter(delay), entry.deadline))
         return Decision(Action.CONTINUE)
 

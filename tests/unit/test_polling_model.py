@@ -9,10 +9,16 @@ import pytest
 
 from benchmarks._common import lognormal_durations, poisson_arrivals
 from benchmarks.polling_model import (
+    DEFAULT_RATE,
+    SUBMIT_RATE,
+    KnownDistribution,
     ScheduleFollower,
+    capped_oracle,
+    clairvoyant,
     fixed_poller,
     follow,
     oracle_schedule,
+    paced_arrivals,
     simulate,
 )
 from nanobanana_jupyter import PollPolicy
@@ -63,3 +69,31 @@ def test_the_session_policy_runs_in_the_model_and_detects_every_task() -> None:
     # interval, and most tasks are seen within 10% of their duration.
     assert outcome.p95 <= PollPolicy().max_interval
     assert outcome.within_10pct > 0.5
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_thousand_in_flight_detection_p95_near_the_best_capped_schedule(seed: int) -> None:
+    """Issue 18: one ``session.map`` of 1,000 tasks, sent at the default submit cap (so
+    completions come slower than the poll cap), polled behind the default poll cap. The
+    session's scheduler, which learns the durations as tasks finish, sees tasks done with a
+    p95 delay within 1.2x of the best any poller that knows the durations was found to do
+    behind the same cap (the goal is 1.5x; serving due polls first due, first served, as
+    before, gave 1.27x-1.32x on these seeds)."""
+    durations = lognormal_durations(1000, seed=seed)
+    arrivals = paced_arrivals(len(durations))
+    assert arrivals[-1] == pytest.approx((1000 - SUBMIT_RATE) / SUBMIT_RATE)
+    scheduler = PollScheduler(PollPolicy(), rng=random.Random(seed))
+    session = simulate(durations, arrivals, scheduler, DEFAULT_RATE)
+    _, oracle = capped_oracle(durations, arrivals, delays=(1.0, 4.0), weights=(5.0, 20.0))
+    assert len(scheduler) == 0
+    assert session.p95 <= 1.2 * oracle.p95, (session, oracle)
+    # The cap is what limits both: a poller told each task's own duration sees every task
+    # done almost at once (completions come at half the cap), far ahead of both.
+    assert clairvoyant(durations, arrivals, DEFAULT_RATE).p95 < 0.1 * oracle.p95
+
+
+def test_the_known_distribution_oracle_never_learns_past_what_it_was_told() -> None:
+    oracle = KnownDistribution(DURATIONS)
+    before = oracle.stats.count("model")
+    simulate(DURATIONS, ARRIVALS, oracle, DEFAULT_RATE)
+    assert oracle.stats.count("model") == before == len(DURATIONS)

@@ -16,6 +16,7 @@ from nanobanana_jupyter import (
     ServerError,
     TaskSnapshot,
 )
+from nanobanana_jupyter._core import poll_policy
 from nanobanana_jupyter._core.poll_loop import PollLoop, RateLimiter
 from nanobanana_jupyter._core.poll_policy import Action, DurationStats, PollPolicy
 from nanobanana_jupyter._core.scheduler import PollScheduler
@@ -499,3 +500,95 @@ def test_poll_loop_closes_even_when_woken_in_the_same_step() -> None:
     for _ in range(20):
         asyncio.run(main())
     assert queries == []
+
+
+# -- behind the cap: which due poll goes first (issue 18) ---------------------------------
+
+
+def test_done_chance_reads_age_against_the_durations_seen() -> None:
+    """Zero for a task just polled, higher the further its age has gone into the durations
+    seen since its last poll; before enough are seen, a guess that only weighs the ages."""
+    stats = DurationStats()
+    policy = PollPolicy()
+    unknown = [poll_policy.done_chance(policy, stats, "m", 0.0, age) for age in (1, 4, 8, 30)]
+    assert unknown[0] == 0.0 and unknown == sorted(unknown) and unknown[-1] < 1
+    for d in range(10, 30):
+        stats.add("m", float(d))
+    assert poll_policy.done_chance(policy, stats, "m", 12.0, 12.0) == 0.0
+    assert poll_policy.done_chance(policy, stats, "m", 0.0, 9.0) == 0.0  # none done so young
+    near = poll_policy.done_chance(policy, stats, "m", 15.0, 20.0)
+    far = poll_policy.done_chance(policy, stats, "m", 15.0, 28.0)
+    assert 0 < near < far < 1
+    # Older than any seen: still a chance (a heavy tail), smaller for a shorter wait.
+    assert poll_policy.done_chance(policy, stats, "m", 40.0, 41.0) > 0
+    assert poll_policy.done_chance(policy, stats, "m", 40.0, 41.0) < far
+
+
+def _crowded(n: int, *, ages: list[float], max_wait: float = 30.0) -> PollScheduler:
+    """``n`` due tasks of a learned model (durations 10-29 s), submitted ``ages`` ago."""
+    sched = _learned([float(d) for d in range(10, 30)], max_wait=max_wait)
+    for i, age in enumerate(ages):
+        sched.add(f"k{i}", f"t{i}", "m", now=100.0, started=100.0 - age, deadline=1e9)
+    return sched
+
+
+def test_behind_the_cap_the_task_likeliest_done_goes_first_not_the_first_due() -> None:
+    """Of the due polls, the task whose age is in the range where its model's tasks finish
+    goes before a younger one due earlier."""
+    sched = _crowded(3, ages=[11.0, 25.0, 12.0])
+    sched._entries["k1"].next_at = 100.0  # (due last: pushed after the others)
+    first = sched.pop_due(100.0)
+    assert first is not None and first.key == "k1"
+
+
+def test_a_hint_or_a_resume_goes_ahead_of_likelier_tasks() -> None:
+    sched = _crowded(3, ages=[11.0, 25.0, 12.0])
+    assert sched.poke("k0", 100.0)
+    entry = sched.pop_due(101.0)
+    assert entry is not None and entry.key == "k0"
+    sched.add("r", "tr", "m", now=101.0, started=0.0, deadline=1e9, poll_now=True)
+    entry = sched.pop_due(101.0)
+    assert entry is not None and entry.key == "r"
+
+
+def _crowd_under_a_tight_cap(seed: int, max_wait: float) -> tuple[float, PollScheduler]:
+    """The longest gap between two polls of one of 30 old tasks (see the test below)."""
+    rng = random.Random(seed)
+    sched = _learned([float(d) for d in range(10, 30)], max_wait=max_wait)
+    last: dict[str, float] = {}
+    worst = now = 0.0
+    for i in range(30):
+        sched.add(f"old{i}", f"o{i}", "m", now=0.0, started=-rng.uniform(40, 400), deadline=1e9)
+        last[f"old{i}"] = 0.0
+    fresh = 0
+    while now < 600.0:
+        now += 1.0  # the cap: one poll per second
+        if rng.random() < 0.3:
+            sched.add(f"new{fresh}", f"n{fresh}", "m", now=now, deadline=1e9)
+            fresh += 1
+        entry = sched.pop_due(now)
+        if entry is None:
+            continue
+        if entry.key in last:
+            worst = max(worst, now - last[entry.key])
+            last[entry.key] = now
+        done = entry.key.startswith("new") and now - entry.started >= 15.0
+        sched.on_answer(entry, snap("success" if done else "in_progress"), now)
+    assert fresh > 100 and len(sched) < 30 + 20
+    return max(worst, *(now - t for t in last.values())), sched
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_behind_a_tight_cap_no_task_goes_unpolled_past_its_interval_plus_max_wait(
+    seed: int,
+) -> None:
+    """Starvation bound: 30 old tasks that never finish, behind a cap of 1 poll per second
+    (too few for their schedules, enough to poll each every interval + max_wait), while new
+    tasks keep arriving (and finish at 15 s), each in turn at the age where tasks usually
+    finish, which a pure "likeliest done" rule would serve first for ever. Every old task is
+    still polled within its interval + ``max_wait`` + a few seconds (starved polls queue
+    behind each other at the cap's pace); without the bound some wait far longer."""
+    worst, sched = _crowd_under_a_tight_cap(seed, max_wait=30.0)
+    assert worst <= sched.policy.max_interval + sched.policy.max_wait + 5.0
+    unbounded, _ = _crowd_under_a_tight_cap(seed, max_wait=1e6)
+    assert unbounded > sched.policy.max_interval + sched.policy.max_wait + 10.0
