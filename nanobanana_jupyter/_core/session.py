@@ -248,9 +248,8 @@ class Session:
         if n is None:
             return self._submitter.start(request, force=force, variant=variant)
         self._submitter.check_budget([(request, variant + i) for i in range(n)], force=force)
-        return TaskList(
-            self._submitter.start(request, force=force, variant=variant + i) for i in range(n)
-        )
+        batch = [(request, variant + i) for i in range(n)]
+        return TaskList(self._submitter.start_many(batch, force=force))
 
     def generate_like(self, path: str | os.PathLike[str], **overrides: Any) -> Any:
         """Generate again what an image file saved by this package was made from.
@@ -310,9 +309,9 @@ class Session:
         # Under a budget the whole batch is checked before any of it is sent.
         self._submitter.check_budget([(request, 0) for request in requests], force=force)
         slots = asyncio.Semaphore(concurrency)
-        return TaskList(
-            self._submitter.start(request, force=force, slots=slots) for request in requests
-        )
+        # One transaction for the whole batch's intents, durable before any is sent.
+        batch = [(request, 0) for request in requests]
+        return TaskList(self._submitter.start_many(batch, force=force, slots=slots))
 
     def grid(
         self,
@@ -367,7 +366,7 @@ class Session:
         # A grid is a batch: under a budget it fits whole or nothing of it is sent.
         self._submitter.check_budget([(request, 0) for request in requests], force=force)
         slots = asyncio.Semaphore(concurrency)
-        tasks = [self._submitter.start(r, force=force, slots=slots) for r in requests]
+        tasks = self._submitter.start_many([(r, 0) for r in requests], force=force, slots=slots)
         return Grid(plan, tasks, pretend=self.is_sandbox)
 
     def resume(self) -> list[Task]:

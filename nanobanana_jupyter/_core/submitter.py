@@ -18,6 +18,8 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from nanobanana_jupyter._store.records import TaskRecord
@@ -64,6 +66,23 @@ def describe_reference(ref: str) -> str:
             data = ref.encode()
         return "sha256:" + hashlib.sha256(data).hexdigest()
     return ref
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One request of a batch: a new intent (``record`` and the ``request`` to send), an
+    earlier task to hand back (``existing``), or a repeat of the batch's item ``repeat_of``."""
+
+    record: TaskRecord | None = None
+    request: GenerationRequest | None = None
+    existing: TaskRecord | None = None
+    repeat_of: int = -1
+
+
+def _report_job(job: asyncio.Task[None]) -> None:
+    """Log what escaped a submit job: nothing on the submit path may vanish unseen."""
+    if not job.cancelled() and job.exception() is not None:
+        logger.error("a submit job of the session failed", exc_info=job.exception())
 
 
 class Submitter:
@@ -117,56 +136,111 @@ class Submitter:
         slots: asyncio.Semaphore | None = None,
         variant: int = 0,
     ) -> Task:
-        fingerprint = request.fingerprint(variant)
-        local_id = uuid.uuid4().hex
+        """Start one request: :meth:`start_many` of one."""
+        return self.start_many([(request, variant)], force=force, slots=slots)[0]
+
+    def start_many(
+        self,
+        requests: Sequence[tuple[GenerationRequest, int]],
+        *,
+        force: bool,
+        slots: asyncio.Semaphore | None = None,
+    ) -> list[Task]:
+        """Start a batch of ``(request, variant)``: one handle each, in order.
+
+        An identical earlier request is handed back (reuse) unless ``force``, and so is a
+        repeat within the batch (the first of them is sent, once). The intents of all the
+        new ones are written in one transaction, durable before any of them is sent; the
+        budget is checked for them together first, so a refused batch leaves no trace.
+        """
         receiver = self._res.receiver
-        if receiver is not None and request.callback_url is None:
-            request = with_callback_url(request, receiver.url_for(local_id))
+        planned: list[_Planned] = []
         with self._registry.lock:
-            if not force:
-                existing = self._store.find_reusable(fingerprint)
-                if existing is not None:
-                    logger.info(
-                        "reusing task %s for an identical request (force=True sends it again)",
-                        existing.task_id or existing.local_id,
+            # 1. What each request is: new, a repeat within the batch, or an earlier task
+            #    (reads only: nothing is written until the budget has said yes).
+            fingerprints = [request.fingerprint(variant) for request, variant in requests]
+            known = set() if force else self._store.known_fingerprints(fingerprints)
+            first_new: dict[str, int] = {}
+            for (request, _), fingerprint in zip(requests, fingerprints, strict=True):
+                if not force:
+                    if fingerprint in first_new:
+                        planned.append(_Planned(repeat_of=first_new[fingerprint]))
+                        continue
+                    existing = (
+                        self._store.find_reusable(fingerprint) if fingerprint in known else None
                     )
-                    handle = self._tracker.handle_for(existing)
+                    if existing is not None:
+                        planned.append(_Planned(existing=existing))
+                        continue
+                    first_new[fingerprint] = len(planned)
+                local_id = uuid.uuid4().hex
+                if receiver is not None and request.callback_url is None:
+                    request = with_callback_url(request, receiver.url_for(local_id))
+                now = time.time()
+                record = TaskRecord(
+                    local_id=local_id,
+                    status=TaskStatus.WAITING_TO_SEND,
+                    prompt=request.prompt,
+                    model=request.model,
+                    fingerprint=fingerprint,
+                    created_at=now,
+                    updated_at=now,
+                    aspect_ratio=request.aspect_ratio,
+                    image_size=request.image_size,
+                    callback_url=None if receiver is not None else request.callback_url,
+                    references=tuple(describe_reference(r) for r in request.images),
+                )
+                planned.append(_Planned(record=record, request=request))
+            new = [p for p in planned if p.record is not None]
+            # 2. Before anything is written: a refused batch leaves no trace (none was sent).
+            self.budget.check([p.request.model for p in new if p.request is not None])
+            # 3. Every intent of the batch durable at once, before any request leaves.
+            if new:
+                self._store.insert_many(p.record for p in new if p.record is not None)
+            handles: list[Task] = []
+            for item in planned:
+                if item.record is not None:
+                    handle = self._registry.register(item.record, announce=True)
+                    self._registry.mark_submitted(handle)
+                elif item.existing is not None:
+                    handle = self._reuse(item.existing)
+                else:
+                    handle = handles[item.repeat_of]
                     self._registry.mark_reused(handle)
-                    if existing.status.is_resumable and not self._res.closed:
-                        # Timed out or unavailable: look again (free) instead of paying again;
-                        # running from here on, so a wait() on the handle waits for that look.
-                        self._registry.set(
-                            existing.local_id,
-                            status=TaskStatus.PENDING,
-                            error=None,
-                            finished_at=None,
-                        )
-                        self._tracker.resume_in_background([existing.local_id])
-                    return handle
-            # Before anything is written: a refused request leaves no trace (it was not sent).
-            self.budget.check([request.model])
-            now = time.time()
-            record = TaskRecord(
-                local_id=local_id,
-                status=TaskStatus.WAITING_TO_SEND,
-                prompt=request.prompt,
-                model=request.model,
-                fingerprint=fingerprint,
-                created_at=now,
-                updated_at=now,
-                aspect_ratio=request.aspect_ratio,
-                image_size=request.image_size,
-                callback_url=None if receiver is not None else request.callback_url,
-                references=tuple(describe_reference(r) for r in request.images),
-            )
-            # The intent is durable before anything is sent.
-            self._store.insert(record)
-            handle = self._registry.register(record, announce=True)
-            self._registry.mark_submitted(handle)
-        self._engine.submit(self.submit(record.local_id, request, slots)).add_done_callback(
-            report_failure
+                handles.append(handle)
+        sends = [(p.record.local_id, p.request) for p in new if p.record and p.request]
+        if sends:
+            self._engine.submit(self._send_all(sends, slots)).add_done_callback(report_failure)
+        return handles
+
+    def _reuse(self, existing: TaskRecord) -> Task:
+        """Hand back ``existing`` for an identical request (registry lock held)."""
+        logger.info(
+            "reusing task %s for an identical request (force=True sends it again)",
+            existing.task_id or existing.local_id,
         )
+        handle = self._tracker.handle_for(existing)
+        self._registry.mark_reused(handle)
+        if existing.status.is_resumable and not self._res.closed:
+            # Timed out or unavailable: look again (free) instead of paying again; running
+            # from here on, so a wait() on the handle waits for that look.
+            self._registry.set(
+                existing.local_id, status=TaskStatus.PENDING, error=None, finished_at=None
+            )
+            self._tracker.resume_in_background([existing.local_id])
         return handle
+
+    async def _send_all(
+        self, sends: list[tuple[str, GenerationRequest]], slots: asyncio.Semaphore | None
+    ) -> None:
+        """Start one submit job per intent (engine thread), in the batch's order: one hop to
+        the engine for the whole batch. Each job holds itself in ``Resources.submitting``."""
+        loop = asyncio.get_running_loop()
+        jobs = [
+            loop.create_task(self.submit(local_id, request, slots)) for local_id, request in sends
+        ]
+        for job in jobs:
+            job.add_done_callback(_report_job)
 
     def on_client_retry(self, error: APIError, delay: float) -> None:
         if not isinstance(error, RateLimitError):

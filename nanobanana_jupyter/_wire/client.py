@@ -36,12 +36,19 @@ from .protocol import (
     exchange_timeout,
     total_time,
 )
-from .retry import DOWNLOAD_POLICY, QUERY_POLICY, SUBMIT_POLICY, RequestKind, RetryPolicy
+from .retry import (
+    DOWNLOAD_POLICY,
+    QUERY_POLICY,
+    SUBMIT_POLICY,
+    RequestKind,
+    RetryPolicy,
+    counts_as_attempt,
+)
 from .settings import SecretKey, Settings
 from .snapshot import TaskSnapshot
 from .timeouts import time_limit
 
-__all__ = ["AsyncClient", "Client", "DownloadSink"]
+__all__ = ["IMAGE_CONNECTIONS", "AsyncClient", "Client", "DownloadSink"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
@@ -58,10 +65,18 @@ class DownloadSink(Protocol):
     def truncate(self) -> object: ...
 
 
+# Connections of the image client's pool. Downloads take a turn of a gate this wide before
+# they ask the pool for a connection, so a burst of them queues in the gate, with no
+# deadline, and none waits on the pool (whose wait has one: httpx's pool timeout).
+IMAGE_CONNECTIONS = 64
+
+
 def _limits() -> httpx.Limits:
     # Short keep-alive: an idle connection the server is about to close is the classic
     # way to lose a submit's answer (reliability.md S12).
-    return httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=4.0)
+    return httpx.Limits(
+        max_connections=IMAGE_CONNECTIONS, max_keepalive_connections=32, keepalive_expiry=4.0
+    )
 
 
 class Client(BaseClient):
@@ -108,6 +123,8 @@ class Client(BaseClient):
         # A separate client with no credentials, for image hosts, guarded at the connection.
         cdn = image_transport(self.settings, transport, _limits(), blocking=True)
         self._cdn = httpx.Client(transport=cdn, limits=_limits(), follow_redirects=False)
+        # Downloads take their turn here, not in the pool (see IMAGE_CONNECTIONS).
+        self._download_turns = threading.BoundedSemaphore(IMAGE_CONNECTIONS)
 
     def __enter__(self) -> Client:
         return self
@@ -184,14 +201,16 @@ class Client(BaseClient):
         return response.status_code, body.value(), response.headers, response.url
 
     def _with_retries(self, kind: RequestKind, attempt_once: Callable[[], _T]) -> _T:
-        attempt = 0
+        attempt = busy = 0
         while True:
             try:
                 return attempt_once()
             except APIError as error:
-                delay = self._retry_or_raise(kind, attempt, error)
+                delay = self._retry_or_raise(kind, attempt, error, busy)
+                counted = counts_as_attempt(error)
             self._sleep(delay)
-            attempt += 1
+            # Waiting for a free connection is not an attempt (retry.py).
+            attempt, busy = (attempt + 1, 0) if counted else (attempt, busy + 1)
 
     def submit(
         self,
@@ -267,7 +286,8 @@ class Client(BaseClient):
             url = url_or_data_uri
             for _ in range(MAX_REDIRECTS + 1):
                 req = self._build_download(url)
-                status, body, headers, _ = self._send(self._cdn, req, limit)
+                with self._download_turns:
+                    status, body, headers, _ = self._send(self._cdn, req, limit)
                 target = self._redirect_target(url, status, headers)
                 if target is None:
                     return self._parse_download(status, body, headers, safe_url(url))
@@ -318,6 +338,9 @@ class AsyncClient(BaseClient):
         self._http = httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False)
         cdn = image_transport(self.settings, transport, _limits(), blocking=False)
         self._cdn = httpx.AsyncClient(transport=cdn, limits=_limits(), follow_redirects=False)
+        # Downloads take their turn here, not in the pool (see IMAGE_CONNECTIONS); made on
+        # first use, on the loop this client belongs to.
+        self._download_turns: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -371,14 +394,16 @@ class AsyncClient(BaseClient):
     async def _with_retries(
         self, kind: RequestKind, attempt_once: Callable[[], Awaitable[_T]]
     ) -> _T:
-        attempt = 0
+        attempt = busy = 0
         while True:
             try:
                 return await attempt_once()
             except APIError as error:
-                delay = self._retry_or_raise(kind, attempt, error)
+                delay = self._retry_or_raise(kind, attempt, error, busy)
+                counted = counts_as_attempt(error)
             await self._sleep(delay)
-            attempt += 1
+            # Waiting for a free connection is not an attempt (retry.py).
+            attempt, busy = (attempt + 1, 0) if counted else (attempt, busy + 1)
 
     async def submit(
         self,
@@ -496,14 +521,20 @@ class AsyncClient(BaseClient):
             finally:
                 await response.aclose()
 
-        # A body that dribbles in never trips the read timeout: bound the whole exchange.
-        try:
-            async with time_limit(total):
-                return await exchange()
-        except asyncio.TimeoutError:
-            raise APITimeoutError(
-                f"no complete image within {total:g} s from {urlsplit(safe).netloc}", url=safe
-            ) from None
+        if self._download_turns is None:
+            self._download_turns = asyncio.Semaphore(IMAGE_CONNECTIONS)
+        # Its turn first, as long as the others ahead take: the image's own time starts
+        # once a connection is surely free.
+        async with self._download_turns:
+            # A body that dribbles in never trips the read timeout: bound the whole exchange.
+            try:
+                async with time_limit(total):
+                    return await exchange()
+            except asyncio.TimeoutError:
+                raise APITimeoutError(
+                    f"no complete image within {total:g} s from {urlsplit(safe).netloc}",
+                    url=safe,
+                ) from None
 
 
 def _decode_data_uri(uri: str, limit: int) -> tuple[bytes, str]:

@@ -7,7 +7,8 @@ NanoBananaError
 ├── ValidationError               a request is refused before sending (also a ValueError)
 ├── APIError                      one HTTP exchange with the API or an image host went wrong
 │   ├── APIConnectionError        cannot connect: the request never left this machine
-│   │   └── CertificateError      TLS verification failed: never retried, nothing sent
+│   │   ├── CertificateError      TLS verification failed: never retried, nothing sent
+│   │   └── ConnectionsBusyError  every connection of the client's pool was in use: not started
 │   ├── APITimeoutError           timed out after the request may have been sent
 │   ├── ConnectionLostError       the connection broke after the request may have been sent
 │   ├── ProtocolError             the answer could not be understood
@@ -60,6 +61,7 @@ __all__ = [
     "CertificateError",
     "ConfigurationError",
     "ConnectionLostError",
+    "ConnectionsBusyError",
     "MissingAPIKeyError",
     "NanoBananaError",
     "NotFoundError",
@@ -237,6 +239,15 @@ class CertificateError(APIConnectionError):
 
     Never retried: the same certificate fails the same way. Fix the trust store (for a
     corporate proxy, ``SSL_CERT_FILE``) or the base URL; verification is never switched off.
+    """
+
+
+class ConnectionsBusyError(APIConnectionError):
+    """No connection of this client's own pool came free in time (httpx's ``PoolTimeout``):
+    the request waited behind this client's other requests and never started.
+
+    It says nothing of the server or of what was asked for, so it never counts as one of a
+    request's attempts: the request waits its turn and is sent (:mod:`.retry`).
     """
 
 

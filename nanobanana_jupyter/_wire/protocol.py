@@ -36,6 +36,7 @@ from .errors import (
     BadRequestError,
     CertificateError,
     ConnectionLostError,
+    ConnectionsBusyError,
     NanoBananaError,
     NotFoundError,
     ProtocolError,
@@ -45,7 +46,13 @@ from .errors import (
     redact,
 )
 from .models import GenerationRequest, sniff_image_type
-from .retry import RequestKind, RetryPolicy, parse_retry_after, retry_or_raise
+from .retry import (
+    RequestKind,
+    RetryPolicy,
+    counts_as_attempt,
+    parse_retry_after,
+    retry_or_raise,
+)
 from .settings import SecretKey, Settings
 from .snapshot import TaskSnapshot
 
@@ -523,7 +530,15 @@ class BaseClient:
                 "organisation's CA bundle",
                 url=url,
             )
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        if isinstance(exc, httpx.PoolTimeout):
+            # Waiting behind this client's own requests: not started, and no fault of the
+            # server or of the request (retried without counting, see retry.py).
+            return ConnectionsBusyError(
+                f"every connection to {urlsplit(url).netloc} was in use; the request waited "
+                "its turn and did not start",
+                url=url,
+            )
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return APIConnectionError(
                 f"cannot connect to {urlsplit(url).netloc}: {type(exc).__name__}", url=url
             )
@@ -535,9 +550,16 @@ class BaseClient:
             f"the connection to {urlsplit(url).netloc} broke ({type(exc).__name__})", url=url
         )
 
-    def _retry_or_raise(self, kind: RequestKind, attempt: int, error: APIError) -> float:
+    def _retry_or_raise(
+        self, kind: RequestKind, attempt: int, error: APIError, busy_waits: int = 0
+    ) -> float:
         """Return how long to wait before retrying, or raise the error to give up."""
-        delay = retry_or_raise(kind, attempt, error, self._policies[kind], rand=self._rand)
+        delay = retry_or_raise(
+            kind, attempt, error, self._policies[kind], rand=self._rand, busy_waits=busy_waits
+        )
+        if not counts_as_attempt(error):
+            logger.debug("%s waited for a free connection; again in %.2f s", kind.value, delay)
+            return delay  # only its turn: no retry counted, nothing for on_retry to slow
         logger.info(
             "%s failed (%s); retry %d in %.2f s", kind.value, error.message, attempt + 1, delay
         )

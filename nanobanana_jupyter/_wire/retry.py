@@ -23,6 +23,7 @@ from .errors import (
     APITimeoutError,
     CertificateError,
     ConnectionLostError,
+    ConnectionsBusyError,
     ProtocolError,
     RateLimitError,
     ServerError,
@@ -30,9 +31,12 @@ from .errors import (
 )
 
 __all__ = [
+    "BUSY_PAUSE",
+    "MAX_BUSY_WAITS",
     "RequestKind",
     "RetryPolicy",
     "backoff_delay",
+    "counts_as_attempt",
     "parse_retry_after",
     "retry_delay",
     "retry_or_raise",
@@ -75,6 +79,21 @@ SUBMIT_POLICY = RetryPolicy(max_retries=2, base=0.5, cap=8.0, max_retry_after=60
 # Queries and downloads are idempotent GETs.
 QUERY_POLICY = RetryPolicy(max_retries=4, base=0.5, cap=8.0, max_retry_after=60.0)
 DOWNLOAD_POLICY = RetryPolicy(max_retries=3, base=0.5, cap=8.0, max_retry_after=30.0)
+
+
+# A request that waited behind this client's own requests for a connection (httpx's pool
+# timeout, ConnectionsBusyError) never started: it is sent again after a short pause without
+# counting as an attempt, however many others were queued. Only a pool that frees no
+# connection at all for this many waits in a row (each as long as the connect timeout: ten
+# minutes by default) gives up; that is a fault of this machine, said as such.
+MAX_BUSY_WAITS = 120
+BUSY_PAUSE = 0.05
+
+
+def counts_as_attempt(error: APIError) -> bool:
+    """False for a failure that says nothing of the request or the server: it only waited
+    its turn (:class:`ConnectionsBusyError`)."""
+    return not isinstance(error, ConnectionsBusyError)
 
 
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
@@ -148,12 +167,20 @@ def retry_or_raise(
     policy: RetryPolicy,
     *,
     rand: Callable[[], float] = random.random,
+    busy_waits: int = 0,
 ) -> float:
     """How long to wait before sending a failed request again; or raise to give up.
 
     Raises ``error`` when it is not retried (or the attempts are used up), and
-    :class:`SubmitOutcomeUnknownError` for a submit that may have reached the server.
+    :class:`SubmitOutcomeUnknownError` for a submit that may have reached the server. A
+    request that only waited its turn (:func:`counts_as_attempt` is False) is always sent
+    again, whatever ``attempt`` is, unless it has waited ``MAX_BUSY_WAITS`` times in a row
+    (``busy_waits``, counted by the caller).
     """
+    if not counts_as_attempt(error):
+        if busy_waits >= MAX_BUSY_WAITS:
+            raise error
+        return BUSY_PAUSE * (1.0 - 0.5 * min(max(rand(), 0.0), 1.0))
     if isinstance(error, CertificateError):
         raise error  # the same certificate fails the same way every time
     retry_after = error.retry_after if isinstance(error, RateLimitError) else None
