@@ -62,12 +62,20 @@ _VOCABULARY = [f"w{k}" for k in range(2000)]
 _WEIGHTS = [1 / (k + 1) for k in range(2000)]
 
 
-def build(path: Path, tasks: int, *, seed: int = 6, images: Sequence[ImageRecord] = ()) -> float:
+def build(
+    path: Path,
+    tasks: int,
+    *,
+    seed: int = 6,
+    images: Sequence[ImageRecord] = (),
+    annotated: int = 10**9,
+) -> float:
     """Fill a new store at ``path``; return the seconds it took.
 
     With ``images`` (records of files already in an image store), every successful task is
     given one of them in turn, with a task id, submit and finish times and a cost, as a
     task that ran (:mod:`benchmarks.bench_growth`); without, the rows carry text only.
+    One task in ten is rated and tagged, at most ``annotated`` of them (one transaction each).
     """
     from nanobanana_jupyter._store.records import TaskRecord
     from nanobanana_jupyter._store.store import Store
@@ -93,7 +101,7 @@ def build(path: Path, tasks: int, *, seed: int = 6, images: Sequence[ImageRecord
         records = [_ran(r, i, t0 + i * 7.0, images) for i, r in enumerate(records)]
     with Store(path) as store:
         store.insert_many(records)
-        for record in rng.sample(records, tasks // 10):
+        for record in rng.sample(records, min(tasks // 10, annotated)):
             store.annotate(
                 record.local_id,
                 rating=rng.randint(0, 5),

@@ -153,7 +153,7 @@ def test_rows_judge_each_goal() -> None:
     result = {
         "sizes": [200, 2000],
         "histories": {"200": _history(open_ms=90.0), "2000": _history()},
-        "map": {"tasks": 50, "blocked_s": 0.4},
+        "map": {"tasks": 50, "blocked_s": 0.4, "blocked_runs_s": [0.4]},
         "in_flight": {**flight, "oracle_p95_api_s": None, "p95_over_oracle": None},
     }
     rows = bench_growth.rows(result)
