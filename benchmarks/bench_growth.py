@@ -43,8 +43,10 @@ reached the client (:class:`TimingTransport`) is reported beside it. Tasks endin
 ``unavailable`` are counted, and those whose reason is a queueing one (the connection pool
 timed out, a local queue) apart.
 
-The oracle's p95 under the same cap comes from ``benchmarks.polling_model``'s function
-named :data:`ORACLE_HOOK` when it has one; until then the row says ``n/a``.
+The oracle's p95 under the same cap comes from ``benchmarks.polling_model``: its function
+named :data:`ORACLE_HOOK` when it has one, else its ``capped_oracle`` (the best poller
+found behind the cap that knows the durations), given the measured submit times; without
+either the row says ``n/a``.
 
     python -m benchmarks.bench_growth           # the full sizes
     python -m benchmarks.bench_growth --quick   # 200 tasks, small loads
@@ -497,9 +499,13 @@ def oracle_p95(durations: Sequence[float], arrivals: Sequence[float], rate: floa
     """The oracle's p95 detection delay (API s) under the cap, from :data:`ORACLE_HOOK`
     in :mod:`benchmarks.polling_model`; ``None`` while it has no such function."""
     hook = getattr(polling_model, ORACLE_HOOK, None)
-    if hook is None:
+    if hook is not None:
+        return float(hook(durations, arrivals, rate=rate))
+    capped = getattr(polling_model, "capped_oracle", None)  # (name, Outcome) on main today
+    if capped is None:
         return None
-    return float(hook(durations, arrivals, rate=rate))
+    _name, outcome = capped(durations, arrivals, rate)
+    return float(outcome.p95)
 
 
 def measure_in_flight(root: Path, n: int, scale: float) -> dict[str, Any]:

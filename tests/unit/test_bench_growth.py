@@ -97,6 +97,7 @@ def test_in_flight_delays_are_from_the_server_finish_on_the_api_clock(
     ledger = {"completed_at": {f"T{i}": 100.0 + i for i in range(10)}}
     durations = [10.0] * 10
     monkeypatch.delattr(polling_model, bench_growth.ORACLE_HOOK, raising=False)
+    monkeypatch.delattr(polling_model, "capped_oracle", raising=False)
     out = bench_growth.summarize_in_flight(_flight(rows), ledger, durations, 0.5)
     assert out["handle_p50_api_s"] == pytest.approx(1.0)
     assert out["handle_p95_api_s"] == pytest.approx(1.0)
@@ -139,6 +140,17 @@ def _history(**kw: Any) -> dict[str, Any]:
     }
     figures.update(kw)
     return figures
+
+
+def test_the_oracle_falls_back_on_the_capped_oracle_of_the_model() -> None:
+    """Without the named hook, polling_model's capped oracle gives the figure (when the
+    model has one): a p95 in API seconds for the same durations and submit times."""
+    if not hasattr(polling_model, "capped_oracle"):
+        pytest.skip("this polling_model has no capped_oracle: the row says n/a")
+    durations = [10.0 + (i % 7) for i in range(40)]
+    arrivals = [i * 0.1 for i in range(40)]
+    p95 = bench_growth.oracle_p95(durations, arrivals, bench_growth.DEFAULT_RATE)
+    assert p95 is not None and 0 <= p95 < 10
 
 
 def test_rows_judge_each_goal() -> None:
