@@ -20,10 +20,15 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import Row, median, rounded
+
+if TYPE_CHECKING:
+    from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
 
 GOAL_MS = 50.0
 TASKS = 100_000
@@ -57,8 +62,21 @@ _VOCABULARY = [f"w{k}" for k in range(2000)]
 _WEIGHTS = [1 / (k + 1) for k in range(2000)]
 
 
-def build(path: Path, tasks: int, *, seed: int = 6) -> float:
-    """Fill a new store at ``path``; return the seconds it took."""
+def build(
+    path: Path,
+    tasks: int,
+    *,
+    seed: int = 6,
+    images: Sequence[ImageRecord] = (),
+    annotated: int = 10**9,
+) -> float:
+    """Fill a new store at ``path``; return the seconds it took.
+
+    With ``images`` (records of files already in an image store), every successful task is
+    given one of them in turn, with a task id, submit and finish times and a cost, as a
+    task that ran (:mod:`benchmarks.bench_growth`); without, the rows carry text only.
+    One task in ten is rated and tagged, at most ``annotated`` of them (one transaction each).
+    """
     from nanobanana_jupyter._store.records import TaskRecord
     from nanobanana_jupyter._store.store import Store
     from nanobanana_jupyter._wire.models import TaskStatus
@@ -79,15 +97,35 @@ def build(path: Path, tasks: int, *, seed: int = 6) -> float:
         )
         for i in range(tasks)
     ]
+    if images:
+        records = [_ran(r, i, t0 + i * 7.0, images) for i, r in enumerate(records)]
     with Store(path) as store:
         store.insert_many(records)
-        for record in rng.sample(records, tasks // 10):
+        for record in rng.sample(records, min(tasks // 10, annotated)):
             store.annotate(
                 record.local_id,
                 rating=rng.randint(0, 5),
                 add_tags=rng.sample(TAGS, rng.randint(1, 3)),
             )
     return time.perf_counter() - started
+
+
+def _ran(record: TaskRecord, i: int, created: float, images: Sequence[ImageRecord]) -> TaskRecord:
+    """``record`` as a task that was sent and ended: an id, times, a cost and, when it
+    succeeded, the image ``images[i % len(images)]``."""
+    from nanobanana_jupyter._wire.models import TaskStatus
+
+    success = record.status is TaskStatus.SUCCESS
+    return record.replace(
+        task_id=f"T{i:07d}",
+        submitted_at=created + 0.5,
+        finished_at=created + 15.0,
+        updated_at=created + 15.0,
+        consumed=Decimal("0.05") if success else None,
+        images=(images[i % len(images)],) if success else (),
+        polls=3,
+        error=None if success else "the server said the task failed",
+    )
 
 
 def measure(path: Path, runs: int) -> dict[str, dict[str, Any]]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    bench_growth,
     bench_import,
     bench_kernel,
     bench_notebook,
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "notebook": bench_notebook.run,
     "import": bench_import.run,
     "search": bench_search.run,
+    "growth": bench_growth.run,
 }
 TITLES = {
     "polling": "Polling",
@@ -51,6 +53,7 @@ TITLES = {
     "notebook": "Notebook",
     "import": "Import",
     "search": "Search",
+    "growth": "History growth",
 }
 
 
@@ -171,7 +174,7 @@ def _details(sections: dict[str, Any]) -> str:
             polling_model.table(polling["model"]),
             "",
         ]
-    for name in ("scale", "kernel", "notebook", "import"):
+    for name in ("scale", "kernel", "notebook", "import", "growth"):
         result = sections.get(name)
         if not result or "error" in result:
             continue

@@ -71,6 +71,7 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
         "Kernel",
         "Notebook",
         "Import",
+        "History growth",
     }
 
     polling = data["sections"]["polling"]
@@ -87,6 +88,12 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     assert notebook["sandbox_image"]["default_bytes"] > 0
     assert notebook["photo_like_image"]["full_bytes"] > 0
     assert data["sections"]["import"]["interpreter"]["import_ms"] > 0
+    growth = data["sections"]["growth"]
+    for size in growth["sizes"]:
+        history = growth["histories"][str(size)]
+        assert history["tasks"] == size and history["open_ms"] > 0 and history["pandas_ms"] > 0
+    assert growth["map"]["blocked_s"] > 0
+    assert growth["in_flight"]["tasks"] > 0 and growth["in_flight"]["seen_done"] > 0
 
     markdown = (tmp_path / "results.md").read_text()
     assert "| Comparison | Measure |" in markdown
