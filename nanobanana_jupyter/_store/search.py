@@ -11,6 +11,7 @@ case-insensitive substring match of ``History.filter(text=...)``. Standard libra
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from typing import Any
 
 from nanobanana_jupyter._wire.errors import ValidationError
 
+from . import totals
 from .annotations import check_rating, clean_tags
 from .database import PROMPT_INDEX
 
@@ -38,6 +40,10 @@ RatingFilter = int | tuple[int | None, int | None] | None
 # from using the list of matches to drive the query). The store picks one by counting.
 _TEXT_CLAUSE = f"rowid IN (SELECT rowid FROM {PROMPT_INDEX} WHERE {PROMPT_INDEX} MATCH ?)"  # noqa: S608
 COMMON_TEXT_CLAUSE = "+" + _TEXT_CLAUSE
+WALK_TEXT_CLAUSE = (
+    f"EXISTS (SELECT 1 FROM {PROMPT_INDEX} WHERE {PROMPT_INDEX} MATCH ? "  # noqa: S608
+    f"AND {PROMPT_INDEX}.rowid = tasks.rowid)"
+)
 COMMON_MATCHES = 3000
 """Above this many matches the newest-first walk is quicker (benchmarks/bench_search.py)."""
 
@@ -59,18 +65,38 @@ def fts_query(text: str) -> str | None:
     return " AND ".join(terms) if terms else None
 
 
-def count_matches(conn: sqlite3.Connection, clauses: list[str], params: list[Any]) -> None:
-    """Turn the text condition into the plan that suits how many prompts match it."""
+def count_matches(
+    conn: sqlite3.Connection, clauses: list[str], params: list[Any], *, limit: int | None = None
+) -> None:
+    """Turn the text condition into the plan that suits how many prompts match it.
+
+    ``limit``: the query walks the tasks newest first and stops after this many. When most
+    prompts match (a very common word) and nothing narrows first (no tag or rating), each
+    task walked is then looked up in the index by its rowid (:data:`WALK_TEXT_CLAUSE`)
+    instead of building the list of every match first: the list costs about 0.5 µs a
+    match, a lookup about 20 µs, and the walk meets ``limit * tasks / matches`` tasks.
+    """
     if _TEXT_CLAUSE not in clauses:
         return
     at = clauses.index(_TEXT_CLAUSE)
     query = params[sum(clause.count("?") for clause in clauses[:at])]
+    walk_from: int | None = None  # this many matches or more: look each task up
+    if limit is not None and not any(clause.startswith("local_id IN") for clause in clauses):
+        kept = totals.read(conn)
+        if kept is not None:
+            walk_from = max(COMMON_MATCHES + 1, math.isqrt(40 * limit * kept.tasks) + 1)
+    # Counted only as far as the choice needs (a common word has most of the history).
+    cap = max(COMMON_MATCHES, walk_from or 0) + 1
     (matches,) = conn.execute(
-        f"SELECT count(*) FROM {PROMPT_INDEX} WHERE {PROMPT_INDEX} MATCH ?",  # noqa: S608
-        (query,),
+        f"SELECT count(*) FROM (SELECT 1 FROM {PROMPT_INDEX} "  # noqa: S608
+        f"WHERE {PROMPT_INDEX} MATCH ? LIMIT ?)",
+        (query, cap),
     ).fetchone()
-    if matches > COMMON_MATCHES:
-        clauses[at] = COMMON_TEXT_CLAUSE
+    if matches <= COMMON_MATCHES:
+        return
+    clauses[at] = COMMON_TEXT_CLAUSE
+    if walk_from is not None and matches >= walk_from:
+        clauses[at] = WALK_TEXT_CLAUSE
 
 
 def rating_bounds(rating: RatingFilter) -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ import datetime as dt
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -395,3 +396,65 @@ def test_a_tasks_card_shows_its_current_annotation(tmp_path: Path) -> None:
         assert "★★★★★" in html and ">cover<" in html
     # After the session closed, the card still renders (without the annotation).
     assert "nanobanana-card" in str(present.mimebundle(task)[0]["text/html"])  # type: ignore[index]
+
+
+def test_each_search_plan_finds_what_a_scan_finds(store: Store) -> None:
+    """A word in almost every prompt (the newest-first walk looking each task up in the
+    index), one in a tenth (the walk over the list of matches), a rare one (the matches
+    sorted), with and without a model or a tag: the newest matches a plain scan finds."""
+    import random
+
+    from nanobanana_jupyter._store import search as search_module
+
+    rng = random.Random(18)
+    records = []
+    for i in range(4000):
+        words = ["common"] if rng.random() < 0.95 else ["other"]
+        if i % 10 == 0:
+            words.append("tenth")
+        if i % 500 == 0:
+            words.append("rare")
+        records.append(
+            rec(
+                f"t{i:05d}",
+                S.SUCCESS,
+                prompt=" ".join(words),
+                model=rng.choice(["m1", "m2"]),
+                created_at=T0 + rng.randint(0, 400),  # ties on creation time too
+            )
+        )
+    store.insert_many(records)
+    for r in records[::7]:
+        store.annotate(r.local_id, rating=rng.randint(0, 5), add_tags=["keep"])
+    kept = {r.local_id for r in records[::7]}
+    chosen: list[str] = []
+    real = search_module.count_matches
+
+    def recording(conn: Any, clauses: list[str], params: list[Any], **kw: Any) -> None:
+        real(conn, clauses, params, **kw)
+        chosen.extend(c for c in clauses if "MATCH" in c)
+
+    search_module.count_matches = recording  # type: ignore[assignment]
+    import nanobanana_jupyter._store.store as store_module
+
+    store_module.count_matches = recording  # type: ignore[assignment]
+    try:
+        for word in ("common", "tenth", "rare"):
+            for model in (None, "m1"):
+                for tags in (None, "keep"):
+                    expected = [
+                        r
+                        for r in records
+                        if word in r.prompt.split()
+                        and (model is None or r.model == model)
+                        and (tags is None or r.local_id in kept)
+                    ]
+                    expected.sort(key=lambda r: (r.created_at, r.local_id), reverse=True)
+                    found = store.search(word, model=model, tags=tags, limit=50)
+                    assert ids(found) == ids(expected[:50]), (word, model, tags)
+    finally:
+        search_module.count_matches = real  # type: ignore[assignment]
+        store_module.count_matches = real  # type: ignore[assignment]
+    assert search_module.WALK_TEXT_CLAUSE in chosen  # every plan was taken
+    assert search_module.COMMON_TEXT_CLAUSE in chosen
+    assert any(c.startswith("rowid IN") for c in chosen)
