@@ -198,10 +198,11 @@ class PollScheduler:
                 if urgent is None or when < urgent_at:
                     urgent, urgent_at = key, when
                 continue
-            if urgent is not None:
-                continue
+            overdue = now - when >= max_wait
+            if urgent is not None or (starved is not None and not overdue):
+                continue  # (nothing this one could win against)
             value = self.poll_value(entry, now)
-            if value > 0 and now - when >= max_wait:
+            if value > 0 and overdue:
                 if value > starved_value or (value == starved_value and when < starved_at):
                     starved, starved_at, starved_value = key, when, value
             elif starved is None and (
