@@ -25,8 +25,10 @@ have finished since the last one, so polls go where completions are likely:
   since its last poll goes first (:func:`done_chance`: its age against the durations seen
   for its model), not the one due longest: with many tasks in flight the cap goes where
   completions are, instead of round the queue. A due poll that has waited ``max_wait``
-  goes ahead of likelier ones (first due, first served), so no task goes unpolled for
-  longer than its interval plus ``max_wait`` while the cap can poll every task that often.
+  goes ahead of likelier ones, so no task goes unpolled for longer than its interval plus
+  ``max_wait`` while the cap can poll every task that often; a task younger than every
+  duration seen for its model (it cannot have finished, by what was seen) never jumps the
+  queue that way.
 
 The default numbers were chosen with ``python -m benchmarks.polling_model``, a fake-clock
 model that runs the scheduler behind the default cap on the benchmark's workload, next to
@@ -98,7 +100,9 @@ class PollPolicy:
     without its image (resumable)."""
     max_wait: float = 30.0
     """A due poll held back by the cap (for likelier ones) goes first once it has waited
-    this long: the bound on how long any task can go unpolled past its interval."""
+    this long: the bound on how long any task can go unpolled past its interval. Not for a
+    task younger than every duration seen for its model: it waits its turn by the chance
+    that it has finished, so a crowd of young tasks cannot take the cap from those ending."""
     time_scale: float = 1.0
 
     def __post_init__(self) -> None:

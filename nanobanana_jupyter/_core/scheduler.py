@@ -11,7 +11,10 @@ when the session's cap holds polls back, the pool is served by priority, not by 
 1. urgent polls first (a webhook's hint, a resume, another look at a success without its
    image), first due first;
 2. then any poll that has waited ``max_wait`` past its due time (the starvation bound),
-   first due first;
+   the one that cuts the most expected delay (3.) first; a task younger than every
+   duration seen for its model (no chance that it has finished) is not starved however
+   long it waited: a cap too small for a crowd of young tasks would otherwise go round
+   them first due first and leave the tasks finishing now unseen (issue 18);
 3. then the poll that cuts the most expected delay: the chance that the task has finished
    since its last poll (:func:`~.poll_policy.done_chance`, its age against the durations
    seen for its model) times the time since that poll (how long, roughly, it has been
@@ -187,19 +190,25 @@ class PollScheduler:
             return next(iter(self._due))
         max_wait = self.policy.max_wait * self.policy.time_scale
         urgent = starved = best = None
-        urgent_at = starved_at = best_at = best_value = 0.0
+        urgent_at = starved_at = best_at = 0.0
+        starved_value = best_value = -1.0
         for key, (when, _) in self._due.items():
             entry = self._entries[key]
             if entry.urgent:
                 if urgent is None or when < urgent_at:
                     urgent, urgent_at = key, when
-            elif now - when >= max_wait:
-                if starved is None or when < starved_at:
-                    starved, starved_at = key, when
-            elif urgent is None and starved is None:
-                value = self.poll_value(entry, now)
-                if best is None or value > best_value or (value == best_value and when < best_at):
-                    best, best_at, best_value = key, when, value
+                continue
+            overdue = now - when >= max_wait
+            if urgent is not None or (starved is not None and not overdue):
+                continue  # (nothing this one could win against)
+            value = self.poll_value(entry, now)
+            if value > 0 and overdue:
+                if value > starved_value or (value == starved_value and when < starved_at):
+                    starved, starved_at, starved_value = key, when, value
+            elif starved is None and (
+                value > best_value or (value == best_value and when < best_at)
+            ):
+                best, best_at, best_value = key, when, value
         for choice in (urgent, starved, best):
             if choice is not None:
                 return choice

@@ -592,3 +592,33 @@ def test_behind_a_tight_cap_no_task_goes_unpolled_past_its_interval_plus_max_wai
     assert worst <= sched.policy.max_interval + sched.policy.max_wait + 5.0
     unbounded, _ = _crowd_under_a_tight_cap(seed, max_wait=1e6)
     assert unbounded > sched.policy.max_interval + sched.policy.max_wait + 10.0
+
+
+def test_a_crowd_of_young_tasks_past_max_wait_does_not_take_the_cap_from_tasks_ending() -> None:
+    """Issue 18 (bench_growth's 1,000 in flight: p95 4.8x the oracle): tasks younger than
+    every duration seen cannot have finished, by what was seen; once a cap too small for
+    the crowd had held their polls back ``max_wait``, the starvation bound served them
+    first due first, ahead of the tasks in the range where the model's tasks end, and the
+    whole cap went round the young crowd. They now wait their turn by the chance they are
+    done."""
+    sched = PollScheduler(PollPolicy(jitter=0.0))
+    for i in range(50):  # polled before anything was learned: due at t=50
+        sched.add(f"young{i}", f"y{i}", "m", now=48.0, deadline=1e9)
+    for d in range(100, 130):  # then tasks of 100-129 s end
+        sched.stats.add("m", float(d))
+    sched.add("ending", "e", "m", now=99.0, started=-11.0, deadline=1e9)  # 111 s old at 100
+    entry = sched.pop_due(100.0)  # the young ones are 52 s old, 50 s past due
+    assert entry is not None and entry.key == "ending"
+    # With nothing likelier waiting, the young crowd is still served, first due first.
+    entry = sched.pop_due(100.0)
+    assert entry is not None and entry.key == "young0"
+
+
+def test_among_polls_past_max_wait_the_one_that_cuts_the_most_delay_goes_first() -> None:
+    """Two polls past ``max_wait``: the one likelier done (older, longer unpolled) goes
+    first, though due later."""
+    sched = _learned([float(d) for d in range(10, 30)])
+    sched.add("k0", "t0", "m", now=50.0, started=40.0, deadline=1e9)  # due at 50, age 60
+    sched.add("k1", "t1", "m", now=60.0, started=0.0, deadline=1e9)  # due at 60, age 100
+    entry = sched.pop_due(100.0)
+    assert entry is not None and entry.key == "k1"
