@@ -1,7 +1,7 @@
 """A compare grid in a real kernel (issue 17, item 1): ``%%nanobanana --grid`` with two
 ``---``-separated prompts is one output, updated in place until it ends with four
 previews and a total; saved headless with nbclient, the notebook keeps that final table as
-static HTML (no widget JavaScript). Each case runs three times: the table races the engine
+static HTML (no widget JavaScript). Each case runs twice: the table races the engine
 thread that starts and finishes the cells (the flush after a wait once retired the table
 while its last cell ended, so the final table was never sent from the cell's thread; see
 tests/unit/test_grid.py).
@@ -34,7 +34,7 @@ def _is_final_table(html: str) -> bool:
     )
 
 
-@pytest.mark.parametrize("run", range(3))
+@pytest.mark.parametrize("run", range(2))
 def test_a_grid_cell_is_one_output_updated_in_place_to_its_final_table(
     kernel: Kernel, run: int
 ) -> None:
@@ -71,7 +71,7 @@ def test_a_grid_cell_is_one_output_updated_in_place_to_its_final_table(
     assert not any(t in m["content"].get("data", {}) for m in updates for t in WIDGET_TYPES)
 
 
-@pytest.mark.parametrize("run", range(3))
+@pytest.mark.parametrize("run", range(2))
 def test_a_saved_headless_notebook_keeps_the_final_grid_table(
     slow_sandbox: Sandbox, tmp_path: Path, run: int
 ) -> None:
