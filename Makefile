@@ -47,8 +47,12 @@ demo: $(DEMO_STAMP)
 lab: $(STAMP)
 	$(PY) scripts/run_lab.py
 
+# The suite runs in 3 worker processes (pytest-xdist), a test file per worker at a time, so
+# module fixtures (the browser's JupyterLab) start once. Most tests wait on servers, kernels
+# and browsers, so 3 workers fit 2 cores: 18 min serial, about 8 min so. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 3
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 screenshots: $(STAMP)
 	UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/browser -k lab_panel

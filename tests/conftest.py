@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-SENTINEL_KEY = f"dk-SENTINEL{uuid.uuid4().hex}"
+# Random per run, so no code can know it; the same in every pytest-xdist worker of one run
+# (tests parametrized with it must be collected alike by all workers).
+SENTINEL_KEY = f"dk-SENTINEL{os.environ.get('PYTEST_XDIST_TESTRUNUID') or uuid.uuid4().hex}"
 
 
 @pytest.fixture(autouse=True)

@@ -98,3 +98,51 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     markdown = (tmp_path / "results.md").read_text()
     assert "| Comparison | Measure |" in markdown
     assert data["machine"]["cpu"] in markdown
+
+
+def test_an_update_replaces_only_the_sections_it_ran_and_dates_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--only search --update`: the other sections and the full run's date stay as they were."""
+
+    def fake(figure: str) -> object:
+        return lambda quick: {
+            "rows": [
+                {
+                    **dict.fromkeys(ROW_KEYS, ""),
+                    "passed": True,
+                    "comparison": figure,
+                    "measure": "m",
+                }
+            ]
+        }
+
+    monkeypatch.setattr(
+        bench_run, "BENCHMARKS", {"import": fake("new import"), "search": fake("new search")}
+    )
+    earlier = {
+        "date": "2026-01-01 00:00 UTC",
+        "quick": False,
+        "machine": bench_run.machine_info(),
+        "load_start": "1",
+        "load_end": "2",
+        "wall_s": 900.0,
+        "sections": {name: fake(f"old {name}")(quick=False) for name in ("import", "search")},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    assert bench_run.main(["--only", "search", "--update", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["date"] == "2026-01-01 00:00 UTC" and data["wall_s"] == 900.0
+    assert [r["comparison"] for r in data["rows"]] == ["old import", "new search"]
+    assert "remeasured" not in data["sections"]["import"]
+    assert data["sections"]["search"]["remeasured"]["date"] != earlier["date"]
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| old import |" in markdown
+    assert "| new search (re-measured " in markdown
+    assert "Re-measured later (`--only search --update`): Search on " in markdown
+
+
+def test_an_update_without_an_earlier_full_run_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        bench_run.main(["--only", "search", "--update", "--out", str(tmp_path)])
+    assert not (tmp_path / "results.md").exists()
