@@ -1,16 +1,16 @@
 """Run every benchmark, print one markdown table, and write results.md and results.json.
 
-    python -m benchmarks.run            # everything (make bench); about 12 minutes on 2 cores
+    python -m benchmarks.run            # everything (make bench); about 18 minutes on 2 cores
     python -m benchmarks.run --quick    # tiny configurations, a few seconds per benchmark
     python -m benchmarks.run --only polling,kernel --out /tmp/bench
     python -m benchmarks.run --only search --update   # re-measure sections of results.md
 
 A full run writes ``benchmarks/results.md`` and ``benchmarks/results.json`` unless ``--out``
 names another directory. ``--update`` re-measures only the sections named by ``--only`` and
-replaces them in the committed results, keeping the others; each re-measured section says when
-it was measured and under what load, so no figure loses its date; ``--quick`` writes nothing unless ``--out`` is given (its figures are
-not meant to be kept). A benchmark that fails is reported in the table as an error and the
-others still run; the exit status is then 1.
+replaces them in the committed results, keeping the others; each re-measured section says
+when it was measured and under what load, so no figure loses its date. ``--quick`` writes
+nothing unless ``--out`` is given (its figures are not meant to be kept). A benchmark that
+fails is reported in the table as an error and the others still run; the exit status is then 1.
 """
 
 from __future__ import annotations

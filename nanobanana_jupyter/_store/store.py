@@ -58,7 +58,7 @@ from .rows import (
     to_row,
     where_clause,
 )
-from .search import RatingFilter, count_matches, search_clauses
+from .search import ROWIDS_CLAUSE, RatingFilter, count_matches, newest_matches, search_clauses
 from .shutdown import mark_suspect
 from .transitions import ACTIVE, IN_FLIGHT, RECOVERED_AS, RESUMABLE, UNFINISHED, merge_update
 
@@ -788,6 +788,9 @@ class Store:
         with self._lock:
             conn = self._db()
             count_matches(conn, clauses, params, limit=limit)
+            newest = newest_matches(conn, clauses, params, limit)
+            if newest is not None:
+                clauses, params = [ROWIDS_CLAUSE], [json.dumps(newest)]
             where = " WHERE " + " AND ".join(clauses) if clauses else ""
             sql = (
                 f"{SELECT} WHERE rowid IN (SELECT rowid FROM tasks{where} "  # noqa: S608
@@ -830,6 +833,9 @@ class Store:
         with self._lock:
             conn = self._db()
             count_matches(conn, clauses, params, limit=limit)
+            read = None if limit is None else newest_matches(conn, clauses, params, limit)
+            if read is not None:
+                clauses, params = [ROWIDS_CLAUSE], [json.dumps(read)]
             where = " WHERE " + " AND ".join(clauses) if clauses else ""
             if callable(columns):
                 columns = columns(conn)

@@ -457,3 +457,62 @@ def test_each_search_plan_finds_what_a_scan_finds(store: Store) -> None:
         store_module.count_matches = real  # type: ignore[assignment]
     assert search_module.COMMON_TEXT_CLAUSE in chosen  # both plans were taken
     assert any(c.startswith("rowid IN") for c in chosen)
+
+
+def test_a_common_word_s_newest_matches_are_read_newest_first_and_checked(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word in most prompts: only its newest matches are read from the index, and the
+    answer is what a scan finds, also where tasks were written out of creation order (an
+    old task written last; a task written first that is the newest of all: the check sees
+    it and the full plan answers)."""
+    import random
+
+    import nanobanana_jupyter._store.store as store_module
+    from nanobanana_jupyter._store import search as search_module
+
+    rng = random.Random(17)
+    newest_of_all = rec(
+        "t-first", S.SUCCESS, prompt="common first", model="m1", created_at=T0 + 10**6
+    )
+    records = [newest_of_all]
+    for i in range(4000):
+        model = "rare" if i % 150 == 0 else rng.choice(["m1", "m2"])
+        words = "common" if rng.random() < 0.95 else "other"
+        records.append(rec(f"t{i:05d}", S.SUCCESS, prompt=words, model=model, created_at=T0 + i))
+    written_last = rec("t-late", S.SUCCESS, prompt="common late", model="m1", created_at=T0 - 5)
+    answers: list[list[int] | None] = []
+
+    def spying(*args: Any) -> list[int] | None:
+        answer = search_module.newest_matches(*args)
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(store_module, "newest_matches", spying)
+
+    def check(store: Store, pool: list[Any], **filters: Any) -> list[bool]:
+        """Whether the newest-first read answered, for limits 1, 50 and 100."""
+        answers.clear()
+        for limit in (1, 50, 100):
+            expected = [
+                r
+                for r in pool
+                if "common" in r.prompt.split()
+                and all(getattr(r, k) == v for k, v in filters.items())
+            ]
+            expected.sort(key=lambda r: (r.created_at, r.local_id), reverse=True)
+            assert ids(store.search("common", limit=limit, **filters)) == ids(expected[:limit])
+        return [a is not None for a in answers]
+
+    in_order = [*records[1:], written_last]
+    store.insert_many(in_order)
+    assert check(store, in_order) == [True] * 3  # read newest first
+    assert check(store, in_order, model="m1") == [True] * 3
+    # One in 150: the first 2,048 matches hold too few for 100 (the full plan answers).
+    assert check(store, in_order, model="rare") == [True, False, False]
+    store.insert_many([newest_of_all])  # the newest, written last: still in order
+    assert check(store, [*in_order, newest_of_all]) == [True] * 3
+    # The newest task of all written first: the check sees it and the full plan answers.
+    with Store(store.path.with_name("second.sqlite3")) as other:
+        other.insert_many([*records, written_last])
+        assert check(other, [*records, written_last]) == [False] * 3
