@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from nanobanana_jupyter._store.records import TaskRecord
@@ -100,6 +101,20 @@ class Registry:
             raise KeyError(local_id)
         stored = self._store.update(current.replace(updated_at=time.time(), **changes))
         self.show(local_id, stored)
+        return stored
+
+    def set_many(self, local_ids: Sequence[str], **changes: Any) -> list[TaskRecord]:
+        """:meth:`set` of the same change on many tasks, in one store transaction."""
+        now = time.time()
+        current = [
+            handle.record if (handle := self._handles.get(i)) is not None else self._store.get(i)
+            for i in local_ids
+        ]
+        stored = self._store.update_many(
+            [r.replace(updated_at=now, **changes) for r in current if r is not None]
+        )
+        for record in stored:
+            self.show(record.local_id, record)
         return stored
 
     def end_in_memory(self, local_id: str, **changes: Any) -> None:

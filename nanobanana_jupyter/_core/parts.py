@@ -58,6 +58,7 @@ class Parts:
         )
         # The engine calls the parts only through weak references.
         res.on_retry = weak_method(self.submitter.on_client_retry)
+        res.on_close_unsent = weak_method(self.submitter.settle_unsent)
         res.on_decision = weak_async_method(self.tracker.on_decision)
         tracker_ref = weakref.ref(self.tracker)
         res.maintain = lambda: maintain(tracker_ref, lease_ttl / 3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -76,6 +77,14 @@ class Resources:
         self.receiver: WebhookReceiver | None = None
         self.sandbox: LocalServer | None = None
         self.submitting: set[asyncio.Task[Any]] = set()
+        # Submits whose request has left (their answer is worth a short wait at close).
+        self.sending: set[asyncio.Task[Any]] = set()
+        # Local ids whose request has not left yet: added by the thread starting them,
+        # taken by their submit job just before it sends, or by close (not_sent, all in one
+        # write through on_close_unsent). Whoever takes an id settles it.
+        self._unsent: set[str] = set()
+        self._unsent_lock = threading.Lock()
+        self.on_close_unsent: Callable[[list[str]], None] | None = None
         # Reconciliations and balance looks in flight: cancelled before the client closes.
         self.background: set[asyncio.Task[Any]] = set()
         # Set once by the session: called through weak references (see support.py).
@@ -86,6 +95,19 @@ class Resources:
     def check_open(self) -> None:
         if self.closed:
             raise RuntimeError("this Session is closed")
+
+    def add_unsent(self, local_ids: list[str]) -> None:
+        """Requests about to be handed to their submit jobs (any thread)."""
+        with self._unsent_lock:
+            self._unsent.update(local_ids)
+
+    def take_unsent(self, local_id: str) -> bool:
+        """Take a request to send it or settle it: False when close has taken it already."""
+        with self._unsent_lock:
+            if local_id in self._unsent:
+                self._unsent.discard(local_id)
+                return True
+            return False
 
     def connect(self) -> tuple[AsyncClient, PollLoop]:
         """The client and the poll loop, made on first use (engine thread), with the submit
@@ -132,14 +154,23 @@ class Resources:
         """Stop the background work and close connections (on the engine loop)."""
         if self.maintenance is not None:
             self.maintenance.cancel()
-        if self.submitting:
+        # Requests still waiting for their turn never left: not_sent, in one write, however
+        # many (one write each outlasted close's time limit for a large map()); their jobs
+        # are cancelled and find them taken.
+        with self._unsent_lock:
+            unsent, self._unsent = sorted(self._unsent), set()
+        if unsent and self.on_close_unsent is not None:
+            self.on_close_unsent(unsent)
+        waiting = self.submitting - self.sending
+        for task in waiting:
+            task.cancel()
+        if self.sending:
             # Let submits in flight get their answer (a task id is worth keeping), briefly;
-            # the rest are cancelled: not_sent if they were still waiting for their turn,
-            # submit_unknown if their request had left.
-            _, pending = await asyncio.wait(set(self.submitting), timeout=SUBMIT_GRACE_ON_CLOSE)
+            # then they are cancelled: submit_unknown, as their request had left.
+            _, pending = await asyncio.wait(set(self.sending), timeout=SUBMIT_GRACE_ON_CLOSE)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*self.submitting, return_exceptions=True)
         for job in list(self.background):
             job.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)

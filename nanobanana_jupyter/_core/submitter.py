@@ -79,6 +79,16 @@ class _Planned:
     repeat_of: int = -1
 
 
+def _closed_unsent() -> dict[str, Any]:
+    """How a request ends that the session closed before sending."""
+    return {
+        "status": TaskStatus.NOT_SENT,
+        "error": "the session closed before this request was sent (nothing was charged): "
+        "generate it again",
+        "finished_at": time.time(),
+    }
+
+
 def _report_job(job: asyncio.Task[None]) -> None:
     """Log what escaped a submit job: nothing on the submit path may vanish unseen."""
     if not job.cancelled() and job.exception() is not None:
@@ -210,6 +220,7 @@ class Submitter:
                 handles.append(handle)
         sends = [(p.record.local_id, p.request) for p in new if p.record and p.request]
         if sends:
+            self._res.add_unsent([local_id for local_id, _ in sends])
             self._engine.submit(self._send_all(sends, slots)).add_done_callback(report_failure)
         return handles
 
@@ -253,6 +264,10 @@ class Submitter:
     async def submit(
         self, local_id: str, request: GenerationRequest, slots: asyncio.Semaphore | None
     ) -> None:
+        if self._res.closed:  # started after close had settled the others: this one too
+            if self._res.take_unsent(local_id):
+                self.settle(local_id, **_closed_unsent())
+            return
         client, _ = self._res.connect()
         submit_slots = self._res.submit_slots
         assert submit_slots is not None
@@ -265,6 +280,8 @@ class Submitter:
             # A map() call's own bound (if any), then the session's, then its rate cap.
             async with slots or contextlib.nullcontext(), submit_slots:
                 await self.limiter.acquire()
+                if not self._res.take_unsent(local_id):
+                    return  # the session closed meanwhile and settled it not_sent
                 # Durable before the request leaves: a crash from here on is submit_unknown,
                 # before it, not_sent (Store.recover_interrupted).
                 if self._registry.set(local_id, status=TaskStatus.SUBMITTING).status is not (
@@ -272,16 +289,14 @@ class Submitter:
                 ):
                     return  # another process settled it as not sent: it stays unsent
                 sent = True
+                if current is not None:
+                    self._res.sending.add(current)
+                    current.add_done_callback(self._res.sending.discard)
                 task_id = await client.submit(request, idempotency_key=local_id)
         except asyncio.CancelledError:
             if not sent:  # closed while it waited for its turn: nothing left this machine
-                self.settle(
-                    local_id,
-                    status=TaskStatus.NOT_SENT,
-                    error="the session closed before this request was sent (nothing was "
-                    "charged): generate it again",
-                    finished_at=time.time(),
-                )
+                if self._res.take_unsent(local_id):  # else close settled it with the rest
+                    self.settle(local_id, **_closed_unsent())
                 raise
             # The session closed with this submit in flight: its outcome is unknown.
             self.settle(
@@ -354,6 +369,19 @@ class Submitter:
                     "task %s (%s): could not start polling yet: %s", local_id, task_id, exc
                 )
                 self._tracker.watch(local_id)
+
+    def settle_unsent(self, local_ids: list[str]) -> None:
+        """The session closed before these requests left: ``not_sent``, in one write."""
+        changes = _closed_unsent()
+        try:
+            self._registry.set_many(local_ids, **changes)
+        except (sqlite3.Error, OSError, ValueError, RuntimeError) as exc:  # Runtime: closed
+            # The rows stay waiting_to_send: the next session settles them not_sent.
+            logger.warning(
+                "could not save that %d requests ended not_sent: %s", len(local_ids), exc
+            )
+            for local_id in local_ids:
+                self._registry.end_in_memory(local_id, **changes)
 
     def settle(self, local_id: str, **changes: Any) -> None:
         """Write how a submit ended; if the store refuses, still end the handle, and log it."""

@@ -271,23 +271,39 @@ class Store:
         """
         try:
             with self._write() as conn:
-                rows = conn.execute(f"{SELECT} WHERE local_id = ?", (record.local_id,)).fetchall()
-                if not rows:
-                    conn.execute(INSERT, (*to_row(record), self._writer))
-                    _totals.fold(conn)
-                    return from_row(to_row(record))
-                stored = from_row(rows[0])
-                merged = merge_update(stored, record)
-                if merged is None:
-                    return stored
-                row = to_row(merged)
-                conn.execute(UPDATE, (*row[1:], merged.local_id))
+                stored = self._update_in(conn, record)
                 _totals.fold(conn)
-                return from_row(row)
+                return stored
         except sqlite3.IntegrityError as exc:
             raise ValueError(
                 f"task id {record.task_id!r} is already stored for another task"
             ) from exc
+
+    def _update_in(self, conn: sqlite3.Connection, record: TaskRecord) -> TaskRecord:
+        """:meth:`update`'s write, in the caller's transaction (totals not folded)."""
+        rows = conn.execute(f"{SELECT} WHERE local_id = ?", (record.local_id,)).fetchall()
+        if not rows:
+            conn.execute(INSERT, (*to_row(record), self._writer))
+            return from_row(to_row(record))
+        stored = from_row(rows[0])
+        merged = merge_update(stored, record)
+        if merged is None:
+            return stored
+        row = to_row(merged)
+        conn.execute(UPDATE, (*row[1:], merged.local_id))
+        return from_row(row)
+
+    def update_many(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
+        """:meth:`update` of each record in one transaction (all or none): the stored
+        record of each afterwards, in order. For many tasks ending at once (a session
+        closing before its queued requests were sent)."""
+        try:
+            with self._write() as conn:
+                stored = [self._update_in(conn, record) for record in records]
+                _totals.fold(conn)
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"a task id is already stored for another task: {exc}") from exc
+        return stored
 
     def count_reuse(self, local_id: str) -> TaskRecord | None:
         """Count one more identical request handed this task: ``reuses + 1``, in SQL, so two

@@ -575,9 +575,11 @@ def test_submits_are_spaced_by_the_rate_cap(sandbox: Sandbox, tmp_path: Path) ->
     assert all(t.status is TaskStatus.SUCCESS for t in tasks)
     times = _submit_times(sandbox)
     assert len(times) == 13 and sandbox.ledger.duplicate_submits() == []
-    # 5 at once, then 8 more at 5 per second: the last leaves about 1.6 s after the first.
+    # 5 at once, then 8 more at 5 per second: the last leaves about 1.6 s after the first
+    # (as the server sees them: under load the first, opening connections, can arrive a
+    # few tenths late, 1.37 s seen in the suite; without the cap all 13 arrive within 0.2 s).
     assert times[4] - times[0] < 0.5
-    assert 1.4 <= times[-1] - times[0] < 6.0
+    assert 1.1 <= times[-1] - times[0] < 6.0
 
 
 def test_close_while_submits_wait_for_their_turn_records_them_as_not_sent(

@@ -224,3 +224,40 @@ def test_a_process_that_dies_after_the_batch_write_leaves_every_intent_found(
         assert not any(t.reused for t in again)
         assert len(session.history) == 2 * count
         assert api.submitted.wait(20)
+
+
+def test_closing_with_a_batch_still_queued_settles_it_in_one_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() with 600 submits still waiting behind the submit cap: their ``not_sent`` is
+    written in one transaction (one per task before: 10,000 of them outlasted close's own
+    time limit, and the store closed under the writes, logging a traceback each), nothing
+    is logged as a warning or an error, and every handle and row says not_sent."""
+    import nanobanana_jupyter._core.resources as resources_module
+
+    monkeypatch.setattr(resources_module, "SUBMIT_GRACE_ON_CLOSE", 0.5)
+    api = Accepting()
+    session = Session(
+        settings=_settings(tmp_path / "data"),
+        transport=httpx.MockTransport(api),
+        max_submits_per_second=0.001,  # a burst of one, then one each 1,000 s
+    )
+    tasks = session.map([f"queued {i}" for i in range(600)])
+    sent = next(t for t in tasks if t.task_id is not None) if api.submits else None
+    seen: list[str] = []
+    conn = session._store._db()
+    conn.set_trace_callback(
+        lambda sql: seen.append(sql) if sql.upper().startswith("BEGIN") else None
+    )
+    with caplog.at_level("INFO", logger="nanobanana_jupyter"):
+        session.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    assert len(seen) <= 3, f"{len(seen)} write transactions to close"
+    unsent = [t for t in tasks if t is not sent]
+    assert len(unsent) >= 599
+    assert {t.status for t in unsent} == {TaskStatus.NOT_SENT}
+    with Store(session._store.path) as store:
+        rows = [store.get(t.local_id) for t in unsent]
+    assert {r.status for r in rows if r is not None} == {TaskStatus.NOT_SENT}
+    assert all("nothing was charged" in (r.error or "") for r in rows if r is not None)
+    assert len(api.submits) <= 1
