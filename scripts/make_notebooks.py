@@ -4,12 +4,15 @@
     python scripts/make_notebooks.py --check    # exit 1 if a committed notebook is out of date
 
 Each notebook is a list of ``(kind, source)`` pairs: ``"md"`` for Markdown, ``"code"`` for
-code. Notebooks are written without outputs and with stable cell ids, so regenerating an
-unchanged notebook rewrites nothing. The quickstart's cells live in
-``scripts/make_quickstart.py`` (``make_quickstart.CELLS``); this script writes it too.
+code, ``"parameters"`` for the code cell tagged ``parameters`` that papermill replaces
+(``papermill in.ipynb out.ipynb -p NAME VALUE``). Notebooks are written without outputs and
+with stable cell ids, so regenerating an unchanged notebook rewrites nothing. The
+quickstart's cells live in ``scripts/make_quickstart.py`` (``make_quickstart.CELLS``); this
+script writes it too.
 
 Every notebook must run headless against the sandbox (``tests/notebooks`` executes each one
-with nbclient and ``NANOBANANA_WAIT=1``), so cells that need a result wait for it explicitly.
+with nbclient and ``NANOBANANA_WAIT=1``; ``papermill_batch.ipynb`` with the papermill command
+and without it), so cells that need a result wait for it explicitly.
 """
 
 from __future__ import annotations
@@ -852,6 +855,96 @@ s.budget_status""",
     ),
 ]
 
+PAPERMILL_BATCH: Cells = [
+    (
+        "md",
+        """# A batch run with papermill
+
+A parameterised notebook: [papermill](https://papermill.readthedocs.io) runs it headless,
+with new values for the cell tagged `parameters`, and saves the executed copy.
+
+```bash
+papermill notebooks/papermill_batch.ipynb out.ipynb -p prompt "A red fox in the snow" -p n 3
+```
+
+Every image is saved three ways: in the data directory's history (as with any task), as a
+copy carrying its recipe in `out_dir` (with a `summary.json` listing them), and as a small
+preview in `out.ipynb`. A task that does not succeed makes the run fail, after the others
+are saved, so papermill's exit code tells a batch script.""",
+    ),
+    (
+        "parameters",
+        """# Parameters: papermill replaces these (-p NAME VALUE); the defaults run as they are.
+prompt: str = "A lighthouse made of bananas on a rocky coast, golden hour"
+n: int = 2  # samples: distinct tasks, one image each (1 to 4)
+aspect_ratio: str = "1:1"  # auto, 1:1, 16:9, 9:16, 4:3, ...
+out_dir: str = "batch_out"  # copies of the images, with their recipe, and summary.json
+sandbox: bool = False  # True: a local sandbox draws the images (offline, no key, pretend credits)""",
+    ),
+    ("code", "%load_ext nanobanana_jupyter"),
+    (
+        "md",
+        """**API key.** Set `NANOBANANA_API_KEY` in the environment papermill runs in, or put it
+in a `.env` file in papermill's working directory (`--cwd`); never pass it as a parameter,
+which papermill writes into the output notebook. Without a key, `-p sandbox True`.""",
+    ),
+    (
+        "code",
+        """if sandbox:
+    %nanobanana sandbox""",
+    ),
+    (
+        "md",
+        """## Generate, and wait
+
+A headless run keeps only what a cell shows before it ends, so this cell waits (`--wait`)
+until every image is there. `--expand` fills `{prompt}` from the parameter; the options'
+`{n}` and `{aspect_ratio}` are filled by IPython. A re-run with the same parameters and data
+directory reuses the results instead of paying again.""",
+    ),
+    (
+        "code",
+        """%%nanobanana --wait --expand -n {n} --aspect-ratio {aspect_ratio} -o batch
+{prompt}""",
+    ),
+    ("md", "## Save the images and a summary to `out_dir`"),
+    (
+        "code",
+        """import json
+from pathlib import Path
+
+from nanobanana_jupyter import Task
+
+tasks = [batch] if isinstance(batch, Task) else list(batch)
+folder = Path(out_dir)
+folder.mkdir(parents=True, exist_ok=True)
+summary = []
+for task in tasks:
+    files = task.save(folder, overwrite=True) if task.status.value == "success" else []
+    summary.append(
+        {
+            "task_id": task.id,
+            "status": task.status.value,
+            "prompt": task.prompt,
+            "cost": None if task.cost is None else str(task.cost),
+            "files": [str(path) for path in files],
+        }
+    )
+    print(task.id, task.status.value, task.cost, "credits", *[path.name for path in files])
+(folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")""",
+    ),
+    (
+        "code",
+        """failed = [entry for entry in summary if entry["status"] != "success"]
+if failed:
+    raise RuntimeError(
+        f"{len(failed)} of {len(summary)} tasks did not succeed: "
+        + ", ".join(f"{entry['task_id']} ({entry['status']})" for entry in failed)
+    )
+print(f"{len(summary)} images in {folder.resolve()}")""",
+    ),
+]
+
 
 def _load_quickstart_cells() -> Cells:
     """The quickstart's cells, from scripts/make_quickstart.py (their source of truth)."""
@@ -874,6 +967,7 @@ def notebooks() -> dict[str, Cells]:
         "editing_chain.ipynb": EDITING_CHAIN,
         "offline_sandbox.ipynb": OFFLINE_SANDBOX,
         "compare_and_curate.ipynb": COMPARE_AND_CURATE,
+        "papermill_batch.ipynb": PAPERMILL_BATCH,
     }
 
 
@@ -882,9 +976,11 @@ def build(name: str, cells: Cells) -> nbformat.NotebookNode:
     stem = name.removesuffix(".ipynb").replace("_", "-")
     nb_cells = []
     for index, (kind, source) in enumerate(cells):
-        if kind not in ("md", "code"):
+        if kind not in ("md", "code", "parameters"):
             raise ValueError(f"{name}: cell {index} has unknown kind {kind!r}")
         cell = new_markdown_cell(source) if kind == "md" else new_code_cell(source)
+        if kind == "parameters":
+            cell.metadata["tags"] = ["parameters"]  # what papermill replaces
         cell["id"] = f"{stem}-{index:02d}"
         nb_cells.append(cell)
     nb = new_notebook(cells=nb_cells)
@@ -902,7 +998,10 @@ def same_content(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:
     """True when two notebooks have the same cells (kind, source, outputs), ids aside."""
 
     def key(nb: nbformat.NotebookNode) -> list[tuple[str, str, object]]:
-        return [(cell.cell_type, cell.source, cell.get("outputs", [])) for cell in nb.cells]
+        return [
+            (cell.cell_type, cell.source, cell.metadata, cell.get("outputs", []))
+            for cell in nb.cells
+        ]
 
     return key(a) == key(b) and a.metadata == b.metadata
 
