@@ -42,7 +42,7 @@ from nanobanana_jupyter._store.owners import new_lease_owner
 from nanobanana_jupyter._store.store import Store
 from nanobanana_jupyter._wire.errors import ValidationError
 from nanobanana_jupyter._wire.models import GenerationRequest, TaskStatus
-from nanobanana_jupyter._wire.settings import SecretKey, Settings, default_data_dir
+from nanobanana_jupyter._wire.settings import HISTORY_FILE, SecretKey, Settings, default_data_dir
 
 from .balance import BalanceCache
 from .budget import BudgetStatus, as_budget
@@ -144,7 +144,7 @@ class Session:
             )
         self.settings = settings
         self.data_dir = Path(settings.data_dir or default_data_dir()).expanduser()
-        self._store = Store(self.data_dir / "history.sqlite3")
+        self._store = Store(self.data_dir / HISTORY_FILE)
         self._images = ImageStore(self.data_dir / "images")
         self._engine = engine or get_engine()
         for name, value in (

@@ -113,6 +113,7 @@ class TerminalProgress:
     """One status line on a stream (stderr), rewritten in place when it is a terminal.
 
     Elsewhere (a pipe, a log) a line is written only when the counts or the states change.
+    Not tqdm, on purpose: README's Install section says why.
     """
 
     def __init__(self, stream: TextIO) -> None:

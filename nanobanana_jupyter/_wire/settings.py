@@ -22,6 +22,7 @@ __all__ = ["ENV", "SecretKey", "Settings", "default_data_dir", "env_flag", "is_l
 
 DEFAULT_BASE_URL = "https://api.defapi.org"
 DEFAULT_MODEL = "google/gempix2"
+HISTORY_FILE = "history.sqlite3"
 
 
 class ENV:
@@ -119,19 +120,52 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The per-user directory for history and images, following each platform's custom."""
+APP_DIR_NAME = "nanobanana-jupyter"
+
+
+def default_data_dir() -> Path:
+    """The per-user directory for history and images: platformdirs' user data directory.
+
+    That is ``$XDG_DATA_HOME/nanobanana-jupyter`` or ``~/.local/share/nanobanana-jupyter``
+    on Linux, ``~/Library/Application Support/nanobanana-jupyter`` on macOS (recent
+    platformdirs follow ``XDG_DATA_HOME`` there too), and the local (not roaming) AppData
+    folder's ``nanobanana-jupyter`` on Windows. platformdirs reads the process environment
+    (``HOME``, ``XDG_DATA_HOME``, Windows' known folders), never a mapping passed in.
+
+    Before platformdirs the package had its own rule (:func:`_former_data_dir`). Where the
+    two differ (macOS with ``XDG_DATA_HOME`` set; a relative ``XDG_DATA_HOME``, which the XDG
+    spec says to ignore; Windows when the shell's Local AppData is not where ``LOCALAPPDATA``
+    points; Android) and the former directory holds a history (its own or its sandbox's),
+    that directory is kept, so a history made before the change is still found.
+    """
+    import platformdirs
+
+    new = Path(platformdirs.user_data_dir(APP_DIR_NAME, appauthor=False, roaming=False))
+    former = _former_data_dir()
+    if former != new and _holds_history(former):
+        return former
+    return new
+
+
+def _former_data_dir() -> Path:
+    """The rule of the versions before platformdirs, kept to find their histories."""
     import sys
 
-    env = os.environ if environ is None else environ
-    home = Path(env.get("HOME") or Path.home())
+    home = Path(os.environ.get("HOME") or Path.home())
     if sys.platform == "win32":
-        base = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
     elif sys.platform == "darwin":
         base = home / "Library" / "Application Support"
     else:
-        base = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
-    return base / "nanobanana-jupyter"
+        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / APP_DIR_NAME
+
+
+def _holds_history(directory: Path) -> bool:
+    try:
+        return any((d / HISTORY_FILE).is_file() for d in (directory, directory / "sandbox"))
+    except OSError:  # e.g. a directory we may not look into: not ours to use
+        return False
 
 
 def _check_base_url(url: str) -> str:
@@ -158,25 +192,26 @@ def _positive(name: str, value: float) -> float:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse the simple ``NAME=value`` lines of a ``.env`` file (comments, quotes, export)."""
-    values: dict[str, str] = {}
+    """The ``NAME=value`` pairs of a ``.env`` file, parsed by python-dotenv.
+
+    Comments, ``export``, single and double quotes, quoted values over several lines,
+    escapes inside double quotes (``\\n``, ``\\t``, ``\\"``) and ``${VAR}`` expansion. A
+    ``${VAR}`` takes an earlier line of the same file, else the *process* environment
+    (``os.environ``, python-dotenv's rule, as for every other tool that reads the file; not
+    the ``environ`` mapping given to :meth:`Settings.resolve`); an unknown name expands to
+    nothing. A name without ``=`` gives no value.
+
+    The file is never a reason to fail: a missing, unreadable or non-UTF-8 file gives no
+    values, and a statement that does not parse is skipped (python-dotenv logs a warning on
+    the ``dotenv.main`` logger naming its line number, never its text).
+    """
+    from dotenv import dotenv_values
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return values
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        name, _, value = line.partition("=")
-        name = name.strip().removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[name] = value
-    return values
+        values = dotenv_values(path, encoding="utf-8")
+    except (OSError, UnicodeError, ValueError):
+        return {}
+    return {name: value for name, value in values.items() if name and value is not None}
 
 
 def _colab_secret(name: str) -> str | None:
@@ -266,7 +301,10 @@ class Settings:
         """Build settings: explicit arguments, then environment, then ``.env``, then defaults.
 
         Args:
-            environ: the environment to read (default ``os.environ``); tests pass a dict.
+            environ: the environment to read the package's variables from (default
+                ``os.environ``); tests pass a dict. The default data directory and a
+                ``.env`` file's ``${VAR}`` come from the process environment (see
+                :func:`default_data_dir` and :func:`read_dotenv`).
             dotenv: the ``.env`` file to read (default ``./.env``).
             colab: looks a secret up in Colab; returns ``None`` elsewhere.
             overrides: any other field of :class:`Settings`, by name.
@@ -298,7 +336,7 @@ class Settings:
         elif sandbox:
             base = pick(ENV.DATA_DIR)
             fields["data_dir"] = (
-                Path(base).expanduser() if base else default_data_dir(env)
+                Path(base).expanduser() if base else default_data_dir()
             ) / "sandbox"
         elif (directory := pick(ENV.DATA_DIR)) is not None:
             fields["data_dir"] = Path(directory).expanduser()
@@ -333,7 +371,13 @@ class Settings:
                 return SecretKey(env[name]), name
         for name in (ENV.API_KEY, ENV.API_KEY_ALT):
             if file_values.get(name, "").strip():
-                return SecretKey(file_values[name]), ".env"
+                try:
+                    return SecretKey(file_values[name]), ".env"
+                except ConfigurationError as error:  # its message never holds the value
+                    raise ConfigurationError(
+                        f"{name} in the .env file is not a usable API key: {error}; "
+                        "put it on one line, without spaces or quotes inside"
+                    ) from None
         for name in (ENV.API_KEY, ENV.API_KEY_ALT):
             value = colab(name)
             if value:

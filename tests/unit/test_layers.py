@@ -23,8 +23,9 @@ ROOT = Path(nanobanana_jupyter.__file__).parent
 LAYERS = ["_wire", "_store", "_core", "_display", "_views"]
 # What outside the standard library each layer may import (besides the layers below it).
 THIRD_PARTY = {
-    # google.colab: the key from Colab secrets; async_timeout: asyncio.timeout on 3.10
-    "_wire": {"httpx", "httpcore", "google", "async_timeout"},
+    # google.colab: the key from Colab secrets; async_timeout: asyncio.timeout on 3.10;
+    # platformdirs: the default data directory; dotenv: the .env file (settings.py)
+    "_wire": {"httpx", "httpcore", "google", "async_timeout", "platformdirs", "dotenv"},
     "_store": {"PIL", "pandas"},  # pandas inside History.to_pandas only
     "_core": {"aiohttp", "pandas"},  # the webhook receiver's server; Grid.to_pandas only
     "_display": set(),

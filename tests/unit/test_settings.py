@@ -6,14 +6,19 @@ import copy
 import json
 import logging
 import pickle
+import sys
 from pathlib import Path
 
+import platformdirs
 import pytest
+from platformdirs.macos import MacOS
+from platformdirs.unix import Unix
 
 from nanobanana_jupyter import ConfigurationError, MissingAPIKeyError, SecretKey, Settings
 from nanobanana_jupyter._store.records import TaskRecord
 from nanobanana_jupyter._wire.errors import MIN_SECRET_CHARS, NanoBananaError, redact
 from nanobanana_jupyter._wire.models import TaskStatus
+from nanobanana_jupyter._wire.settings import HISTORY_FILE, default_data_dir, read_dotenv
 
 
 def test_argument_beats_environment_beats_default(sentinel_key: str) -> None:
@@ -225,3 +230,197 @@ def test_a_record_never_holds_a_key_or_url_credentials(sentinel_key: str) -> Non
     assert record.error == "refused dk-***" and record.texts == ("echo dk-***",)
     assert record.result_urls == ("https://***@cdn.test/x.png",)
     assert record.replace(polls=1) == record.replace(polls=1).replace()
+
+
+# -- issue 19.6: the .env file read by python-dotenv ----------------------------------------
+
+
+def test_dotenv_multi_line_values_escapes_and_inline_comments(tmp_path: Path) -> None:
+    """Quoted values may span lines; double quotes take escapes; a `` #`` after an unquoted
+    value is a comment; a name without ``=`` is no value."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        'NANOBANANA_MODEL="google/\\"gem\\"\npix2"\n'
+        "export NANOBANANA_BASE_URL=http://127.0.0.1:9 # the sandbox\n"
+        "NOVALUE\n"
+        "TAB=\"a\\tb\"\nRAW='a\\tb'\n",
+        encoding="utf-8",
+    )
+    values = read_dotenv(dotenv)
+    assert values["NANOBANANA_MODEL"] == 'google/"gem"\npix2'
+    assert values["NANOBANANA_BASE_URL"] == "http://127.0.0.1:9"
+    assert values["TAB"] == "a\tb" and values["RAW"] == "a\\tb"
+    assert "NOVALUE" not in values
+    s = Settings.resolve(environ={}, dotenv=dotenv, colab=lambda name: None)
+    assert s.base_url == "http://127.0.0.1:9" and s.model == 'google/"gem"\npix2'
+
+
+def test_dotenv_expands_variables_from_the_file_then_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``${VAR}`` takes an earlier line of the file, else the process environment (not the
+    ``environ`` mapping given to resolve); an unknown name expands to nothing."""
+    monkeypatch.setenv("NB_TEST_SECRET_STORE", "dk-fromprocessenv")
+    monkeypatch.delenv("NB_TEST_UNSET", raising=False)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "HOST=127.0.0.1\n"
+        "NANOBANANA_BASE_URL=http://${HOST}:9\n"
+        "NANOBANANA_API_KEY=${NB_TEST_SECRET_STORE}\n"
+        "EMPTY=x${NB_TEST_UNSET}y\n",
+        encoding="utf-8",
+    )
+    assert read_dotenv(dotenv)["EMPTY"] == "xy"
+    s = Settings.resolve(environ={}, dotenv=dotenv, colab=lambda name: None)
+    assert s.base_url == "http://127.0.0.1:9"
+    assert s.api_key == SecretKey("dk-fromprocessenv") and s.key_source == ".env"
+
+
+@pytest.mark.parametrize(
+    ("content", "read"),
+    [
+        # not UTF-8: the whole file is ignored, as before
+        (b"NANOBANANA_API_KEY=dk-SENTINEL-0123456789abcdef\xff\xfe\n", {}),
+        # an unclosed quote spoils its own statement only; the next line is still read
+        (
+            b'OTHER="never closed\nNANOBANANA_API_KEY=dk-SENTINEL-0123456789abcdef\n',
+            {"NANOBANANA_API_KEY": "dk-SENTINEL-0123456789abcdef"},
+        ),
+        # a value without a name, stray quotes, a backslash, an open ${: nothing usable
+        (b"= dk-SENTINEL-0123456789abcdef\n'\n\"\n\\\n${\n", {}),
+    ],
+)
+def test_a_broken_dotenv_never_crashes_nor_shows_a_value(
+    tmp_path: Path, content: bytes, read: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file that is not UTF-8 or does not parse gives no error, and no value in any log
+    (python-dotenv's warnings name the line only)."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(content)
+    with caplog.at_level(logging.DEBUG):
+        values = read_dotenv(dotenv)
+        s = Settings.resolve(environ={}, dotenv=dotenv, colab=lambda name: None)
+    assert values == read
+    assert (s.api_key is None) is (not read)
+    assert "SENTINEL" not in caplog.text and "0123456789abcdef" not in caplog.text
+
+
+def test_unreadable_or_missing_dotenv_gives_no_values(tmp_path: Path) -> None:
+    """A missing file, or a directory where the file should be, is no values and no error."""
+    assert read_dotenv(tmp_path / "absent.env") == {}
+    (tmp_path / "dir.env").mkdir()
+    assert read_dotenv(tmp_path / "dir.env") == {}
+
+
+def test_an_unusable_key_in_dotenv_is_refused_without_showing_it(tmp_path: Path) -> None:
+    """A multi-line key (now possible in quotes) is refused, naming .env, never the key."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text('NANOBANANA_API_KEY="dk-SENTINEL-01234567\n89abcdef"\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        Settings.resolve(environ={}, dotenv=dotenv, colab=lambda name: None)
+    text = str(info.value)
+    assert ".env" in text and "NANOBANANA_API_KEY" in text
+    assert "SENTINEL" not in text and "89abcdef" not in text and "01234567" not in text
+
+
+# -- issue 19.6: the data directory from platformdirs, today's directory still found -------
+
+
+def _history_in(directory: Path, *, sandbox: bool = False) -> None:
+    where = directory / "sandbox" if sandbox else directory
+    where.mkdir(parents=True, exist_ok=True)
+    (where / HISTORY_FILE).write_bytes(b"")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HOME, with no XDG_DATA_HOME or LOCALAPPDATA of whoever runs the tests."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("XDG_DATA_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_linux_data_dir_is_platformdirs_and_follows_xdg(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Linux the directory is XDG_DATA_HOME's, else ~/.local/share: as platformdirs says."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(platformdirs, "PlatformDirs", Unix)
+    assert default_data_dir() == home / ".local" / "share" / "nanobanana-jupyter"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "xdg"))
+    assert default_data_dir() == home / "xdg" / "nanobanana-jupyter"
+
+
+def test_linux_relative_xdg_data_home_keeps_an_existing_history(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative XDG_DATA_HOME is ignored by platformdirs (the XDG spec says so), but was
+    followed before: a history kept there is still found."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(platformdirs, "PlatformDirs", Unix)
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("XDG_DATA_HOME", "relative")
+    new = home / ".local" / "share" / "nanobanana-jupyter"
+    assert default_data_dir() == new
+    _history_in(Path("relative") / "nanobanana-jupyter")
+    assert default_data_dir() == Path("relative") / "nanobanana-jupyter"
+
+
+def test_macos_with_xdg_data_home_keeps_the_application_support_history(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On macOS platformdirs follows XDG_DATA_HOME when set; the package used
+    ~/Library/Application Support regardless. A history there is still found; without one,
+    platformdirs' answer is used."""
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(platformdirs, "PlatformDirs", MacOS)
+    support = home / "Library" / "Application Support" / "nanobanana-jupyter"
+    assert default_data_dir() == support  # no XDG: both rules agree
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "xdg"))
+    new = Path(MacOS("nanobanana-jupyter", appauthor=False).user_data_dir)
+    assert default_data_dir() == new
+    if new == support:  # an older platformdirs that ignores XDG on macOS: nothing to keep
+        return
+    assert new == home / "xdg" / "nanobanana-jupyter"
+    _history_in(support, sandbox=True)  # a sandbox history alone counts too
+    assert default_data_dir() == support
+    _history_in(support)
+    assert default_data_dir() == support
+
+
+def test_windows_local_appdata_and_a_redirected_known_folder(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Windows both rules name the local (not roaming) AppData; platformdirs asks the
+    shell for the folder, the package read LOCALAPPDATA. Where they differ, a history kept
+    under LOCALAPPDATA is still found."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    local = tmp_path / "AppData" / "Local"
+    monkeypatch.setenv("LOCALAPPDATA", str(local))
+    asked: list[tuple[object, ...]] = []
+    known_folder = local
+
+    def shell_answer(appname: str, appauthor: object = None, *args: object, **kw: object) -> str:
+        asked.append((appname, appauthor, kw.get("roaming", False)))
+        return str(known_folder / appname)
+
+    monkeypatch.setattr(platformdirs, "user_data_dir", shell_answer)
+    assert default_data_dir() == local / "nanobanana-jupyter"
+    assert asked[-1] == ("nanobanana-jupyter", False, False)  # no author folder, not roaming
+    known_folder = tmp_path / "Redirected" / "Local"
+    assert default_data_dir() == known_folder / "nanobanana-jupyter"
+    _history_in(local / "nanobanana-jupyter")
+    assert default_data_dir() == local / "nanobanana-jupyter"
+
+
+def test_sandbox_history_is_kept_apart_under_the_default(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings for a sandbox with no data dir use ``<default>/sandbox``."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(platformdirs, "PlatformDirs", Unix)
+    s = Settings.resolve(environ={}, sandbox=True, colab=lambda name: None)
+    assert s.data_dir == home / ".local" / "share" / "nanobanana-jupyter" / "sandbox"
