@@ -3,11 +3,12 @@
 The package never patches asyncio (its network work runs on a private loop in a thread of
 its own, see ``_core/engine.py``), but many notebooks do: older tutorials and some LLM
 frameworks start with ``import nest_asyncio; nest_asyncio.apply()``. That swaps asyncio's
-C ``Task`` and ``Future`` for the pure-Python ones, replaces ``asyncio.run`` and makes every
-loop of the kernel's class (the engine's too) re-entrant. Each library gets ONE real kernel,
-patched before the extension is loaded, and every way of using the package runs in it: the
-live card, ``--wait``, ``task.wait()``, ``await task``, ``asyncio.run(...)`` of the async API,
-and the panel.
+C ``Task`` and ``Future`` for the pure-Python ones (``nest_asyncio2`` only below Python 3.14),
+replaces ``asyncio.run`` and makes every loop of the kernel's class (the engine's too)
+re-entrant. Each library gets ONE real kernel, patched before the extension is loaded, and
+every way of using the package runs in it: the live card, ``--wait``, ``task.wait()``,
+``await task``, ``asyncio.run(...)`` of the async API, and the panel. A last test applies
+each library in a plain process whose engine already runs.
 """
 
 from __future__ import annotations
