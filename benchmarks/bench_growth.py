@@ -100,7 +100,13 @@ PANDAS_GOAL_RATIO = 1.5
 MAP_TASKS = 10_000
 MAP_GOAL_S = 1.0
 IN_FLIGHT = 1_000
-IN_FLIGHT_SCALE = 0.2
+IN_FLIGHT_SCALE = 1.0
+"""The in-flight goal row runs on the real clock: on a compressed one the client's own CPU
+time per query (real milliseconds) counts ``1 / scale`` times over in API seconds, and its
+query cap is ``1 / scale`` times as many real requests a second, so the row would measure
+this machine's CPU rather than the schedule."""
+IN_FLIGHT_COMPRESSED_SCALE = 0.2
+"""The same workload at the clock scale the issue measured with (a row for information)."""
 IN_FLIGHT_GOAL_RATIO = 1.5
 ORACLE_HOOK = "oracle_p95_under_cap"
 """The function of :mod:`benchmarks.polling_model` giving the oracle's p95 detection delay
@@ -511,6 +517,7 @@ def oracle_p95(durations: Sequence[float], arrivals: Sequence[float], rate: floa
 def measure_in_flight(root: Path, n: int, scale: float) -> dict[str, Any]:
     """Detection delays and queueing failures of one ``session.map`` of ``n`` long tasks."""
     durations = in_flight_durations(n)
+    root = root / f"flight-{scale:g}"
     with SandboxProcess(
         root / "flight-sandbox",
         time_scale=scale,
@@ -611,6 +618,9 @@ def run(
             histories[str(n)] = figures
         mapped = measure_map(root, map_tasks, runs)
         flight = measure_in_flight(root, in_flight, scale)
+        compressed = (
+            None if quick else measure_in_flight(root, in_flight, IN_FLIGHT_COMPRESSED_SCALE)
+        )
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -621,6 +631,7 @@ def run(
         "histories": histories,
         "map": mapped,
         "in_flight": flight,
+        "in_flight_compressed": compressed,
     }
     result["rows"] = [dataclasses.asdict(r) for r in rows(result)]
     return result
@@ -714,21 +725,9 @@ def rows(result: dict[str, Any]) -> list[Row]:
         )
     )
     f = result["in_flight"]
-    oracle = f["oracle_p95_api_s"]
-    out.append(
-        Row(
-            c,
-            f"{f['tasks']:,} tasks in one `session.map` (peak {f['peak_in_flight']:,} in "
-            "flight): detection delay server finish -> handle done, p50 / p95 (API s)",
-            f"{f['handle_p50_api_s']} / {f['handle_p95_api_s']} (answer seen: "
-            f"{f['answer_p50_api_s']} / {f['answer_p95_api_s']})",
-            f"oracle p95 under the same cap: {oracle}"
-            if oracle is not None
-            else "oracle: n/a (see bench_polling)",
-            f"p95 <= {IN_FLIGHT_GOAL_RATIO:g}x oracle",
-            None if f["p95_over_oracle"] is None else f["p95_over_oracle"] <= IN_FLIGHT_GOAL_RATIO,
-        )
-    )
+    out.append(_in_flight_row(f, goal=True))
+    if result.get("in_flight_compressed"):
+        out.append(_in_flight_row(result["in_flight_compressed"], goal=False))
     out.append(
         Row(
             c,
@@ -740,6 +739,31 @@ def rows(result: dict[str, Any]) -> list[Row]:
         )
     )
     return out
+
+
+def _in_flight_row(f: dict[str, Any], *, goal: bool) -> Row:
+    """The detection-delay row of one in-flight run; judged only for the goal's run."""
+    oracle = f["oracle_p95_api_s"]
+    ratio = f["p95_over_oracle"]
+    clock = (
+        f"clock scale {f['time_scale']:g}"
+        if goal
+        else f"clock scale {f['time_scale']:g}, the client's CPU per query counted "
+        f"{1 / f['time_scale']:g}x in API s"
+    )
+    return Row(
+        "History growth",
+        f"{f['tasks']:,} tasks in one `session.map` (peak {f['peak_in_flight']:,} in "
+        f"flight; {clock}): detection delay server finish -> handle done, p50 / p95 (API s)",
+        f"{f['handle_p50_api_s']} / {f['handle_p95_api_s']} (answer seen: "
+        f"{f['answer_p50_api_s']} / {f['answer_p95_api_s']})"
+        + ("" if ratio is None else f"; {ratio:g}x the oracle"),
+        f"oracle p95 under the same cap: {oracle}"
+        if oracle is not None
+        else "oracle: n/a (see bench_polling)",
+        f"p95 <= {IN_FLIGHT_GOAL_RATIO:g}x oracle" if goal else "",
+        (None if ratio is None else ratio <= IN_FLIGHT_GOAL_RATIO) if goal else None,
+    )
 
 
 def main(argv: Sequence[str]) -> int:

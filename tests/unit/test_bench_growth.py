@@ -167,8 +167,13 @@ def test_rows_judge_each_goal() -> None:
         "histories": {"200": _history(open_ms=90.0), "2000": _history()},
         "map": {"tasks": 50, "blocked_s": 0.4, "blocked_runs_s": [0.4]},
         "in_flight": {**flight, "oracle_p95_api_s": None, "p95_over_oracle": None},
+        # The compressed-clock run is for information: never judged, even far off.
+        "in_flight_compressed": {**flight, "oracle_p95_api_s": 2.0, "p95_over_oracle": 9.0},
     }
     rows = bench_growth.rows(result)
+    flights = [r for r in rows if "tasks in one `session.map`" in r.measure]
+    assert [r.passed for r in flights] == [None, None]
+    assert "9x the oracle" in flights[1].project and "counted 2x in API s" in flights[1].measure
     verdicts = {r.measure: r.passed for r in rows}
     opens = [r for r in rows if r.measure.startswith("`Session(")]
     assert [r.passed for r in opens] == [None, True]  # 90 ms at the small size: not judged
