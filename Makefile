@@ -18,7 +18,7 @@ help:
 	@echo "make lab    - JupyterLab on 127.0.0.1 with a local sandbox (no key needed)"
 	@echo "make docs   - regenerate docs/api/ and notebooks/ from the code and scripts"
 	@echo "make dist   - build the wheel and sdist into dist/ and check them with twine"
-	@echo "make screenshots - refresh docs/screenshots/panel.png from the JupyterLab browser test"
+	@echo "make screenshots - refresh docs/screenshots/panel.png and dark.png from the JupyterLab browser tests"
 
 $(PY):
 	@echo "== creating the virtual environment in $(VENV) (first run only)"
@@ -55,7 +55,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 screenshots: $(STAMP)
-	UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/browser -k lab_panel
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/browser -k "lab_panel or lab_dark"
 
 test-reliability: $(STAMP)
 	$(PY) -m pytest tests/reliability

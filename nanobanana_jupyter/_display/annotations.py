@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 
+from nanobanana_jupyter._display.words import STAR_TEXT
 from nanobanana_jupyter._store.annotations import Annotation
 
 __all__ = ["annotation_html", "annotation_text", "stars"]
@@ -35,7 +36,7 @@ def annotation_html(annotation: Annotation | None) -> str:
     if annotation.rating is not None:
         parts.append(
             f'<span class="nanobanana-rating" title="rated {annotation.rating} of 5" '
-            f'style="color:#c98a00;letter-spacing:1px">{stars(annotation.rating)}</span>'
+            f'style="color:{STAR_TEXT};letter-spacing:1px">{stars(annotation.rating)}</span>'
         )
     for tag in annotation.tags:
         parts.append(

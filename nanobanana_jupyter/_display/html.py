@@ -44,6 +44,7 @@ from .words import (
     PROMPT_TITLE_CHARS,
     REASON_CHARS,
     REUSED,
+    STAR_TEXT,
     TONE_COLOURS,
     clean,
     format_cost,
@@ -487,7 +488,7 @@ def _rating_cell(annotation: Annotation | None) -> str:
     rating = annotation.rating
     return (
         f'<span class="nanobanana-rating" title="rated {rating} of 5" '
-        f'style="color:#c98a00;letter-spacing:1px">{stars(rating)}</span>'
+        f'style="color:{STAR_TEXT};letter-spacing:1px">{stars(rating)}</span>'
     )
 
 

@@ -3,7 +3,8 @@ and the shortening and cleaning of untrusted text (for HTML, ``text/plain`` and 
 
 Standard library only. One table gives each status its tone and one each tone its colours;
 the card's badge, the error box and the panel's status line all read them (:func:`tone_of`,
-:data:`TONE_COLOURS`, :func:`tone_colour`, :func:`tone_text_colour`).
+:data:`TONE_COLOURS`, :func:`tone_colour`, :func:`tone_text_colour`). Coloured text is mixed
+with the theme's own text colour (:func:`on_theme`), so it reads on light and dark themes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ __all__ = [
     "PROMPT_TITLE_CHARS",
     "REASON_CHARS",
     "REUSED",
+    "STAR_COLOUR",
+    "STAR_TEXT",
+    "THEMED_SHARE",
     "TONES",
     "TONE_COLOURS",
     "ToneColours",
@@ -43,6 +47,7 @@ __all__ = [
     "format_cost",
     "format_duration",
     "format_time",
+    "on_theme",
     "one_line",
     "plain",
     "plain_token",
@@ -84,25 +89,52 @@ _WHITESPACE = re.compile(r"\s+")
 TONES = ("running", "success", "failed", "warning", "neutral")
 
 
+THEMED_SHARE = 60
+"""Percent of a tone's own colour in its text colour; the rest is the theme's text colour."""
+
+
+def on_theme(colour: str) -> str:
+    """``colour`` as a CSS text colour that reads on light and dark themes alike.
+
+    A fixed colour cannot: JupyterLab Dark's green ``#1b7f3b`` text on its ``#111`` is 3.7:1,
+    under WCAG's 4.5:1. Mixed (``color-mix``) with ``currentColor``, the text colour the
+    element inherits, it darkens on a light theme and lightens on a dark one, and keeps its
+    hue; it needs no Jupyter CSS variable, so saved HTML (nbconvert, GitHub) reads too. A
+    browser without ``color-mix`` drops the declaration and shows the theme's text colour.
+    """
+    return f"color-mix(in srgb, {colour} {THEMED_SHARE}%, currentColor)"
+
+
 class ToneColours(NamedTuple):
     """The colours of one tone, for light and dark themes alike."""
 
     background: str
-    """A badge's solid background (also a problem box's border)."""
+    """A badge's solid background (also a problem box's border), a hex colour."""
     foreground: str
-    """The text on that background."""
+    """The text on that background, a hex colour."""
     text: str
-    """Coloured text on the theme's own background (the panel's status line)."""
+    """Coloured text on the theme's own background (the panel's status line): a CSS
+    expression (:func:`on_theme`), not a hex colour."""
+    hue: str
+    """The hex colour ``text`` is mixed from."""
+
+
+def _tone(background: str, foreground: str, text: str | None = None) -> ToneColours:
+    hue = text or background
+    return ToneColours(background, foreground, on_theme(hue), hue)
 
 
 TONE_COLOURS: dict[str, ToneColours] = {
-    "running": ToneColours("#1a64c8", "#ffffff", "#1a64c8"),
-    "success": ToneColours("#1b7f3b", "#ffffff", "#1b7f3b"),
-    "failed": ToneColours("#c5221f", "#ffffff", "#c5221f"),
-    # Amber reads as a background with dark text; as text it must be darker to read.
-    "warning": ToneColours("#f2a900", "#1f1f1f", "#b06f00"),
-    "neutral": ToneColours("#5f6368", "#ffffff", "#5f6368"),
+    "running": _tone("#1a64c8", "#ffffff"),
+    "success": _tone("#1b7f3b", "#ffffff"),
+    "failed": _tone("#c5221f", "#ffffff"),
+    # Amber reads as a background with dark text; as text it starts from a darker amber.
+    "warning": _tone("#f2a900", "#1f1f1f", "#b06f00"),
+    "neutral": _tone("#5f6368", "#ffffff"),
 }
+STAR_COLOUR = "#c98a00"
+"""The stars' amber; as text it is :data:`STAR_TEXT` (plain, it is 2.9:1 on white)."""
+STAR_TEXT = on_theme(STAR_COLOUR)
 _TONE_OF: dict[TaskStatus, str] = {
     TaskStatus.WAITING_TO_SEND: "running",
     TaskStatus.SUBMITTING: "running",

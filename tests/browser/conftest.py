@@ -130,12 +130,21 @@ class JupyterServer:
         return name
 
 
-def _settings_dir(base: Path) -> Path:
-    """User settings that silence the news and update notifications."""
+DARK_THEME = "JupyterLab Dark"
+
+
+def _settings_dir(base: Path, theme: str | None = None) -> Path:
+    """User settings that silence the news and update notifications, and pick ``theme``
+    (the themes plugin's own setting, written before the server starts: no palette clicks,
+    nothing for the page to restore or race)."""
     settings = base / "settings"
-    target = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    target.parent.mkdir(parents=True)
-    target.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    apputils = settings / "@jupyterlab" / "apputils-extension"
+    apputils.mkdir(parents=True)
+    (apputils / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    if theme is not None:
+        (apputils / "themes.jupyterlab-settings").write_text(json.dumps({"theme": theme}))
     return settings
 
 
@@ -147,7 +156,22 @@ def jupyter_server(
 
     Module scope: it stops (kernels and all) before the rest of the suite runs.
     """
-    base = tmp_path_factory.mktemp("jupyter")
+    yield from _serve(tmp_path_factory, theme=None)
+
+
+@pytest.fixture(scope="module")
+def dark_jupyter_server(
+    chromium_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterServer]:
+    """The same JupyterLab, started with the "JupyterLab Dark" theme in its user settings.
+
+    Only the dark-theme test asks for it, so the other browser tests pay nothing for it.
+    """
+    yield from _serve(tmp_path_factory, theme=DARK_THEME)
+
+
+def _serve(tmp_path_factory: pytest.TempPathFactory, theme: str | None) -> Iterator[JupyterServer]:
+    base = tmp_path_factory.mktemp("jupyter-dark" if theme else "jupyter")
     root = base / "root"
     root.mkdir()
     port = _free_port()
@@ -155,7 +179,7 @@ def jupyter_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NANOBANANA_", "DEFAPI_"))}
     env.update(
         NANOBANANA_DATA_DIR=str(base / "data"),
-        JUPYTERLAB_SETTINGS_DIR=str(_settings_dir(base)),
+        JUPYTERLAB_SETTINGS_DIR=str(_settings_dir(base, theme)),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
         JUPYTER_CONFIG_DIR=str(base / "config"),
         JUPYTER_RUNTIME_DIR=str(base / "runtime"),
@@ -176,7 +200,7 @@ def jupyter_server(
         "--LabApp.news_url=None",
     ]  # fmt: skip
     ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "jupyter-server.log"
+    log = ARTIFACTS / ("jupyter-server-dark.log" if theme else "jupyter-server.log")
     with log.open("wb") as log_file:
         process = subprocess.Popen(
             command,

@@ -83,6 +83,112 @@ def save_screenshot(target: Any, name: str) -> Path:
     return path
 
 
+# -- themes: every text of our outputs legible (WCAG contrast) ------------------------------
+
+MIN_CONTRAST = 4.5  # WCAG 2 AA for body text
+# For each element under ``root`` that carries text (a non-blank text node of its own, or a
+# form control with a value), the contrast of its colour against what is really painted
+# behind it: the ancestors' backgrounds composited from the page down (translucent ones
+# included), each ancestor's ``opacity`` blended as its group is, any CSS colour syntax
+# (rgb, color(), color-mix, oklab) resolved by painting it on a 1x1 canvas. Disabled
+# controls are left out (WCAG exempts inactive components), as are elements not rendered.
+CONTRAST = """root => {
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 1;
+    const ctx = canvas.getContext('2d', {willReadFrequently: true});
+    const rgba = css => {
+        ctx.clearRect(0, 0, 1, 1);
+        ctx.fillStyle = '#000';
+        ctx.fillStyle = css;
+        ctx.fillRect(0, 0, 1, 1);
+        const [r, g, b, a] = ctx.getImageData(0, 0, 1, 1).data;
+        return [r, g, b, a / 255];  // getImageData is not premultiplied
+    };
+    const over = (top, under) => top.slice(0, 3).map((c, i) => c * top[3] + under[i] * (1 - top[3]));
+    const mix = (a, b, t) => a.map((c, i) => c * t + b[i] * (1 - t));
+    // What the pixel under the text is, with or without the text, from the page down.
+    const paint = (chain, text) => {
+        const level = (i, under) => {
+            const style = getComputedStyle(chain[i]);
+            let inner = over(rgba(style.backgroundColor), under);
+            if (i + 1 < chain.length) inner = level(i + 1, inner);
+            else if (text) inner = over(text, inner);
+            return mix(inner, under, parseFloat(style.opacity));
+        };
+        return level(0, [255, 255, 255]);
+    };
+    const luminance = rgb => {
+        const [r, g, b] = rgb.map(c => {
+            c = Math.min(255, Math.max(0, c)) / 255;
+            return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const ratio = (a, b) => {
+        const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+        return (hi + 0.05) / (lo + 0.05);
+    };
+    const hex = rgb => '#' + rgb.map(c => Math.round(Math.min(255, Math.max(0, c))).toString(16).padStart(2, '0')).join('');
+    const controls = 'input, textarea, select';
+    const results = [];
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+        if (['SCRIPT', 'STYLE', 'OPTION'].includes(el.tagName)) continue;
+        let text = '';
+        if (el.matches(controls)) {
+            if (el.type === 'checkbox' || el.type === 'radio' || el.type === 'file') continue;
+            text = el.tagName === 'SELECT' ? (el.selectedOptions[0] || {}).text || '' : el.value;
+        } else {
+            text = [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.data).join('');
+        }
+        text = text.replace(/\\s+/g, ' ').trim();
+        if (!text) continue;
+        if (el.closest(':disabled, [aria-disabled="true"]')) continue;
+        if (!el.getClientRects().length || !el.checkVisibility({visibilityProperty: true})) continue;
+        const chain = [];
+        for (let node = el; node; node = node.parentElement) chain.unshift(node);
+        const background = paint(chain, null);
+        const foreground = paint(chain, rgba(getComputedStyle(el).color));
+        const name = el.tagName.toLowerCase() + [...el.classList].filter(c => c.startsWith('nanobanana') || c.startsWith('widget') || c.startsWith('jupyter')).map(c => '.' + c).join('');
+        results.push({
+            element: name, text: text.slice(0, 50), contrast: ratio(foreground, background),
+            colour: getComputedStyle(el).color, seen: hex(foreground), on: hex(background),
+        });
+    }
+    return results;
+}"""
+
+
+def assert_legible(region: Any, what: str, *, at_least: int = 1) -> str:
+    """Every text in ``region`` reaches MIN_CONTRAST; a failure lists each offender.
+
+    Returns how many texts were checked and the lowest contrast, for the test's log."""
+    expect(region.first).to_be_visible(timeout=STEP)
+    started = time.monotonic()
+    # An output being redrawn (a card's display update) can be caught between its old and
+    # new element, rendered nowhere: read again, bounded, until the texts are there.
+    while True:
+        checked: list[dict[str, Any]] = []
+        for element in region.all():
+            checked += element.evaluate(CONTRAST)
+        if len(checked) >= at_least or time.monotonic() - started > STEP / 1000:
+            break
+        time.sleep(0.05)
+    assert len(checked) >= at_least, f"{what}: only {len(checked)} texts found to check"
+    offenders = [c for c in checked if c["contrast"] < MIN_CONTRAST]
+    assert not offenders, (
+        f"{what}: {len(offenders)} of {len(checked)} texts under {MIN_CONTRAST}:1 contrast:\n"
+        + "\n".join(
+            f"  {c['contrast']:.2f}:1 {c['element']} {c['text']!r}: {c['colour']} seen as "
+            f"{c['seen']} on {c['on']}"
+            for c in offenders
+        )
+    )
+    lowest = min(c["contrast"] for c in checked)
+    summary = f"{len(checked)} texts, lowest {lowest:.1f}:1, {time.monotonic() - started:.2f} s"
+    print(f"legible: {what}: {summary}")  # shown with -s: what was checked, and its cost
+    return summary
+
+
 def drive_the_panel(page: Any, notebook: Any) -> Any:
     """Generate, use the result as a reference, generate again with Ctrl+Enter; return the panel."""
     panel = notebook.locator(".jp-OutputArea .nanobanana-panel").first
@@ -132,11 +238,14 @@ def test_lab_panel_generate_use_as_reference_and_generate_again(
     tabs = panel.locator(".nanobanana-tabs .lm-TabBar-tab")
     tabs.filter(has_text="History").click()
     expect(panel.locator(".nanobanana-history tbody tr")).to_have_count(2, timeout=STEP)
+    assert page.evaluate("() => document.body.dataset.jpThemeName") == "JupyterLab Light"
+    assert_legible(panel, "light: the panel's history tab", at_least=20)
     save_screenshot(panel, "lab-panel-history.png")
     tabs.filter(has_text="Gallery").click()
     expect(panel.locator(".nanobanana-gallery-item").first).to_be_visible()
     for thumb in panel.locator(".nanobanana-gallery-item img").all():
         wait_loaded(page, thumb)
+    assert_legible(panel, "light: the panel's gallery", at_least=20)
     shot = save_screenshot(panel, "lab-panel.png")
     if os.environ.get("UPDATE_SCREENSHOTS"):  # make screenshots: the README's image
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -180,6 +289,8 @@ def test_lab_magic_card_turns_into_the_image_while_another_cell_runs(
         status = card.locator(".nanobanana-status").first.inner_text(timeout=STEP)
         if not seen or seen[-1] != status:
             seen.append(status)
+            if len(seen) == 1:  # the first status seen: the card is still running
+                assert_legible(card, "light: the running magic card", at_least=3)
         if card.locator("img").count():
             image_while_sleeping = "*" in sleeping.inner_text(timeout=STEP)
             cells.nth(3).scroll_into_view_if_needed()
@@ -192,6 +303,7 @@ def test_lab_magic_card_turns_into_the_image_while_another_cell_runs(
     assert image_while_sleeping, f"the image came after the sleeping cell ended; seen {seen}"
     wait_loaded(page, card.locator("img").first)
     expect(card.locator(".nanobanana-status").first).to_have_text("success")
+    assert_legible(card, "light: the finished magic card", at_least=3)
     # The sleeping cell ends later, and the image stays in the first cell's output.
     expect(sleeping).not_to_contain_text("*", timeout=STEP)
     expect(cells.nth(3).locator(".nanobanana-card")).to_have_count(0)
@@ -357,6 +469,7 @@ def test_lab_panel_compare_mode_shows_a_grid_of_decoded_previews(
     detail = panel.locator("img.nanobanana-detail-image")
     expect(detail).to_be_visible(timeout=STEP)
     wait_loaded(page, detail)
+    assert_legible(panel.locator(".nanobanana-compare-grid"), "light: the compare grid", at_least=4)
     save_screenshot(panel, "lab-panel-compare.png")
 
 
@@ -439,6 +552,7 @@ def test_lab_panel_rates_and_tags_a_gallery_image_and_searches_the_history(
     expect(lemon.locator("button.nanobanana-tag-chip")).to_have_text(["citrus ×"], timeout=STEP)
     expect(tag_input).to_have_value("")
     wait_stored(data_dir, ([2], ["citrus"]))
+    assert_legible(panel, "light: rated and tagged gallery", at_least=20)
     save_screenshot(panel, "lab-panel-rating.png")
 
     # The history tab: search box, then the rating filter, then Clear.
@@ -466,3 +580,71 @@ def test_lab_panel_rates_and_tags_a_gallery_image_and_searches_the_history(
     expect(rows).to_have_count(2, timeout=STEP)
     expect(panel.locator(".nanobanana-page")).to_have_text("page 1 of 1")
     assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors
+
+
+def test_lab_dark_theme_cards_panel_history_and_grid_stay_legible(
+    dark_jupyter_server: JupyterServer, page: Any
+) -> None:
+    """In JupyterLab Dark every text of a magic card (running, then finished), a grid,
+    ``%nanobanana history`` and the panel (status line, gallery, rated stars, history table)
+    has at least 4.5:1 contrast on what is painted behind it. (The light theme's check rides
+    along in the tests above, on the same outputs, at no extra notebook.)"""
+    server = dark_jupyter_server
+    plan = (
+        "from nanobanana_jupyter import get_default_session\n"
+        "from nanobanana_jupyter.sandbox import TaskPlan\n"
+        "# The card's task runs about 3 s (15 API seconds at the sandbox's 0.2 time scale).\n"
+        "get_default_session()._res.sandbox.plan(TaskPlan(duration=15))"
+    )
+    magic = "%%nanobanana --aspect-ratio 1:1\nA banana wearing sunglasses, on a beach"
+    grid = "%nanobanana --grid aspect_ratio=1:1,16:9 --wait A lemon on a windowsill"
+    name = server.write_notebook(
+        "theme_dark.ipynb", [plan, magic, grid, "%nanobanana history", "%nanobanana panel"]
+    )
+    notebook = open_and_run_all(page, server.lab(name))
+    assert page.evaluate("() => document.body.dataset.jpThemeName") == "JupyterLab Dark"
+    assert page.evaluate("() => document.body.dataset.jpThemeLight") == "false"
+    cells = notebook.locator(".jp-Cell")
+    outputs = lambda i: cells.nth(i).locator(".jp-OutputArea-output")  # noqa: E731
+
+    card = cells.nth(2).locator(".nanobanana-card")
+    expect(card).to_be_visible(timeout=STEP)
+    status = card.locator(".nanobanana-status").first
+    running = re.compile("waiting to send|submitting|queued|generating")
+    expect(status).to_have_text(running)
+    assert_legible(outputs(2), "dark: the running card", at_least=3)
+    assert running.fullmatch(status.inner_text()), "the card finished before it was checked"
+    expect(status).to_have_text("success", timeout=STEP)
+    wait_loaded(page, card.locator("img").first)
+    assert_legible(outputs(2), "dark: the finished card", at_least=3)
+
+    grid_images = cells.nth(3).locator(".jp-OutputArea-output table img")
+    expect(grid_images).to_have_count(2, timeout=STEP)
+    assert_legible(outputs(3), "dark: the grid", at_least=4)
+    expect(cells.nth(4).locator(".nanobanana-history tbody tr").first).to_be_visible(timeout=STEP)
+    assert_legible(outputs(4), "dark: %nanobanana history", at_least=8)
+
+    panel = cells.nth(5).locator(".nanobanana-panel").first
+    expect(panel).to_be_visible(timeout=STEP)
+    panel.locator(".nanobanana-prompt textarea").fill("A ripe banana on a blue plate")
+    panel.locator("button.nanobanana-generate").click()
+    items = panel.locator(".nanobanana-gallery .nanobanana-gallery-item")
+    expect(items.first).to_be_visible(timeout=STEP)
+    expect(panel.locator(".nanobanana-card-status").first).to_have_text("success", timeout=STEP)
+    expect(panel.locator(".nanobanana-panel-status")).to_contain_text("Started 1 task")
+    for thumb in items.locator("img").all():
+        wait_loaded(page, thumb)
+    assert_legible(outputs(5), "dark: the panel's gallery", at_least=10)
+    shot = save_screenshot(panel, "lab-panel-dark.png")
+    if os.environ.get("UPDATE_SCREENSHOTS"):  # make screenshots
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOTS / "dark.png")
+    # Rated, the task's stars show in the history table too.
+    stars = items.first.locator("button.nanobanana-star")
+    stars.nth(3).click()
+    expect(stars.nth(3)).to_have_text("★", timeout=STEP)
+    panel.locator(".nanobanana-tabs .lm-TabBar-tab").filter(has_text="History").click()
+    # (A rating does not redraw the history table by itself; Refresh reads the store again.)
+    panel.locator("button.nanobanana-refresh").click()
+    expect(panel.locator(".nanobanana-history .nanobanana-rating")).to_have_count(1, timeout=STEP)
+    assert_legible(panel.locator(".nanobanana-history"), "dark: the panel's history", at_least=8)

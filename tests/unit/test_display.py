@@ -35,6 +35,7 @@ from nanobanana_jupyter._display.progress import Progress, TerminalProgress
 from nanobanana_jupyter._display.words import (
     TONE_COLOURS,
     TONES,
+    on_theme,
     tone_colour,
     tone_of,
     tone_text_colour,
@@ -93,13 +94,15 @@ def test_the_status_tone_table_is_the_one_the_card_uses(status: TaskStatus) -> N
 
 
 def test_every_tone_has_badge_and_text_colours() -> None:
-    """One entry per tone; text colours equal the badge's, but amber text is darker (it
-    must read on a light theme) than the amber badge (which carries dark text)."""
+    """One entry per tone; text is the badge's hue mixed with the theme's own text colour
+    (legible on light and dark themes), but amber text starts from a darker amber than the
+    amber badge (which carries dark text)."""
     assert set(TONE_COLOURS) == set(TONES)
     for tone, colours in TONE_COLOURS.items():
-        assert tone_text_colour(tone) == colours.text
-        assert colours.text == colours.background or tone == "warning"
-    assert tone_text_colour("warning") != tone_colour("warning")
+        assert tone_text_colour(tone) == colours.text == on_theme(colours.hue)
+        assert colours.hue == colours.background or tone == "warning"
+        assert colours.text == f"color-mix(in srgb, {colours.hue} 60%, currentColor)"
+    assert TONE_COLOURS["warning"].hue != tone_colour("warning")
 
 
 def test_the_error_box_uses_the_failed_tone() -> None:

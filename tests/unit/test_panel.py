@@ -477,6 +477,39 @@ def test_the_notebook_slot_shows_the_images_and_updates_by_display_id(
     assert not slot.dirty and len(shown) == 2
 
 
+def test_the_panels_widget_colours_name_properties_its_stylesheet_defines(panel: Panel) -> None:
+    """ipywidgets' Color trait refuses ``color-mix``: a card's status label and a star take
+    ``var(--name, hex)``, and the panel's one stylesheet defines each name as the display
+    layer's theme-aware mix (which the browser test measures in JupyterLab Dark)."""
+    import re
+
+    import ipywidgets as widgets
+
+    from nanobanana_jupyter._display import words
+    from nanobanana_jupyter._views.panel import theme
+
+    label = widgets.Label("x")
+    for tone in words.TONES:
+        value = theme.tone_text(tone)
+        label.style.text_color = value  # accepted by the trait, unlike a color-mix
+        (name,) = re.fullmatch(r"var\((--[a-z-]+), #[0-9a-f]{6}\)", value).groups()  # type: ignore[union-attr]
+        assert f"{name}:{words.TONE_COLOURS[tone].text}" in theme.STYLESHEET
+    star = re.fullmatch(r"var\((--[a-z-]+), (#[0-9a-f]{6})\)", theme.STAR_TEXT)
+    assert star is not None and star.group(2) == words.STAR_COLOUR
+    assert f"{star.group(1)}:{words.STAR_TEXT}" in theme.STYLESHEET
+    with pytest.raises(Exception, match="color"):
+        label.style.text_color = words.TONE_COLOURS["success"].text
+
+    def walk(widget: Any) -> Iterator[Any]:
+        yield widget
+        for child in getattr(widget, "children", ()):
+            yield from walk(child)
+
+    sheets = [w for w in walk(panel) if "nanobanana-stylesheet" in w._dom_classes]
+    assert [w.value for w in sheets] == [theme.STYLESHEET]
+    assert sheets[0].layout.display == "none"
+
+
 def test_the_panel_colours_statuses_with_the_display_layers_one_table() -> None:
     """Every status gets the same tone in the panel as on the card, from one table."""
     from nanobanana_jupyter._display import words

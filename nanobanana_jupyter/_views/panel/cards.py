@@ -28,6 +28,7 @@ from .showing import (
     status_label,
     tone,
 )
+from .theme import tone_text
 
 __all__ = ["MAX_CARDS", "Card", "Cards"]
 
@@ -125,7 +126,7 @@ class Card:
         status = record.status
         self.applied_at = self.elapsed_at = now
         self.status.value = status_label(status)
-        self.status.style.text_color = TONE_COLOURS[tone(status)]
+        self.status.style.text_color = tone_text(tone(status))
         self.refresh_elapsed(now)
         self.cost.value = self.cost_words(record)
         first = next((i for i in record.images if i.thumb_path), None)

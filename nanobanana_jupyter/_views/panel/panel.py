@@ -24,6 +24,7 @@ from .notebook_slot import NotebookSlot
 from .rating import Curation
 from .references import ReferencePicker
 from .showing import BADGE_COLOURS, Ticker, count, escape, format_cost
+from .theme import stylesheet
 
 __all__ = ["SANDBOX_BADGE", "Panel"]
 
@@ -263,7 +264,7 @@ class Panel(widgets.VBox):
                 '<b style="font-size:1.15em">NanoBanana</b>', layout={"margin": "0 8px 0 0"}
             )
         )
-        header = [title]
+        header = [title, ctx.own(stylesheet())]
         if ctx.pretend:
             header.append(self._sandbox_badge())
         spacer = ctx.own(widgets.Box(layout=widgets.Layout(flex="1 1 auto")))

@@ -33,13 +33,13 @@ from nanobanana_jupyter._store.annotations import MAX_RATING, Annotation
 from nanobanana_jupyter._wire.errors import NanoBananaError
 
 from .context import PanelContext
+from .theme import STAR_TEXT
 
 __all__ = ["Curation", "RatingBar", "key_listener_class", "make_key_listener"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
 FULL, EMPTY = "★", "☆"
-STAR_COLOUR = "#c98a00"
 TAG_PLACEHOLDER = "tag, Enter"
 
 
@@ -83,7 +83,7 @@ class RatingBar:
             layout=widgets.Layout(width="24px", height="24px", padding="0", margin="0"),
         )
         star.style.button_color = "transparent"
-        star.style.text_color = STAR_COLOUR
+        star.style.text_color = STAR_TEXT
         star.style.font_size = "16px"
         star.add_class("nanobanana-star")
         star.on_click(lambda _b: self._curation.click_star(self, n))
