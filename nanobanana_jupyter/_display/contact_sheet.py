@@ -59,7 +59,7 @@ overflow-wrap:anywhere}
 color:#59636e;margin-bottom:8px}
 .prompt{white-space:pre-wrap;margin:6px 0}
 .row{font-size:0.88em;margin:3px 0}
-.rating{color:#c98a00;letter-spacing:1px}
+.rating{color:#8a5d00;letter-spacing:1px}
 .tag{display:inline-block;padding:0 6px;margin:0 4px 2px 0;border-radius:8px;
 background:#e6eaef;font-size:0.85em}
 .note{font-style:italic;white-space:pre-wrap}

@@ -73,6 +73,21 @@ def test_a_star_click_rates_the_task_and_every_view_of_it_follows(
     assert shown_stars(item.bar) == shown_stars(card.bar) == EMPTY * 5
 
 
+def test_the_history_table_follows_a_rating_made_in_the_panel_or_from_code(
+    panel: Panel, session: Session
+) -> None:
+    """The history tab shows a new rating without Refresh: a star click in the gallery, and
+    ``task.rate`` from a cell (both are the session's writes)."""
+    item = finished_item(panel, "a plum on a plate")
+    task = panel.tasks[0]
+    wait_for(lambda: "a plum on a plate" in panel.history_html.value, what="the history row")
+    assert item.bar is not None
+    item.bar.stars[3].click()
+    wait_for(lambda: "★★★★☆" in panel.history_html.value, what="four stars in the history")
+    task.rate(2)
+    wait_for(lambda: "★★☆☆☆" in panel.history_html.value, what="two stars in the history")
+
+
 def test_a_failed_card_has_no_stars(panel: Panel, sandbox: Sandbox) -> None:
     sandbox.plan(TaskPlan(outcome="failed", reason="no bananas today"))
     generate(panel, "will fail")

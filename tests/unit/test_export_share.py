@@ -275,3 +275,30 @@ def test_an_image_whose_file_is_gone_is_told_not_fatal(history: History, tmp_pat
     assert sorted(p.name for p in (out / "images").iterdir()) == ["night.png"]
     assert "image missing" in " ".join("".join(parse(out / "index.html").text).split())
     assert re.search(r"cabin", (out / "history.csv").read_text(encoding="utf-8"))
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_every_text_colour_of_the_contact_sheet_is_legible_on_its_backgrounds() -> None:
+    """The sheet has its own light palette (it is opened from a file, with no theme): every
+    text colour it sets has a contrast of at least 4.5:1 (WCAG AA) on every background it
+    sets (the stars were 2.95:1 on a white tile)."""
+    from nanobanana_jupyter._display import contact_sheet
+
+    def full(colour: str) -> str:  # "#fff" -> "#ffffff"
+        return colour if len(colour) == 7 else "#" + "".join(c * 2 for c in colour[1:])
+
+    css = contact_sheet._CSS
+    hexes = r"(#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3})\b"
+    texts = {full(c) for c in re.findall(r"(?<![-\w])color:" + hexes, css)}
+    backgrounds = {full(c) for c in re.findall(r"background:" + hexes, css)}
+    assert len(texts) >= 3 and {"#ffffff", "#f6f8fa"} <= backgrounds
+    for text in texts:
+        for background in backgrounds:
+            light, dark = sorted((_luminance(text), _luminance(background)), reverse=True)
+            ratio = (light + 0.05) / (dark + 0.05)
+            assert ratio >= 4.5, f"{text} on {background}: {ratio:.2f}:1"

@@ -186,7 +186,8 @@ class Gallery:
             layout=widgets.Layout(width="auto"),
         )  # fmt: skip
         branch.add_class("nanobanana-branch")
-        buttons = widgets.HBox([view, use, branch])
+        # Wrapped: the three do not fit the item's width in every theme's font.
+        buttons = widgets.HBox([view, use, branch], layout=widgets.Layout(flex_flow="row wrap"))
         bar = None
         if self._curation is not None and local_id is not None:
             bar = self._curation.bar(local_id)

@@ -11,6 +11,7 @@ from nanobanana_jupyter._core.defaults import get_default_session
 from nanobanana_jupyter._core.events import TaskEvent
 from nanobanana_jupyter._core.session import Session
 from nanobanana_jupyter._core.task import Task
+from nanobanana_jupyter._store.annotations import Annotation
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from .balance import BalanceLabel
@@ -53,6 +54,7 @@ class Panel(widgets.VBox):
 
     def __init__(self, session: Session | None = None, *, history_page_size: int = HISTORY_PAGE):
         self._unsubscribe: Any = None
+        self._unsubscribe_annotations: Any = None
         ctx = self.context = PanelContext(session if session is not None else get_default_session())
         self.ticker = Ticker(ctx.lock, ctx.start, self._flush, active=lambda: not ctx.closed)
         self.picker = ReferencePicker(ctx)
@@ -133,6 +135,8 @@ class Panel(widgets.VBox):
             gallery.load_from_history()
             pager.render()
         self._unsubscribe = ctx.session.subscribe(self._on_change)
+        # A rating, tag or note (from this panel or a cell) shows in the history tab too.
+        self._unsubscribe_annotations = ctx.session.subscribe_annotations(self._on_annotated)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -203,8 +207,9 @@ class Panel(widgets.VBox):
             self.cards.clear_pending()
             owned = ctx.shut()
         self.balance.close()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        for unsubscribe in (self._unsubscribe, self._unsubscribe_annotations):
+            if unsubscribe is not None:
+                unsubscribe()
         for widget in owned:
             close_widget(widget)
         for part in (getattr(self, "layout", None), getattr(self, "style", None)):
@@ -323,6 +328,17 @@ class Panel(widgets.VBox):
         """A task handed back by the composer: a card, and if it ended, what follows (lock held)."""
         if self.cards.add(task) and task.done():
             self._finished(task)
+
+    def _on_annotated(self, local_id: str, annotation: Annotation) -> None:
+        """Annotation listener (the writing thread, after the write): the history tab reads
+        the store again at its next flush. Never raises."""
+        del local_id, annotation
+        ctx = self.context
+        with ctx.lock:
+            if ctx.closed:
+                return
+            self.pager.mark_dirty()
+        self.ticker.ensure()
 
     def _on_change(self, event: TaskEvent) -> None:
         """Session listener (the event delivery thread): set traits only."""
