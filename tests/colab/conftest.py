@@ -60,9 +60,7 @@ def colab_python() -> str:
 
 
 @pytest.fixture(scope="module")
-def colab_kernel_name(
-    colab_python: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def colab_kernel_name(colab_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A kernelspec, in a directory of its own on JUPYTER_PATH, that starts the Colab Python."""
     root = tmp_path_factory.mktemp("colab-kernelspec")
     spec = root / "kernels" / KERNEL_NAME

@@ -8,6 +8,7 @@ tests/kernel and tests/notebooks, run here on the Colab kernelspec (conftest.py)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +42,10 @@ def colab_kernel(
 ) -> Iterator[Kernel]:
     """One kernel on Colab's pins for the module, the extension loaded."""
     data_dir = tmp_path_factory.mktemp("colab-kernel") / "data"
-    k = start_kernel(colab_sandbox, data_dir, kernel_name=colab_kernel_name)
+    with pytest.MonkeyPatch.context() as mp:  # set up before the suite's clean environment
+        for name in [n for n in os.environ if n.startswith(("NANOBANANA_", "DEFAPI_"))]:
+            mp.delenv(name)
+        k = start_kernel(colab_sandbox, data_dir, kernel_name=colab_kernel_name)
     try:
         ex = k.execute("%load_ext nanobanana_jupyter")
         assert not ex.of_type("error"), ex.of_type("error")
