@@ -5,12 +5,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
+# A second environment with what Google Colab ships (tests/colab/pins.txt): tests/colab start
+# their kernels with its Python, driven from the main one.
+COLAB_VENV := .venv-colab
+COLAB_PY := $(COLAB_VENV)/bin/python
+COLAB_PINS := tests/colab/pins.txt
+COLAB_STAMP := $(COLAB_VENV)/.installed
 
-.PHONY: help venv demo test test-reliability soak bench lint fmt lab docs dist screenshots clean
+.PHONY: help venv colab-venv demo test test-reliability soak bench lint fmt lab docs dist screenshots clean
 
 help:
 	@echo "make demo   - start the sandbox, generate, and print where the results are"
 	@echo "make test   - run the whole test suite"
+	@echo "make colab-venv - build .venv-colab with Colab's pins (make test does it first)"
 	@echo "make test-reliability - the fault matrix, stateful test and a scaled-down soak alone"
 	@echo "make soak   - the full soak: 2,000 tasks with 10% mixed faults, 100 stateful examples"
 	@echo "make bench  - every benchmark against its baseline; writes benchmarks/results.{md,json}"
@@ -39,7 +46,21 @@ $(DEMO_STAMP): pyproject.toml | $(PY)
 		| { grep -E "^(Collecting|Successfully|ERROR)" || true; }
 	@touch $(DEMO_STAMP)
 
+# The package from this checkout (editable, so the kernel runs the code under test) with its
+# pandas extra and without the panel extra, as README tells Colab users, and Colab's pins.
+$(COLAB_PY):
+	$(PYTHON) -m venv $(COLAB_VENV)
+
+$(COLAB_STAMP): pyproject.toml $(COLAB_PINS) | $(COLAB_PY)
+	@echo "== installing Colab's pins ($(COLAB_PINS)) into $(COLAB_VENV) (first run only)"
+	@set -o pipefail; $(COLAB_PY) -m pip install --progress-bar off -c $(COLAB_PINS) \
+		-e '.[pandas]' $$(grep -oE '^[A-Za-z0-9_.-]+==' $(COLAB_PINS) | tr -d =) 2>&1 \
+		| { grep -E "^(Successfully|ERROR)" || true; }
+	@touch $(COLAB_STAMP)
+
 venv: $(STAMP)
+
+colab-venv: $(COLAB_STAMP)
 
 demo: $(DEMO_STAMP)
 	$(PY) scripts/run_demo.py
@@ -51,8 +72,9 @@ lab: $(STAMP)
 # module fixtures (the browser's JupyterLab) start once. Most tests wait on servers, kernels
 # and browsers, so 3 workers fit 2 cores: 18 min serial, about 8 min so. TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 3
-test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+# tests/colab run their kernels on $(COLAB_VENV) (they fail, not skip, when it is missing).
+test: $(STAMP) $(COLAB_STAMP)
+	NANOBANANA_COLAB_PYTHON=$(CURDIR)/$(COLAB_PY) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 screenshots: $(STAMP)
 	UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/browser -k "lab_panel or lab_dark"
@@ -86,4 +108,4 @@ dist: $(STAMP)
 	$(PY) -m twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COLAB_VENV) build dist .pytest_cache .mypy_cache .ruff_cache

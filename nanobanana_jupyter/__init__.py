@@ -205,8 +205,13 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def _open_panel(session: Any) -> Any:
-    from ._views.panel import Panel
-
+    try:
+        from ._views.panel import Panel
+    except ImportError as exc:
+        if exc.name != "ipywidgets":
+            raise
+        # No ipywidgets, or ipywidgets 7: the panel's one line, which the magic prints.
+        raise ConfigurationError(str(exc)) from None
     return Panel(session=session)
 
 

@@ -618,7 +618,10 @@ class NanoBananaMagics(Magics):
         if name == "panel":
             if self._open_panel is None:
                 raise UsageError("the panel comes with the extension: %load_ext nanobanana_jupyter")
-            return self._open_panel(self._session())
+            try:
+                return self._open_panel(self._session())
+            except NanoBananaError as exc:  # no ipywidgets 8 here: one line saying so
+                raise UsageError(exc.message) from None
         session = self._session()
         if name == "session":
             return session  # shown as the cell's result (its repr) unless assigned

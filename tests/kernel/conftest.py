@@ -42,8 +42,14 @@ class Kernel:
         self.stray: list[tuple[float, dict[str, Any]]] = []
 
     def execute(self, code: str, *, timeout: float = 60) -> Execution:
-        """Run a cell; return when its reply and its idle status have arrived."""
-        ex = Execution(self.client.execute(code, allow_stdin=False), time.monotonic())
+        """Run a cell; return when its reply and its idle status have arrived.
+
+        Each cell is sent alone, with ``stop_on_error=False``: an erring cell must not make
+        the kernel abort the next one (ipykernel 6, which Colab runs, keeps aborting requests
+        that reach it before its abort window closes, and under load the next cell does).
+        """
+        msg_id = self.client.execute(code, allow_stdin=False, stop_on_error=False)
+        ex = Execution(msg_id, time.monotonic())
         deadline = time.monotonic() + timeout
         idle = False
         while time.monotonic() < deadline and not (idle and ex.reply is not None):
@@ -61,6 +67,8 @@ class Kernel:
             )
         if ex.reply is None or not idle:
             raise TimeoutError(f"cell did not finish in {timeout} s: {code[:60]!r}")
+        if ex.reply["content"].get("status") == "aborted":
+            raise RuntimeError(f"the kernel aborted the cell instead of running it: {code[:60]!r}")
         return ex
 
     def _drain(self, ex: Execution | None, wait: float = 0.05) -> None:
@@ -97,7 +105,11 @@ def slow_sandbox() -> Iterator[Sandbox]:
         yield sb
 
 
-def start_kernel(sb: Sandbox, data_dir: Path, **extra_env: str) -> Kernel:
+def start_kernel(
+    sb: Sandbox, data_dir: Path, *, kernel_name: str = "python3", **extra_env: str
+) -> Kernel:
+    """A kernel whose default session talks to ``sb``; ``kernel_name``: which kernelspec
+    (tests/colab gives one that runs Colab's pins)."""
     env = {
         **os.environ,
         "NANOBANANA_BASE_URL": sb.url,
@@ -107,7 +119,7 @@ def start_kernel(sb: Sandbox, data_dir: Path, **extra_env: str) -> Kernel:
         **extra_env,
     }
     env.pop("NANOBANANA_WAIT", None) if "NANOBANANA_WAIT" not in extra_env else None
-    km = KernelManager(kernel_name="python3")
+    km = KernelManager(kernel_name=kernel_name)
     km.start_kernel(env=env, cwd=str(data_dir.parent))
     return Kernel(km)
 

@@ -95,6 +95,17 @@ def test_notebook_runs_against_the_sandbox(
     path: Path, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The notebook executes without an error and its saved form shows at least one image."""
+    run_and_check_notebook(path, sandbox, tmp_path, monkeypatch)
+
+
+def run_and_check_notebook(
+    path: Path,
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kernel_name: str = "python3",
+) -> Path:
+    """The test above on any kernelspec (tests/colab runs Colab's pins); the saved copy."""
     # The kernel inherits these: its default session talks to the sandbox.
     monkeypatch.setenv("NANOBANANA_BASE_URL", sandbox.url)
     monkeypatch.setenv("NANOBANANA_ALLOW_LOCAL_URLS", "1")
@@ -106,7 +117,7 @@ def test_notebook_runs_against_the_sandbox(
         nb,
         timeout=90,
         startup_timeout=60,
-        kernel_name="python3",
+        kernel_name=kernel_name,
         allow_errors=False,
         resources={"metadata": {"path": str(tmp_path)}},
     )
@@ -124,3 +135,4 @@ def test_notebook_runs_against_the_sandbox(
     assert images, f"{path.name} produced no image output (ran {elapsed:.1f} s)"
     assert not [o for o in outputs if "application/javascript" in o.get("data", {})]
     assert saved.stat().st_size < MAX_EXECUTED_BYTES, f"{path.name}: {saved.stat().st_size} bytes"
+    return saved

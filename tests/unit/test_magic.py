@@ -465,3 +465,31 @@ def test_a_wrong_n_is_refused_before_a_key_is_asked_for(
     with pytest.raises(UsageError, match="1 to 16"):
         run(shell, f"-n {n} --ref @last", "a cat")
     assert recorder.submits == []
+
+
+def test_panel_on_ipywidgets_7_is_one_line_saying_what_instead(
+    shell: InteractiveShell, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ipywidgets 7 (Colab's): the panel refuses at import with one line naming the version
+    and what to use instead, and %nanobanana panel raises it as a UsageError (one line, no
+    traceback). tests/colab checks the same in a kernel on Colab's pins."""
+    import importlib
+    import sys
+
+    import ipywidgets
+
+    import nanobanana_jupyter
+
+    monkeypatch.setattr(ipywidgets, "__version__", "7.7.1")
+    monkeypatch.delitem(sys.modules, "nanobanana_jupyter._views.panel", raising=False)
+    with pytest.raises(ImportError) as info:
+        importlib.import_module("nanobanana_jupyter._views.panel")
+    assert info.value.name == "ipywidgets"
+    message = str(info.value)
+    assert "needs ipywidgets 8" in message and "7.7.1" in message and "\n" not in message
+    assert "%%nanobanana" in message  # what to use instead
+
+    shell.register_magics(NanoBananaMagics(shell, open_panel=nanobanana_jupyter._open_panel))
+    with pytest.raises(UsageError) as usage:
+        run(shell, "panel")
+    assert str(usage.value) == message

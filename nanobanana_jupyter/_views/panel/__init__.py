@@ -46,12 +46,23 @@ The API key never reaches any widget trait: the panel only holds the session.
 from __future__ import annotations
 
 try:
-    import ipywidgets  # noqa: F401
+    import ipywidgets
     import traitlets  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "the panel needs ipywidgets 8: pip install 'nanobanana-jupyter[panel]'"
+        "the panel needs ipywidgets 8: pip install 'nanobanana-jupyter[panel]'", name="ipywidgets"
     ) from exc
+
+# ipywidgets 7 (Colab ships 7.7.1 and must keep it) builds the widgets but cannot display
+# them the way the panel does, nor take its updates from background threads: refuse in one
+# line, which %nanobanana panel prints as is (tests/colab runs this on Colab's pins).
+if int(ipywidgets.__version__.split(".")[0]) < 8:
+    raise ImportError(
+        f"the panel needs ipywidgets 8 and this kernel has ipywidgets {ipywidgets.__version__} "
+        "(as Colab ships, where it must stay): use the magic's cards (%%nanobanana) instead, "
+        "or elsewhere pip install 'nanobanana-jupyter[panel]' and restart the kernel",
+        name="ipywidgets",
+    )
 
 from .panel import Panel
 
