@@ -83,6 +83,7 @@ class Resources:
         # taken by their submit job just before it sends, or by close (not_sent, all in one
         # write through on_close_unsent). Whoever takes an id settles it.
         self._unsent: set[str] = set()
+        self._unsent_taken_by_close = False
         self._unsent_lock = threading.Lock()
         self.on_close_unsent: Callable[[list[str]], None] | None = None
         # Reconciliations and balance looks in flight: cancelled before the client closes.
@@ -108,6 +109,16 @@ class Resources:
                 self._unsent.discard(local_id)
                 return True
             return False
+
+    def take_unsent_after_close(self, local_id: str) -> bool:
+        """A submit job starting after close: True when close has already settled the
+        others and this one came later (its job settles it); False while close is still to
+        take it (between ``close()`` and its step on the engine), or once it has."""
+        with self._unsent_lock:
+            if not self._unsent_taken_by_close or local_id not in self._unsent:
+                return False
+            self._unsent.discard(local_id)
+            return True
 
     def connect(self) -> tuple[AsyncClient, PollLoop]:
         """The client and the poll loop, made on first use (engine thread), with the submit
@@ -159,6 +170,7 @@ class Resources:
         # are cancelled and find them taken.
         with self._unsent_lock:
             unsent, self._unsent = sorted(self._unsent), set()
+            self._unsent_taken_by_close = True
         if unsent and self.on_close_unsent is not None:
             self.on_close_unsent(unsent)
         waiting = self.submitting - self.sending

@@ -656,6 +656,10 @@ class Session:
     def close(self) -> None:
         """Stop polling (unfinished tasks stay resumable), close connections and the store.
 
+        Nothing more is sent: requests still waiting for their turn behind the submit cap end
+        ``not_sent`` (nothing charged; generate them again), all in one write; a submit
+        whose request has left gets a few seconds for its answer (else ``submit_unknown``).
+
         A wait on an unfinished task of this session (in any thread) then ends at once with
         a ``RuntimeError`` saying how to resume it.
         """

@@ -243,7 +243,6 @@ def test_closing_with_a_batch_still_queued_settles_it_in_one_write(
         max_submits_per_second=0.001,  # a burst of one, then one each 1,000 s
     )
     tasks = session.map([f"queued {i}" for i in range(600)])
-    sent = next(t for t in tasks if t.task_id is not None) if api.submits else None
     seen: list[str] = []
     conn = session._store._db()
     conn.set_trace_callback(
@@ -252,8 +251,9 @@ def test_closing_with_a_batch_still_queued_settles_it_in_one_write(
     with caplog.at_level("INFO", logger="nanobanana_jupyter"):
         session.close()
     assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
-    assert len(seen) <= 3, f"{len(seen)} write transactions to close"
-    unsent = [t for t in tasks if t is not sent]
+    # One for the 599 (the one sent may write its own few meanwhile), never one per task.
+    assert len(seen) <= 8, f"{len(seen)} write transactions to close"
+    unsent = [t for t in tasks if t.task_id is None]  # the first may leave during close
     assert len(unsent) >= 599
     assert {t.status for t in unsent} == {TaskStatus.NOT_SENT}
     with Store(session._store.path) as store:
