@@ -261,3 +261,39 @@ def test_closing_with_a_batch_still_queued_settles_it_in_one_write(
     assert {r.status for r in rows if r is not None} == {TaskStatus.NOT_SENT}
     assert all("nothing was charged" in (r.error or "") for r in rows if r is not None)
     assert len(api.submits) <= 1
+
+
+def test_closing_when_the_store_refuses_the_batch_write_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one not_sent write of close fails (a full disk): one warning line, never a
+    traceback per task; every handle still ends not_sent, and the next session finds the
+    rows and settles them not_sent (nothing was sent, nothing charged)."""
+    import nanobanana_jupyter._core.resources as resources_module
+
+    monkeypatch.setattr(resources_module, "SUBMIT_GRACE_ON_CLOSE", 0.2)
+    api = Accepting()
+    session = Session(
+        settings=_settings(tmp_path / "data"),
+        transport=httpx.MockTransport(api),
+        max_submits_per_second=0.001,
+    )
+    tasks = session.map([f"full disk {i}" for i in range(200)])
+
+    def refuse(records: object) -> object:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(session._store, "update_many", refuse)
+    with caplog.at_level("INFO", logger="nanobanana_jupyter"):
+        session.close()
+    loud = [r for r in caplog.records if r.levelno >= 30]
+    assert len(loud) == 1 and "requests ended not_sent" in loud[0].getMessage()
+    assert loud[0].exc_info is None
+    unsent = [t for t in tasks if t.task_id is None]
+    assert len(unsent) >= 199 and {t.status for t in unsent} == {TaskStatus.NOT_SENT}
+    with Session(
+        settings=_settings(tmp_path / "data"), transport=httpx.MockTransport(api)
+    ) as again:
+        rows = [again._store.get(t.local_id) for t in unsent]
+    assert {r.status for r in rows if r is not None} == {TaskStatus.NOT_SENT}
+    assert len(api.submits) <= 1
