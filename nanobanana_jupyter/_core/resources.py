@@ -102,20 +102,15 @@ class Resources:
         with self._unsent_lock:
             self._unsent.update(local_ids)
 
-    def take_unsent(self, local_id: str) -> bool:
-        """Take a request to send it or settle it: False when close has taken it already."""
-        with self._unsent_lock:
-            if local_id in self._unsent:
-                self._unsent.discard(local_id)
-                return True
-            return False
+    def take_unsent(self, local_id: str, *, closing: bool = False) -> bool:
+        """Take a request to send it or settle it: False when close has taken it already.
 
-    def take_unsent_after_close(self, local_id: str) -> bool:
-        """A submit job starting after close: True when close has already settled the
-        others and this one came later (its job settles it); False while close is still to
-        take it (between ``close()`` and its step on the engine), or once it has."""
+        ``closing``: asked by a job that starts after ``close()``; then also False while
+        close is still to take it (between ``close()`` and its step on the engine), so
+        that close settles it with the rest in one write.
+        """
         with self._unsent_lock:
-            if not self._unsent_taken_by_close or local_id not in self._unsent:
+            if local_id not in self._unsent or (closing and not self._unsent_taken_by_close):
                 return False
             self._unsent.discard(local_id)
             return True
@@ -172,7 +167,10 @@ class Resources:
             unsent, self._unsent = sorted(self._unsent), set()
             self._unsent_taken_by_close = True
         if unsent and self.on_close_unsent is not None:
-            self.on_close_unsent(unsent)
+            try:
+                self.on_close_unsent(unsent)
+            except Exception:  # close goes on: the rows are settled at the next open
+                logger.exception("could not settle the requests this session never sent")
         waiting = self.submitting - self.sending
         for task in waiting:
             task.cancel()

@@ -265,7 +265,7 @@ class Submitter:
         self, local_id: str, request: GenerationRequest, slots: asyncio.Semaphore | None
     ) -> None:
         if self._res.closed:  # never sent: close settles it with the rest, or here if later
-            if self._res.take_unsent_after_close(local_id):
+            if self._res.take_unsent(local_id, closing=True):
                 self.settle(local_id, **_closed_unsent())
             return
         client, _ = self._res.connect()

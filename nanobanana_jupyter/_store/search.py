@@ -29,6 +29,7 @@ __all__ = [
     "RatingFilter",
     "count_matches",
     "fts_query",
+    "has_annotation_filter",
     "newest_matches",
     "rating_bounds",
     "search_clauses",
@@ -62,23 +63,31 @@ def fts_query(text: str) -> str | None:
     return " AND ".join(terms) if terms else None
 
 
-def count_matches(
-    conn: sqlite3.Connection, clauses: list[str], params: list[Any], *, limit: int | None = None
-) -> None:
+def has_annotation_filter(clauses: list[str]) -> bool:
+    """Whether a tag or rating condition is among ``clauses`` (its lookup should lead)."""
+    return any(clause.startswith("local_id IN") for clause in clauses)
+
+
+def _param_at(clauses: list[str], params: list[Any], clause: str) -> tuple[int, int]:
+    """Where ``clause`` is in ``clauses`` and where its one parameter is in ``params``."""
+    at = clauses.index(clause)
+    return at, sum(c.count("?") for c in clauses[:at])
+
+
+def count_matches(conn: sqlite3.Connection, clauses: list[str], params: list[Any]) -> None:
     """Turn the text condition into the plan that suits how many prompts match it: the
     matches are counted only as far as the choice needs (a common word can match most of
-    the history). ``limit`` is the caller's (not used by the choice today).
+    the history).
 
     A plan that walks the tasks newest first and looks each one up in the index by rowid
     (an ``EXISTS`` per task) was tried: 3 ms for a word in 95% of 100,000 prompts, but
     3.5 ms *per task* on another history of 50,000 (one long doclist in few segments), so
     it is not used.
     """
-    del limit
     if _TEXT_CLAUSE not in clauses:
         return
-    at = clauses.index(_TEXT_CLAUSE)
-    query = params[sum(clause.count("?") for clause in clauses[:at])]
+    at, first = _param_at(clauses, params, _TEXT_CLAUSE)
+    query = params[first]
     (matches,) = conn.execute(
         f"SELECT count(*) FROM (SELECT 1 FROM {PROMPT_INDEX} "  # noqa: S608
         f"WHERE {PROMPT_INDEX} MATCH ? LIMIT ?)",
@@ -111,12 +120,9 @@ def newest_matches(
     ``None`` where an annotation filter is given (its lookup leads: few tasks) or where the
     other clauses keep fewer than ``limit`` of the first :data:`NEWEST_FIRST_READS` matches.
     """
-    if COMMON_TEXT_CLAUSE not in clauses or limit <= 0:
+    if COMMON_TEXT_CLAUSE not in clauses or limit <= 0 or has_annotation_filter(clauses):
         return None
-    if any(clause.startswith("local_id IN") for clause in clauses):
-        return None
-    at = clauses.index(COMMON_TEXT_CLAUSE)
-    first = sum(clause.count("?") for clause in clauses[:at])
+    at, first = _param_at(clauses, params, COMMON_TEXT_CLAUSE)
     query = params[first]
     others = clauses[:at] + clauses[at + 1 :]
     other_params = params[:first] + params[first + 1 :]

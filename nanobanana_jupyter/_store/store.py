@@ -58,7 +58,14 @@ from .rows import (
     to_row,
     where_clause,
 )
-from .search import ROWIDS_CLAUSE, RatingFilter, count_matches, newest_matches, search_clauses
+from .search import (
+    ROWIDS_CLAUSE,
+    RatingFilter,
+    count_matches,
+    has_annotation_filter,
+    newest_matches,
+    search_clauses,
+)
 from .shutdown import mark_suspect
 from .transitions import ACTIVE, IN_FLIGHT, RECOVERED_AS, RESUMABLE, UNFINISHED, merge_update
 
@@ -803,10 +810,7 @@ class Store:
         order = ", ".join(f"{column} DESC" for column in ORDER)
         with self._lock:
             conn = self._db()
-            count_matches(conn, clauses, params, limit=limit)
-            newest = newest_matches(conn, clauses, params, limit)
-            if newest is not None:
-                clauses, params = [ROWIDS_CLAUSE], [json.dumps(newest)]
+            clauses, params = _planned(conn, clauses, params, limit)
             where = " WHERE " + " AND ".join(clauses) if clauses else ""
             sql = (
                 f"{SELECT} WHERE rowid IN (SELECT rowid FROM tasks{where} "  # noqa: S608
@@ -848,10 +852,7 @@ class Store:
         order = ", ".join(ORDER)
         with self._lock:
             conn = self._db()
-            count_matches(conn, clauses, params, limit=limit)
-            read = None if limit is None else newest_matches(conn, clauses, params, limit)
-            if read is not None:
-                clauses, params = [ROWIDS_CLAUSE], [json.dumps(read)]
+            clauses, params = _planned(conn, clauses, params, limit)
             where = " WHERE " + " AND ".join(clauses) if clauses else ""
             if callable(columns):
                 columns = columns(conn)
@@ -885,7 +886,7 @@ class Store:
         # or a model as well, SQLite's planner walks that column's index instead (a third
         # of the history for a common model, each row checked against the lists), so its
         # index is taken out of the choice (a unary +) when an annotation narrows first.
-        annotated = any(clause.startswith("local_id IN") for clause in extra)
+        annotated = has_annotation_filter(extra)
         for where, found in (
             where_clause(status, model, since, until, substring),
             where_clause(None, None, None, None, fallback),
@@ -943,6 +944,19 @@ atexit.register(_close_at_exit)
 
 
 _NOT_BY_INDEX = re.compile(r"\b(status|model) IN \(")
+
+
+def _planned(
+    conn: sqlite3.Connection, clauses: list[str], params: list[Any], limit: int | None
+) -> tuple[list[str], list[Any]]:
+    """A search's conditions in the plan that suits its text: the text condition as the
+    number of matches wants it, or, for a common word with a ``limit``, the rowids of the
+    newest matches read from the index (:func:`.search.newest_matches`)."""
+    count_matches(conn, clauses, params)
+    newest = None if limit is None else newest_matches(conn, clauses, params, limit)
+    if newest is None:
+        return clauses, params
+    return [ROWIDS_CLAUSE], [json.dumps(newest)]
 
 
 def _check_limit(limit: object) -> None:

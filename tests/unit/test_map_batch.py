@@ -297,3 +297,39 @@ def test_closing_when_the_store_refuses_the_batch_write_loses_nothing(
         rows = [again._store.get(t.local_id) for t in unsent]
     assert {r.status for r in rows if r is not None} == {TaskStatus.NOT_SENT}
     assert len(api.submits) <= 1
+
+
+def test_close_goes_on_when_settling_the_unsent_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (or a dropped part) where close settles the unsent: close still cancels their
+    jobs and returns, says so once, sends nothing more; the next session settles the rows."""
+    import nanobanana_jupyter._core.resources as resources_module
+
+    monkeypatch.setattr(resources_module, "SUBMIT_GRACE_ON_CLOSE", 0.2)
+    api = Accepting()
+    session = Session(
+        settings=_settings(tmp_path / "data"),
+        transport=httpx.MockTransport(api),
+        max_submits_per_second=0.001,
+    )
+    tasks = session.map([f"a bug at close {i}" for i in range(50)])
+
+    def broken(local_ids: list[str]) -> None:
+        raise TypeError("a bug")
+
+    session._res.on_close_unsent = broken
+    with caplog.at_level("INFO", logger="nanobanana_jupyter"):
+        session.close()
+    loud = [r for r in caplog.records if r.levelno >= 30]
+    assert [r.getMessage() for r in loud] == [
+        "could not settle the requests this session never sent"
+    ]
+    assert not session._res.submitting  # every job ended
+    unsent = [t for t in tasks if t.task_id is None]
+    with Session(
+        settings=_settings(tmp_path / "data"), transport=httpx.MockTransport(api)
+    ) as again:
+        rows = [again._store.get(t.local_id) for t in unsent]
+    assert len(rows) >= 49 and {r.status for r in rows if r is not None} == {TaskStatus.NOT_SENT}
+    assert len(api.submits) <= 1
