@@ -226,6 +226,21 @@ def test_a_process_that_dies_after_the_batch_write_leaves_every_intent_found(
         assert api.submitted.wait(20)
 
 
+def _queued_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: Accepting, *, grace: float
+) -> Session:
+    """A session whose submits queue behind the cap (a burst of one, then one each 1,000 s),
+    with close's grace for submits in flight cut to ``grace`` seconds."""
+    import nanobanana_jupyter._core.resources as resources_module
+
+    monkeypatch.setattr(resources_module, "SUBMIT_GRACE_ON_CLOSE", grace)
+    return Session(
+        settings=_settings(tmp_path / "data"),
+        transport=httpx.MockTransport(api),
+        max_submits_per_second=0.001,
+    )
+
+
 def test_closing_with_a_batch_still_queued_settles_it_in_one_write(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,15 +248,8 @@ def test_closing_with_a_batch_still_queued_settles_it_in_one_write(
     written in one transaction (one per task before: 10,000 of them outlasted close's own
     time limit, and the store closed under the writes, logging a traceback each), nothing
     is logged as a warning or an error, and every handle and row says not_sent."""
-    import nanobanana_jupyter._core.resources as resources_module
-
-    monkeypatch.setattr(resources_module, "SUBMIT_GRACE_ON_CLOSE", 0.5)
     api = Accepting()
-    session = Session(
-        settings=_settings(tmp_path / "data"),
-        transport=httpx.MockTransport(api),
-        max_submits_per_second=0.001,  # a burst of one, then one each 1,000 s
-    )
+    session = _queued_session(tmp_path, monkeypatch, api, grace=0.5)
     tasks = session.map([f"queued {i}" for i in range(600)])
     seen: list[str] = []
     conn = session._store._db()
@@ -269,15 +277,8 @@ def test_closing_when_the_store_refuses_the_batch_write_loses_nothing(
     """The one not_sent write of close fails (a full disk): one warning line, never a
     traceback per task; every handle still ends not_sent, and the next session finds the
     rows and settles them not_sent (nothing was sent, nothing charged)."""
-    import nanobanana_jupyter._core.resources as resources_module
-
-    monkeypatch.setattr(resources_module, "SUBMIT_GRACE_ON_CLOSE", 0.2)
     api = Accepting()
-    session = Session(
-        settings=_settings(tmp_path / "data"),
-        transport=httpx.MockTransport(api),
-        max_submits_per_second=0.001,
-    )
+    session = _queued_session(tmp_path, monkeypatch, api, grace=0.2)
     tasks = session.map([f"full disk {i}" for i in range(200)])
 
     def refuse(records: object) -> object:
@@ -304,15 +305,8 @@ def test_close_goes_on_when_settling_the_unsent_fails(
 ) -> None:
     """A bug (or a dropped part) where close settles the unsent: close still cancels their
     jobs and returns, says so once, sends nothing more; the next session settles the rows."""
-    import nanobanana_jupyter._core.resources as resources_module
-
-    monkeypatch.setattr(resources_module, "SUBMIT_GRACE_ON_CLOSE", 0.2)
     api = Accepting()
-    session = Session(
-        settings=_settings(tmp_path / "data"),
-        transport=httpx.MockTransport(api),
-        max_submits_per_second=0.001,
-    )
+    session = _queued_session(tmp_path, monkeypatch, api, grace=0.2)
     tasks = session.map([f"a bug at close {i}" for i in range(50)])
 
     def broken(local_ids: list[str]) -> None:
