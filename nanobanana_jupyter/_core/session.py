@@ -41,7 +41,7 @@ from nanobanana_jupyter._store.images import ImageStore
 from nanobanana_jupyter._store.owners import new_lease_owner
 from nanobanana_jupyter._store.store import Store
 from nanobanana_jupyter._wire.errors import ValidationError
-from nanobanana_jupyter._wire.models import GenerationRequest, TaskStatus
+from nanobanana_jupyter._wire.models import GenerationRequest, TaskStatus, check_prompt
 from nanobanana_jupyter._wire.settings import HISTORY_FILE, SecretKey, Settings, default_data_dir
 
 from .balance import BalanceCache
@@ -295,17 +295,28 @@ class Session:
         unknown = set(options) - {"model", "images", "aspect_ratio", "image_size", "callback_url"}
         if unknown:
             raise TypeError(f"unknown option(s) for map(): {', '.join(sorted(unknown))}")
-        requests = [
-            self._build_request(
-                prompt,
-                options.get("model"),
-                options.get("images", ()),
-                options.get("aspect_ratio"),
-                options.get("image_size"),
-                options.get("callback_url"),
+        prompts = list(prompts)
+        requests: list[GenerationRequest] = []
+        for i, prompt in enumerate(prompts):
+            try:
+                if requests:  # the shared options (and references) were checked once
+                    requests.append(requests[0].with_prompt(prompt))
+                    continue
+                check_prompt(prompt)
+            except ValidationError as exc:
+                if len(prompts) == 1:
+                    raise
+                raise ValidationError(f"prompt {i + 1} of {len(prompts)}: {exc}") from None
+            requests.append(
+                self._build_request(
+                    prompt,
+                    options.get("model"),
+                    options.get("images", ()),
+                    options.get("aspect_ratio"),
+                    options.get("image_size"),
+                    options.get("callback_url"),
+                )
             )
-            for prompt in prompts
-        ]
         # Under a budget the whole batch is checked before any of it is sent.
         self._submitter.check_budget([(request, 0) for request in requests], force=force)
         slots = asyncio.Semaphore(concurrency)

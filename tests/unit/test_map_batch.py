@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nanobanana_jupyter import Session, Settings, TaskStatus
+from nanobanana_jupyter import Session, Settings, TaskStatus, ValidationError
 from nanobanana_jupyter._store.store import Store
 from tests.conftest import SENTINEL_KEY
 from tests.helpers.mock_api import Accepting, mock_session
@@ -327,3 +327,41 @@ def test_close_goes_on_when_settling_the_unsent_fails(
         rows = [again._store.get(t.local_id) for t in unsent]
     assert len(rows) >= 49 and {r.status for r in rows if r is not None} == {TaskStatus.NOT_SENT}
     assert len(api.submits) <= 1
+
+
+def test_a_bad_prompt_in_a_batch_says_which_and_nothing_is_written(session: Session) -> None:
+    """The error names the prompt by its place; no intent is written, nothing is sent."""
+    prompts = ["fine one", "fine two", "  ", "fine four", "fine five"]
+    with pytest.raises(ValidationError, match=r"^prompt 3 of 5: the prompt is empty"):
+        session.map(prompts)
+    with pytest.raises(ValidationError, match=r"^prompt 1 of 2: the prompt is empty"):
+        session.map(["", "fine"])
+    with pytest.raises(ValidationError, match=r"^aspect ratio '5:9'"):
+        session.map(["fine", "also fine"], aspect_ratio="5:9")  # an option: no prompt named
+    assert len(session.history) == 0
+
+
+def test_a_batch_converts_its_shared_references_once(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file given as the batch's reference is read and encoded once, not per prompt;
+    every task of the batch records the same reference."""
+    from PIL import Image
+
+    from nanobanana_jupyter._core import references
+
+    path = tmp_path / "ref.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
+    calls: list[object] = []
+    convert = references.to_reference
+
+    def counting(item: object) -> str:
+        calls.append(item)
+        return convert(item)
+
+    monkeypatch.setattr(references, "to_reference", counting)
+    tasks = session.map([f"edit {i}" for i in range(50)], images=[path])
+    assert len(calls) == 1
+    stored = [session._store.get(t.local_id) for t in tasks]
+    assert len({r.references for r in stored if r is not None}) == 1
+    assert all(r is not None and len(r.references) == 1 for r in stored)

@@ -21,7 +21,7 @@ from nanobanana_jupyter import (
     UnknownModelWarning,
     ValidationError,
 )
-from nanobanana_jupyter._wire.models import parse_data_uri, sniff_image_type
+from nanobanana_jupyter._wire.models import MAX_PROMPT_CHARS, parse_data_uri, sniff_image_type
 
 
 def _png(size: tuple[int, int] = (4, 3)) -> bytes:
@@ -485,3 +485,43 @@ def test_a_validated_request_is_not_validated_or_warned_about_again() -> None:
             changed.validated()
     with pytest.raises(ValidationError, match="callback URL"):
         with_callback_url(checked, "ftp://example.test/hook")
+
+
+def test_with_prompt_checks_only_the_new_prompt_of_a_validated_request() -> None:
+    """with_prompt on a validated request checks the prompt alone (the unknown-model warning,
+    an error here, is not raised again) and hands back a validated copy; every prompt
+    mistake is still caught; on a request never validated, everything is checked."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownModelWarning)
+        checked = GenerationRequest(
+            prompt="a cat", model="not/a-model", aspect_ratio="16:9", image_size="2k"
+        ).validated()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownModelWarning)
+        other = checked.with_prompt("a dog")
+        assert other.validated() is other
+    assert (other.prompt, other.model, other.aspect_ratio, other.image_size) == (
+        "a dog",
+        "not/a-model",
+        "16:9",
+        "2K",
+    )
+    assert checked.prompt == "a cat"  # the template is left as it was
+    assert other.fingerprint() != checked.fingerprint()
+    assert (
+        other.fingerprint()
+        == GenerationRequest(
+            prompt="a dog", model="not/a-model", aspect_ratio="16:9", image_size="2K"
+        ).fingerprint()
+    )
+    for bad, match in [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("a \udc31", "surrogate"),
+        ("x" * (MAX_PROMPT_CHARS + 1), "characters"),
+    ]:
+        with pytest.raises(ValidationError, match=match):
+            checked.with_prompt(bad)
+    raw = GenerationRequest(prompt="a cat", aspect_ratio="5:9")
+    with pytest.raises(ValidationError, match="aspect ratio"):
+        raw.with_prompt("a dog")
