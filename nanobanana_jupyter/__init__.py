@@ -208,9 +208,10 @@ def _open_panel(session: Any) -> Any:
     try:
         from ._views.panel import Panel
     except ImportError as exc:
-        if exc.name != "ipywidgets":
+        if exc.name not in ("ipywidgets", "anywidget"):
             raise
-        # No ipywidgets, or ipywidgets 7: the panel's one line, which the magic prints.
+        # No ipywidgets (or ipywidgets 7), or no anywidget: the panel's one line, which the
+        # magic prints.
         raise ConfigurationError(str(exc)) from None
     return Panel(session=session)
 

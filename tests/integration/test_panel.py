@@ -28,6 +28,7 @@ from nanobanana_jupyter._views.panel import Panel, notebook_slot
 from nanobanana_jupyter._views.panel.composer import DEBOUNCE_SECONDS
 from nanobanana_jupyter._views.panel.showing import CARD_INTERVAL
 from nanobanana_jupyter.sandbox import Sandbox, TaskPlan
+from tests.helpers.gallery_page import GalleryPage
 
 SCALE = 0.01
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -365,11 +366,10 @@ def test_use_a_gallery_image_as_reference_and_generate_with_it(panel: Panel) -> 
     (first,) = generate(panel, "a red apple")
     wait_for(lambda: panel.gallery_paths, what="the first image")
     item = panel.gallery.items[0]
-    use = item.box.children[2].children[1]
-    assert use.description == "Use as reference"
-    use.click()
+    page = GalleryPage(panel)
+    page.click(item, "use")
     assert len(panel.references) == 1 and len(panel.refs_box.children) == 1
-    use.click()
+    page.click(item, "use")
     assert len(panel.references) == 1 and "already" in panel.status_text
     (second,) = generate(panel, "the apple, in blue")
     assert len(second.record.references) == 1
@@ -389,8 +389,7 @@ def test_branch_from_here_starts_an_edit_of_that_image(panel: Panel, session: Se
     apple, pear = sorted(panel.gallery.items, key=lambda item: item.prompt != "a red apple")
     panel.gallery._use(pear)  # a reference chosen earlier: branching starts from one image only
     assert len(panel.references) == 1
-    branch = next(b for b in apple.box.children[2].children if b.description == "Branch")
-    branch.click()
+    GalleryPage(panel).click(apple, "branch")
     assert panel.prompt_box.value == "a red apple"
     assert len(panel.references) == 1 and "edit the prompt" in panel.status_text
     panel.prompt_box.value = "a red apple, bitten"
@@ -416,7 +415,7 @@ def test_view_shows_a_larger_preview_and_the_full_path(
         generate(panel, "a large <b>pear</b>")
         wait_for(lambda: panel.gallery_paths, what="the image")
         item = panel.gallery.items[0]
-        item.box.children[2].children[0].click()
+        GalleryPage(panel).click(item, "view")
         assert panel.detail_box.layout.display == ""
         assert item.image.path in panel.detail_path.value
         assert "&lt;b&gt;pear&lt;/b&gt;" in panel.detail_path.value
@@ -443,6 +442,54 @@ def test_an_opened_panel_shows_the_newest_results_of_the_history(
     panel = make_panel(session)
     assert panel.gallery_paths == [tasks[1].path, tasks[0].path]
     assert panel.gallery_empty.layout.display == "none"
+
+
+def test_the_gallery_is_one_widget_however_many_images_it_shows(
+    session: Session, make_panel: Callable[..., Panel]
+) -> None:
+    """A panel over 1 stored image and one over 12 make as many widgets: the gallery draws
+    its items in the page (12 items of ipywidgets were some 750 widgets, 170 ms to open)."""
+    from ipywidgets.widgets import widget as ipywidget
+
+    def widgets_made(build: Callable[[], Panel]) -> tuple[int, Panel]:
+        before = len(ipywidget._instances)
+        panel = build()
+        return len(ipywidget._instances) - before, panel
+
+    session.generate("the first").wait(20)
+    one, first = widgets_made(lambda: make_panel(session))
+    assert len(first.gallery.items) == 1
+    first.close()
+    for task in session.map([f"image {i}" for i in range(11)]):
+        task.wait(20)
+    twelve, second = widgets_made(lambda: make_panel(session))
+    assert len(second.gallery.items) == 12
+    assert twelve == one, (one, twelve)
+    page = GalleryPage(second)
+    assert [e["caption"] for e in second.gallery_box.items][:2] == ["image 10", "image 9"]
+    assert all(e["thumb"].startswith("data:image/jpeg;base64,") for e in page.view.items)
+
+
+def test_the_pages_messages_that_are_no_click_of_an_item_change_nothing(panel: Panel) -> None:
+    """Unknown keys, events, ratings and shapes from the page are ignored; nothing raises."""
+    (task,) = generate(panel, "a quince")
+    wait_for(lambda: panel.gallery_paths, what="the image")
+    view = panel.gallery_box
+    for content in (
+        "view",
+        ["view"],
+        {"event": "view"},
+        {"event": "view", "key": "no such key"},
+        {"event": "explode", "key": panel.gallery.items[0].key},
+        {"event": "rate", "key": panel.gallery.items[0].key, "rating": 9},
+        {"event": "rate", "key": panel.gallery.items[0].key, "rating": True},
+        {"event": "rate", "key": panel.gallery.items[0].key, "rating": "3"},
+        {"event": "tag", "key": panel.gallery.items[0].key, "text": ["a"]},
+        {"event": "untag", "key": panel.gallery.items[0].key},
+    ):
+        view._handle_custom_msg(content, [])
+    assert panel.detail_box.layout.display == "none"
+    assert task.rating is None and task.tags == [] and len(panel.references) == 0
 
 
 def test_images_from_the_magic_also_reach_the_gallery(panel: Panel, session: Session) -> None:

@@ -2,7 +2,8 @@
 tags, press the keys of the larger view (its custom message), search the history tab.
 
 The panel's widgets are driven directly (``.click()``, ``.value = ...``), as a click or a
-keystroke in the front end would; the store is read back through the session's history.
+keystroke in the front end would, and the gallery's one widget by the messages its page
+sends (tests/helpers/gallery_page.py); the store is read back through the session's history.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nanobanana_jupyter._store.history import History
 from nanobanana_jupyter._views.panel import Panel
 from nanobanana_jupyter._views.panel.rating import EMPTY, FULL
 from nanobanana_jupyter.sandbox import Sandbox, TaskPlan
+from tests.helpers.gallery_page import GalleryPage
 from tests.integration import test_panel as base
 from tests.integration.test_panel import _seed, card_of, generate, make_session, wait_for
 
@@ -55,22 +57,23 @@ def test_a_star_click_rates_the_task_and_every_view_of_it_follows(
     task = panel.tasks[0]
     card = card_of(panel)
     wait_for(lambda: card.bar is not None, what="the card's stars")
-    assert item.bar is not None and shown_stars(item.bar) == EMPTY * 5
-    assert item.bar.view in item.box.children and card.bar.view in card.box.children
+    page = GalleryPage(panel)
+    assert item.bar is not None and page.stars(item) == EMPTY * 5
+    assert page.entry(item)["curating"] and card.bar.view in card.box.children
 
-    item.bar.stars[3].click()
+    page.star(item, 4)
     assert session.history.annotation(task).rating == 4 and task.rating == 4
-    assert shown_stars(item.bar) == FULL * 4 + EMPTY
+    assert page.stars(item) == FULL * 4 + EMPTY
     assert shown_stars(card.bar) == FULL * 4 + EMPTY
     panel.gallery.show_detail(item)
     assert panel.gallery.detail_bar is not None
     assert shown_stars(panel.gallery.detail_bar) == FULL * 4 + EMPTY
 
     card.bar.stars[1].click()  # rated again, from the card
-    assert task.rating == 2 and shown_stars(item.bar) == FULL * 2 + EMPTY * 3
+    assert task.rating == 2 and page.stars(item) == FULL * 2 + EMPTY * 3
     panel.gallery.detail_bar.stars[1].click()  # the current rating again: cleared
     assert task.rating is None
-    assert shown_stars(item.bar) == shown_stars(card.bar) == EMPTY * 5
+    assert page.stars(item) == shown_stars(card.bar) == EMPTY * 5
 
 
 def test_the_history_table_follows_a_rating_made_in_the_panel_or_from_code(
@@ -82,7 +85,7 @@ def test_the_history_table_follows_a_rating_made_in_the_panel_or_from_code(
     task = panel.tasks[0]
     wait_for(lambda: "a plum on a plate" in panel.history_html.value, what="the history row")
     assert item.bar is not None
-    item.bar.stars[3].click()
+    GalleryPage(panel).star(item, 4)
     wait_for(lambda: "★★★★☆" in panel.history_html.value, what="four stars in the history")
     task.rate(2)
     wait_for(lambda: "★★☆☆☆" in panel.history_html.value, what="two stars in the history")
@@ -104,15 +107,17 @@ def test_the_rating_and_tags_come_back_in_a_new_panel_after_a_restart(
     with make_session(sandbox, data) as first:
         panel = make_panel(first)
         item = finished_item(panel, "a plum")
-        item.bar.stars[2].click()
-        item.bar.tag_box.value = "Keep"
+        page = GalleryPage(panel)
+        page.star(item, 3)
+        page.type_tag(item, "Keep")
         panel.close()
     with make_session(sandbox, data) as second:
         again = make_panel(second)
         (reopened,) = again.gallery.items
         assert reopened.key == item.key
-        assert shown_stars(reopened.bar) == FULL * 3 + EMPTY * 2
-        assert reopened.bar.tags == ("keep",)
+        page = GalleryPage(again)
+        assert page.stars(reopened) == FULL * 3 + EMPTY * 2
+        assert page.tags(reopened) == ["keep"] and reopened.bar.tags == ("keep",)
         again.close()
 
 
@@ -127,9 +132,10 @@ def test_keys_in_the_larger_view_rate_the_image_shown(panel: Panel) -> None:
     assert task.rating is None  # the larger view is closed: nothing shown, nothing rated
     panel.gallery.show_detail(item)
     keys._handle_custom_msg({"event": "rate", "rating": 5}, [])
-    assert task.rating == 5 and shown_stars(item.bar) == FULL * 5
+    page = GalleryPage(panel)
+    assert task.rating == 5 and page.stars(item) == FULL * 5
     keys._handle_custom_msg({"event": "rate", "rating": 0}, [])
-    assert task.rating == 0 and shown_stars(item.bar) == EMPTY * 5  # 0 is a rating
+    assert task.rating == 0 and page.stars(item) == EMPTY * 5  # 0 is a rating
     for bad in ({"event": "rate", "rating": 6}, {"event": "rate", "rating": True}, {"x": 1}):
         keys._handle_custom_msg(bad, [])
     assert task.rating == 0
@@ -141,16 +147,15 @@ def test_keys_in_the_larger_view_rate_the_image_shown(panel: Panel) -> None:
 def test_typed_tags_are_added_and_a_chip_click_removes_one(panel: Panel) -> None:
     item = finished_item(panel, "a lemon")
     task = panel.tasks[0]
-    bar = item.bar
-    bar.tag_box.value = "Portrait, keep "  # what Enter sends
+    page = GalleryPage(panel)
+    page.type_tag(item, "Portrait, keep ")  # what Enter sends
     assert task.tags == ["keep", "portrait"]
-    assert bar.tag_box.value == ""
-    assert [c.description for c in bar.chips.children] == ["keep ×", "portrait ×"]
+    assert page.tags(item) == ["keep", "portrait"]
     card = card_of(panel)
     wait_for(lambda: card.bar is not None, what="the card's stars")
     assert card.bar.tags == ("keep", "portrait")
-    bar.chip_of("portrait").click()
-    assert task.tags == ["keep"]
+    page.remove_tag(item, "portrait")
+    assert task.tags == ["keep"] and page.tags(item) == ["keep"]
     assert [c.description for c in card.bar.chips.children] == ["keep ×"]
 
 
@@ -159,7 +164,8 @@ def test_a_bad_tag_or_a_failed_write_shows_in_the_panel_and_never_raises(
 ) -> None:
     item = finished_item(panel, "a lime")
     task = panel.tasks[0]
-    item.bar.tag_box.value = "x" * 65
+    page = GalleryPage(panel)
+    page.type_tag(item, "x" * 65)
     assert "at most 64 characters" in panel.status_text
     assert task.tags == []
 
@@ -167,9 +173,9 @@ def test_a_bad_tag_or_a_failed_write_shows_in_the_panel_and_never_raises(
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(History, "rate", locked)
-    item.bar.stars[0].click()
+    page.star(item, 1)
     assert "database is locked" in panel.status_text
-    assert shown_stars(item.bar) == EMPTY * 5
+    assert page.stars(item) == EMPTY * 5
 
 
 # -- search ------------------------------------------------------------------------------------

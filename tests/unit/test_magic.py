@@ -493,3 +493,27 @@ def test_panel_on_ipywidgets_7_is_one_line_saying_what_instead(
     with pytest.raises(UsageError) as usage:
         run(shell, "panel")
     assert str(usage.value) == message
+
+
+def test_panel_without_anywidget_is_one_line_saying_what_to_install(
+    shell: InteractiveShell, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gallery is an anywidget: without it the panel refuses at import with one line
+    naming the extra, and %nanobanana panel raises it as a UsageError."""
+    import importlib
+    import sys
+
+    import nanobanana_jupyter
+
+    monkeypatch.setitem(sys.modules, "anywidget", None)  # import anywidget: ImportError
+    monkeypatch.delitem(sys.modules, "nanobanana_jupyter._views.panel", raising=False)
+    with pytest.raises(ImportError) as info:
+        importlib.import_module("nanobanana_jupyter._views.panel")
+    assert info.value.name == "anywidget"
+    message = str(info.value)
+    assert message == "the panel needs anywidget: pip install 'nanobanana-jupyter[panel]'"
+
+    shell.register_magics(NanoBananaMagics(shell, open_panel=nanobanana_jupyter._open_panel))
+    with pytest.raises(UsageError) as usage:
+        run(shell, "panel")
+    assert str(usage.value) == message

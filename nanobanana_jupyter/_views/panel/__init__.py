@@ -11,7 +11,8 @@ parts that each own their state and widgets:
 - ``cards``: the live task cards (Cancel, Resume, Retry), throttled and coalesced;
 - ``compare``: compare mode (the options as axes, Generate as one compare grid, its live
   table of previews);
-- ``gallery``: the gallery and its larger view;
+- ``gallery``: the gallery and its larger view; ``gallery_view``: the one widget that
+  draws every item (thumbnail, buttons, stars, tags) in the page;
 - ``history``: history paging and the cost line;
 - ``search``: the history tab's search box and filters (text, tag, model, status, rating);
 - ``rating``: the stars and tag fields of gallery items, the larger view (keys 0-5) and
@@ -63,6 +64,14 @@ if int(ipywidgets.__version__.split(".")[0]) < 8:
         "or elsewhere pip install 'nanobanana-jupyter[panel]' and restart the kernel",
         name="ipywidgets",
     )
+
+# The gallery (and the prompt box, and the larger view's keys) are anywidgets.
+try:
+    import anywidget  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        "the panel needs anywidget: pip install 'nanobanana-jupyter[panel]'", name="anywidget"
+    ) from exc
 
 from .panel import Panel
 

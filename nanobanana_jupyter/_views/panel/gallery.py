@@ -9,14 +9,16 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from nanobanana_jupyter._store.annotations import Annotation
 from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from .context import PanelContext
-from .rating import Curation, RatingBar, make_key_listener
+from .gallery_view import gallery_view_class, thumb_source
+from .rating import Curation, make_key_listener
 from .showing import MUTED, WRAP, escape, large_preview, read, shorten
 
-__all__ = ["GALLERY_FROM_HISTORY", "MAX_GALLERY", "Gallery", "GalleryItem"]
+__all__ = ["GALLERY_FROM_HISTORY", "MAX_GALLERY", "Gallery", "GalleryItem", "ItemMarks"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
@@ -27,17 +29,43 @@ BRANCH_TIP = "Start an edit from this image: its prompt in the box, the image th
 
 @dataclass
 class GalleryItem:
-    """One image of the gallery (``key`` is its content hash) and its widgets."""
+    """One image of the gallery (``key`` is its content hash)."""
 
     key: str
     image: ImageRecord
     prompt: str
     thumb: bytes
-    box: Any
-    widgets: list[Any] = field(default_factory=list)
     local_id: str | None = None
     """The task the image is a result of (its rating and tags are the task's)."""
-    bar: RatingBar | None = None
+    bar: ItemMarks | None = None
+    """Its stars and tags, as :class:`Curation` sees them; none: the item has none."""
+    entry: dict[str, Any] = field(default_factory=dict)
+    """What the page draws of it (an item of :attr:`GalleryView.items`)."""
+
+
+class ItemMarks:
+    """A gallery item's stars and tags, for :class:`Curation` a bar like the larger view's:
+    what it shows goes to the gallery widget's ``marks``, and the page draws it."""
+
+    def __init__(self, gallery: Gallery, key: str) -> None:
+        self._gallery = gallery
+        self.key = key
+        self.local_id: str | None = None
+        self.rating: int | None = None
+        self.tags: tuple[str, ...] = ()
+
+    @property
+    def closed(self) -> bool:
+        """Whether its item left the gallery (or the panel closed)."""
+        return not self._gallery.shows(self.key)
+
+    def show(self, annotation: Annotation) -> None:
+        """Show a stored rating and tags (caller holds the panel lock)."""
+        self.rating, self.tags = annotation.rating, annotation.tags
+        self._gallery.mark(self.key, annotation)
+
+    def clear_input(self) -> None:
+        """Nothing to do: the page empties its tag field as it sends the text."""
 
 
 class Gallery:
@@ -68,6 +96,8 @@ class Gallery:
         self._items: dict[str, GalleryItem] = {}
         self._order: list[str] = []
         self._detail_key: str | None = None
+        self._marks: dict[str, dict[str, Any]] = {}  # what the page shows, by key
+        self._holding = False  # while filling: marks are sent once, at the end
         own = context.own
         self.detail_image = own(
             widgets.Image(format="jpeg", layout=widgets.Layout(max_width="100%", height="auto"))
@@ -102,8 +132,11 @@ class Gallery:
             )
         )
         self.detail_box.add_class("nanobanana-detail")
-        self.gallery_box = context.row([], align_items="flex-start")
+        # Every item in one widget drawn by the page (gallery_view): 12 items of ipywidgets
+        # were some 750 widgets, most of a panel's opening time.
+        self.gallery_box = own(gallery_view_class()())
         self.gallery_box.add_class("nanobanana-gallery")
+        self.gallery_box.on_msg(self._on_message)
         self.gallery_empty = own(widgets.Label("No images yet."))
         self.view = own(widgets.VBox([self.detail_box, self.gallery_empty, self.gallery_box]))
 
@@ -137,11 +170,28 @@ class Gallery:
         except Exception:  # a damaged store must not stop the panel from opening
             logger.exception("could not read the history for the gallery")
             return
-        for record in reversed(records):
-            self.add(record)
+        self.add(*reversed(records))
 
-    def add(self, record: TaskRecord) -> bool:
-        """Put a task's images first in the gallery; return whether any was new."""
+    def add(self, *records: TaskRecord) -> bool:
+        """Put tasks' images first in the gallery (the last given first); return whether any
+        was new. The page gets the new items and their marks in one update each."""
+        added = False
+        self._holding = True  # mark() collects; the page gets all at the end
+        try:
+            for record in records:
+                added = self._take(record) or added
+        finally:
+            self._holding = False
+        while len(self._order) > MAX_GALLERY:
+            self._marks.pop(self._items.pop(self._order.pop()).key, None)
+        if added:
+            self.gallery_box.items = [self._items[k].entry for k in self._order]
+            self.gallery_empty.layout.display = "none"
+        if self._marks != self.gallery_box.marks:
+            self.gallery_box.marks = dict(self._marks)
+        return added
+
+    def _take(self, record: TaskRecord) -> bool:
         added = False
         for image in record.images:
             key = image.sha256
@@ -153,59 +203,76 @@ class Gallery:
             self._items[key] = self._item(key, image, record.prompt, thumb, record.local_id)
             self._order.insert(0, key)
             added = True
-        while len(self._order) > MAX_GALLERY:
-            old = self._items.pop(self._order.pop())
-            self._ctx.drop(old.box)
-        if added:
-            self.gallery_box.children = [self._items[k].box for k in self._order]
-            self.gallery_empty.layout.display = "none"
         return added
 
     def _item(
         self, key: str, image: ImageRecord, prompt: str, thumb: bytes, local_id: str | None = None
     ) -> GalleryItem:
-        picture = widgets.Image(
-            value=thumb, format="jpeg", layout=widgets.Layout(width="216px", height="auto")
-        )
-        picture.add_class("nanobanana-thumb")
-        caption = widgets.Label(
-            shorten(prompt, 31), tooltip=shorten(prompt, 2000), layout={"width": "216px"}
-        )
-        view = widgets.Button(
-            description="View", icon="search-plus", tooltip="Larger view and file path",
-            layout=widgets.Layout(width="auto"),
-        )  # fmt: skip
-        view.add_class("nanobanana-view")
-        use = widgets.Button(
-            description="Use as reference", tooltip="Add to the reference images",
-            layout=widgets.Layout(width="auto"),
-        )  # fmt: skip
-        use.add_class("nanobanana-use-ref")
-        branch = widgets.Button(
-            description="Branch", icon="code-fork", tooltip=BRANCH_TIP,
-            layout=widgets.Layout(width="auto"),
-        )  # fmt: skip
-        branch.add_class("nanobanana-branch")
-        # Wrapped: the three do not fit the item's width in every theme's font.
-        buttons = widgets.HBox([view, use, branch], layout=widgets.Layout(flex_flow="row wrap"))
-        bar = None
-        if self._curation is not None and local_id is not None:
-            bar = self._curation.bar(local_id)
-        box = widgets.VBox(
-            [picture, caption, buttons, *([bar.view] if bar is not None else [])],
-            layout=widgets.Layout(width="224px", margin="0 8px 8px 0", align_items="flex-start"),
-        )
-        box.add_class("nanobanana-gallery-item")
-        item = GalleryItem(
-            key, image, prompt, thumb, box, [picture, caption, view, use, branch, buttons, box],
-            local_id=local_id, bar=bar,
-        )  # fmt: skip
-        for w in item.widgets:
-            self._ctx.own(w)
-        view.on_click(lambda _b: self.show_detail(item))
-        use.on_click(lambda _b: self._use(item))
-        branch.on_click(lambda _b: self._branch(item))
+        curating = self._curation is not None and local_id is not None
+        entry = {
+            "key": key,
+            "thumb": thumb_source(thumb),
+            "caption": shorten(prompt, 31),
+            "tooltip": shorten(prompt, 2000),
+            "branch_tip": BRANCH_TIP,
+            "curating": curating,
+        }
+        item = GalleryItem(key, image, prompt, thumb, local_id=local_id, entry=entry)
+        if curating and self._curation is not None:
+            item.bar = ItemMarks(self, key)
+            self._items[key] = item  # bind shows the stored marks: shows(key) must hold
+            self._curation.bind(item.bar, local_id)
         return item
+
+    # -- the page's clicks (any thread; never raises) --------------------------------------
+
+    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        with self._ctx.lock:
+            item = self._items.get(str(content.get("key")))
+        if item is None:  # it left the gallery meanwhile
+            return
+        try:
+            self.on_click(item, content)
+        except Exception as exc:  # a callback must never raise into the kernel
+            logger.exception("the gallery could not do what was clicked")
+            self._ctx.say(f"Could not do that: {exc}", error=True)
+
+    def on_click(self, item: GalleryItem, content: dict[str, Any]) -> None:
+        """Do what the page says was clicked on ``item`` (the message's ``event``)."""
+        event = content.get("event")
+        if event == "view":
+            self.show_detail(item)
+        elif event == "use":
+            self._use(item)
+        elif event == "branch":
+            self._branch(item)
+        elif item.bar is None or self._curation is None:
+            return
+        elif event == "rate":
+            rating = content.get("rating")
+            if isinstance(rating, int) and not isinstance(rating, bool) and 1 <= rating <= 5:
+                self._curation.click_star(item.bar, rating)
+        elif event == "tag" and isinstance(content.get("text"), str):
+            self._curation.add_tags(item.bar, content["text"])
+        elif event == "untag" and isinstance(content.get("tag"), str):
+            self._curation.remove_tag(item.bar, content["tag"])
+
+    # -- what an item's marks show (lock held) --------------------------------------------
+
+    def shows(self, key: str) -> bool:
+        """Whether the item ``key`` is in the gallery of an open panel."""
+        return not self._ctx.closed and key in self._items
+
+    def mark(self, key: str, annotation: Annotation) -> None:
+        """Show an item's rating and tags on the page."""
+        shown = {"rating": annotation.rating, "tags": list(annotation.tags)}
+        if self._marks.get(key) == shown:
+            return
+        self._marks[key] = shown
+        if not self._holding:
+            self.gallery_box.marks = dict(self._marks)
 
     # -- the larger view ------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Rating and tagging in the panel: five clickable stars, a tag field and removable tag chips.
 
-A :class:`RatingBar` shows one task's rating and tags (on a gallery item, on the larger
-view, on a finished card); :class:`Curation` owns every bar of a panel, writes through the
+A :class:`RatingBar` shows one task's rating and tags (on the larger view, on a finished
+card; a gallery item's are drawn by the gallery's one widget, :mod:`.gallery_view`, through
+the same :class:`Marks` interface); :class:`Curation` owns every bar of a panel, writes through the
 session's :class:`History` (``rate``, ``tag``, ``untag``: short SQLite writes, kept in the
 callback), and after each write shows the stored result on every bar of that task. What a
 bar shows always comes from the store, so a reopened panel (or another kernel on the same
@@ -24,7 +25,7 @@ import functools
 import importlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import ipywidgets as widgets
 import traitlets
@@ -35,7 +36,7 @@ from nanobanana_jupyter._wire.errors import NanoBananaError
 from .context import PanelContext
 from .theme import STAR_TEXT
 
-__all__ = ["Curation", "RatingBar", "key_listener_class", "make_key_listener"]
+__all__ = ["Curation", "Marks", "RatingBar", "key_listener_class", "make_key_listener"]
 
 logger = logging.getLogger("nanobanana_jupyter")
 
@@ -130,9 +131,28 @@ class RatingBar:
         if text.strip():
             self._curation.add_tags(self, text)
 
+    def clear_input(self) -> None:
+        """Empty the tag field (its text was taken)."""
+        self.tag_box.value = ""
+
     def chip_of(self, tag: str) -> Any | None:
         """The chip button of a tag, if shown."""
         return next((c for c in self.chips.children if c.description == f"{tag} ×"), None)
+
+
+class Marks(Protocol):
+    """What :class:`Curation` needs of a bar: a :class:`RatingBar`, or a gallery item's marks
+    (drawn by the gallery's widget, :class:`.gallery.ItemMarks`)."""
+
+    local_id: str | None
+    rating: int | None
+
+    @property
+    def closed(self) -> bool: ...
+
+    def show(self, annotation: Annotation) -> None: ...
+
+    def clear_input(self) -> None: ...
 
 
 class Curation:
@@ -144,7 +164,7 @@ class Curation:
 
     def __init__(self, context: PanelContext) -> None:
         self.context = context
-        self._bars: dict[str, list[RatingBar]] = {}
+        self._bars: dict[str, list[Marks]] = {}
 
     def bar(self, local_id: str | None, **options: Any) -> RatingBar:
         """A new bar showing a task's stored rating and tags (caller holds the lock)."""
@@ -152,7 +172,7 @@ class Curation:
         self.bind(bar, local_id)
         return bar
 
-    def bind(self, bar: RatingBar, local_id: str | None) -> None:
+    def bind(self, bar: Marks, local_id: str | None) -> None:
         """Show another task on a bar (the larger view's); ``None`` hides it."""
         with self.context.lock:
             if bar.local_id is not None:
@@ -166,14 +186,14 @@ class Curation:
             self._bars.setdefault(local_id, []).append(bar)
         self._refresh(local_id, self._read(local_id))
 
-    def bars_of(self, local_id: str) -> list[RatingBar]:
+    def bars_of(self, local_id: str) -> list[Marks]:
         """The open bars showing a task."""
         with self.context.lock:
             return [b for b in self._bars.get(local_id, []) if not b.closed]
 
     # -- what the bars' widgets do (any thread; never raises) -----------------------------
 
-    def click_star(self, bar: RatingBar, n: int) -> None:
+    def click_star(self, bar: Marks, n: int) -> None:
         """Star ``n`` clicked: rate ``n``, or clear the rating when it is ``n`` already."""
         local_id = bar.local_id
         if local_id is not None:
@@ -183,18 +203,18 @@ class Curation:
         """Rate a task (``None`` clears); every bar of it follows. Returns whether it was kept."""
         return self._write(local_id, lambda h: h.rate(local_id, rating))
 
-    def add_tags(self, bar: RatingBar, text: str) -> bool:
+    def add_tags(self, bar: Marks, text: str) -> bool:
         """Add the tags typed in a bar's field (commas separate several); empty the field."""
         local_id = bar.local_id
         names = [part for part in text.split(",") if part.strip()]
         with self.context.lock:
             if not self.context.closed:
-                bar.tag_box.value = ""
+                bar.clear_input()
         if local_id is None or not names:
             return False
         return self._write(local_id, lambda h: h.tag(local_id, *names))
 
-    def remove_tag(self, bar: RatingBar, tag: str) -> bool:
+    def remove_tag(self, bar: Marks, tag: str) -> bool:
         local_id = bar.local_id
         if local_id is None:
             return False
