@@ -387,7 +387,11 @@ class History(Sequence[TaskRecord]):
                     k: pd.Series(v, dtype=object) if isinstance(v, list) else v
                     for k, v in data.items()
                 }
-            return pd.DataFrame(data)
+            frame = pd.DataFrame(data)
+            # Gone before the collector is back: its first pass walks every tracked object
+            # made meanwhile that is still alive, and the rows and lists are most of them.
+            del rows, notes, data
+        return frame
 
     def to_polars(
         self,

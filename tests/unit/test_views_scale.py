@@ -381,6 +381,44 @@ def test_to_pandas_is_the_frame_the_records_made(
         assert isinstance(pd.DataFrame(), pd.DataFrame)
 
 
+def test_to_pandas_paths_are_the_records_whatever_the_images_hold(tmp_path: Path) -> None:
+    """The paths column (one image's path found in SQL, any other in Python) is the
+    records': two images, a path with a comma, quotes and non-ASCII, a path an older or
+    foreign writer stored as a number, and none."""
+    pytest.importorskip("pandas")
+    import dataclasses
+    import json
+
+    from pandas.testing import assert_frame_equal
+
+    def images(*paths: object) -> str:
+        return json.dumps(
+            [
+                {**dataclasses.asdict(ImageRecord("a" * 64, "x", "image/png", 4, 4, 9)), "path": p}
+                for p in paths
+            ]
+        )
+
+    with Store(tmp_path / "h.sqlite3") as store:
+        _filled(store, random.Random(3), 12)
+        conn = store._db()
+        stored = {
+            "L00003": images("/img/one.png", "/img/two.png"),
+            "L00004": images('/img/a,"b" \\ ü.png'),
+            "L00005": images(5),
+            "L00006": "[]",
+        }
+        for local_id, value in stored.items():
+            conn.execute("UPDATE tasks SET images = ? WHERE local_id = ?", (value, local_id))
+        history = History(store)
+        frame = history.to_pandas()
+        assert_frame_equal(frame, old_to_pandas(history, store))
+        paths = dict(zip(frame["local_id"], frame["paths"], strict=True))
+        assert paths["L00003"] == ["/img/one.png", "/img/two.png"]
+        assert paths["L00004"] == ['/img/a,"b" \\ ü.png']
+        assert paths["L00005"] == [5] and paths["L00006"] == []
+
+
 def test_to_pandas_filters_load_only_what_matches(tmp_path: Path) -> None:
     """text, tags, model, status, rating, since, until and limit, alone and together, give
     the old frame's rows of the matching tasks (limit: the newest that many)."""
