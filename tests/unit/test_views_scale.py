@@ -419,6 +419,35 @@ def test_to_pandas_paths_are_the_records_whatever_the_images_hold(tmp_path: Path
         assert paths["L00005"] == [5] and paths["L00006"] == []
 
 
+def test_to_pandas_without_sqlites_json_operators_is_the_same_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SQLite without ``->`` (before 3.38) or its JSON functions gets the plain select
+    list; the frame is the same."""
+    pytest.importorskip("pandas")
+    import sqlite3
+
+    from pandas.testing import assert_frame_equal
+
+    from nanobanana_jupyter._store import frame as frame_module
+
+    with Store(tmp_path / "h.sqlite3") as store:
+        _filled(store, random.Random(5), 30)
+        history = History(store)
+        with_json = history.to_pandas()
+        assert frame_module.select_columns(store._db()) == frame_module.SELECT_COLUMNS_JSON
+
+        class OldSQLite:
+            def execute(self, sql: str) -> Any:
+                raise sqlite3.OperationalError('near "->": syntax error')
+
+        assert frame_module.select_columns(OldSQLite()) == frame_module.SELECT_COLUMNS  # type: ignore[arg-type]
+        monkeypatch.setattr(
+            frame_module, "select_columns", lambda conn: frame_module.SELECT_COLUMNS
+        )
+        assert_frame_equal(history.to_pandas(), with_json)
+
+
 def test_to_pandas_filters_load_only_what_matches(tmp_path: Path) -> None:
     """text, tags, model, status, rating, since, until and limit, alone and together, give
     the old frame's rows of the matching tasks (limit: the newest that many)."""
