@@ -1,12 +1,11 @@
-"""The prompt box: a textarea whose Ctrl/Cmd+Enter generates, when anywidget is installed.
+"""The prompt box: a textarea whose Ctrl/Cmd+Enter generates.
 
 ipywidgets 8's ``Textarea`` has no key events (its view stops every keydown from
-propagating, and ``Text.on_submit`` is deprecated and single-line). When ``anywidget`` is
-installed, the prompt box is a tiny anywidget (an inline ES module, no network) that renders a
-textarea, syncs ``value`` as you type, and on Ctrl+Enter or Cmd+Enter sends one custom
-message ``{"event": "submit"}``; it carries ``data-lm-suppress-shortcuts`` so JupyterLab and
-Notebook 7 leave those keys to it. Without anywidget the prompt is a plain ``Textarea`` and
-the Generate button is the way to start.
+propagating, and ``Text.on_submit`` is deprecated and single-line). So the prompt box is a
+tiny anywidget (an inline ES module, no network) that renders a textarea, syncs ``value`` as
+you type, and on Ctrl+Enter or Cmd+Enter sends one custom message ``{"event": "submit"}``;
+it carries ``data-lm-suppress-shortcuts`` so JupyterLab and Notebook 7 leave those keys to
+it. The panel needs anywidget (its package refuses to import without it).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import functools
 import importlib
 from typing import Any
 
-import ipywidgets as widgets
 import traitlets
 
 __all__ = ["make_prompt_box", "prompt_class"]
@@ -76,11 +74,8 @@ export default { render };
 
 @functools.lru_cache(maxsize=1)
 def prompt_class() -> Any:
-    """The anywidget prompt box class, or ``None`` when anywidget is not installed."""
-    try:
-        base: Any = importlib.import_module("anywidget").AnyWidget
-    except ImportError:
-        return None
+    """The anywidget prompt box class."""
+    base: Any = importlib.import_module("anywidget").AnyWidget
 
     class PromptBox(base):
         """A textarea whose Ctrl/Cmd+Enter sends ``{"event": "submit"}`` to Python."""
@@ -94,11 +89,5 @@ def prompt_class() -> Any:
 
 
 def make_prompt_box(placeholder: str) -> tuple[Any, bool]:
-    """The prompt widget and whether it has the Ctrl/Cmd+Enter shortcut."""
-    cls = prompt_class()
-    if cls is not None:
-        return cls(placeholder=placeholder), True
-    return (
-        widgets.Textarea(placeholder=placeholder, rows=3, layout=widgets.Layout(width="100%")),
-        False,
-    )
+    """The prompt widget and whether it has the Ctrl/Cmd+Enter shortcut (it has)."""
+    return prompt_class()(placeholder=placeholder), True

@@ -16,7 +16,7 @@ never raise.
 
 Keys: the larger view holds a tiny anywidget (:func:`make_key_listener`) that takes the
 focus when the view opens; while the focus is anywhere in the larger view but a text field,
-keys 0 to 5 rate the image shown. Without anywidget there are no keys (the stars work).
+keys 0 to 5 rate the image shown.
 """
 
 from __future__ import annotations
@@ -310,11 +310,8 @@ export default { render };
 
 @functools.lru_cache(maxsize=1)
 def key_listener_class() -> Any:
-    """The anywidget class of the larger view's keys, or ``None`` without anywidget."""
-    try:
-        base: Any = importlib.import_module("anywidget").AnyWidget
-    except ImportError:
-        return None
+    """The anywidget class of the larger view's keys."""
+    base: Any = importlib.import_module("anywidget").AnyWidget
 
     class RatingKeys(base):
         """Sends ``{"event": "rate", "rating": n}`` for keys 0-5 in the larger view."""
@@ -325,13 +322,10 @@ def key_listener_class() -> Any:
     return RatingKeys
 
 
-def make_key_listener(rate: Callable[[int], None]) -> Any | None:
-    """The larger view's key listener calling ``rate(n)`` for key ``n``; ``None`` without
-    anywidget. ``listener.send({"event": "focus"})`` gives it the focus."""
-    cls = key_listener_class()
-    if cls is None:
-        return None
-    listener = cls()
+def make_key_listener(rate: Callable[[int], None]) -> Any:
+    """The larger view's key listener calling ``rate(n)`` for key ``n``.
+    ``listener.send({"event": "focus"})`` gives it the focus."""
+    listener = key_listener_class()()
 
     def on_message(_widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict) or content.get("event") != "rate":
