@@ -1,21 +1,41 @@
-"""The panel's gallery as the page shows it, and the clicks the page sends.
+"""The panel's gallery as the page shows it, and the messages the page sends.
 
 The gallery is one widget whose ES module (``_views/panel/gallery_view.py``) draws every
-item from the widget's ``items`` and ``marks`` and sends a custom message per click. Tests
-in the kernel read that state as the module draws it and send those messages, through the
-widget's own message handler; tests/browser clicks the drawn elements themselves.
+item from the widget's ``items`` and ``marks``, asks for thumbnails by message, and sends a
+custom message per click. Tests in the kernel read that state as the module draws it and
+send those messages to the gallery's handler; tests/browser clicks the drawn elements.
+
+The handler keeps a failure from reaching the kernel (it logs it and says so in the status
+line), and ipywidgets' own dispatch would swallow one as well: so each message here is
+handed to the handler directly, and a failure that escaped what the click does (the
+handler's last guard logged it) fails the test. Failures handled where they belong (a
+store that refuses a rating: said in the status line) are the tests' to check.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from nanobanana_jupyter._views.panel import Panel
 from nanobanana_jupyter._views.panel.rating import EMPTY, FULL
 
+ESCAPED = "the gallery could not do what was clicked"
+
+
+class _Failures(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == ESCAPED:
+            self.records.append(record)
+
 
 class GalleryPage:
     def __init__(self, panel: Panel) -> None:
+        self.gallery = panel.gallery
         self.view = panel.gallery.gallery_box
 
     def entry(self, item: Any) -> dict[str, Any]:
@@ -31,9 +51,20 @@ class GalleryPage:
         """The item's tag chips as drawn, without their ``×``."""
         return list(self.view.marks.get(item.key, {}).get("tags", []))
 
+    def send(self, content: Any) -> None:
+        """A message from the page, to the gallery's handler; a failure it logs fails."""
+        failures = _Failures()
+        logger = logging.getLogger("nanobanana_jupyter")
+        logger.addHandler(failures)
+        try:
+            self.gallery._on_message(self.view, content, [])
+        finally:
+            logger.removeHandler(failures)
+        assert not failures.records, [r.getMessage() for r in failures.records]
+
     def click(self, item: Any, event: str, **extra: Any) -> None:
         """What the page sends when a button of ``item`` is clicked."""
-        self.view._handle_custom_msg({"event": event, "key": item.key, **extra}, [])
+        self.send({"event": event, "key": item.key, **extra})
 
     def star(self, item: Any, n: int) -> None:
         self.click(item, "rate", rating=n)
@@ -44,3 +75,18 @@ class GalleryPage:
 
     def remove_tag(self, item: Any, tag: str) -> None:
         self.click(item, "untag", tag=tag)
+
+    def thumbs(self, keys: list[Any]) -> dict[str, bytes]:
+        """What the gallery answers the page's ask for thumbnails: key -> JPEG bytes."""
+        answers: list[tuple[Any, list[bytes]]] = []
+        send = self.view.send
+        self.view.send = lambda content, buffers=None: answers.append((content, buffers or []))
+        try:
+            self.send({"event": "thumbs", "keys": keys})
+        finally:
+            self.view.send = send
+        found: dict[str, bytes] = {}
+        for content, buffers in answers:
+            assert content["event"] == "thumbs" and len(content["keys"]) == len(buffers)
+            found.update(zip(content["keys"], (bytes(b) for b in buffers), strict=True))
+        return found

@@ -14,7 +14,7 @@ from nanobanana_jupyter._store.records import ImageRecord, TaskRecord
 from nanobanana_jupyter._wire.models import TaskStatus
 
 from .context import PanelContext
-from .gallery_view import gallery_view_class, thumb_source
+from .gallery_view import gallery_view_class
 from .rating import Curation, make_key_listener
 from .showing import MUTED, WRAP, escape, large_preview, read, shorten
 
@@ -56,8 +56,9 @@ class ItemMarks:
 
     @property
     def closed(self) -> bool:
-        """Whether its item left the gallery (or the panel closed)."""
-        return not self._gallery.shows(self.key)
+        """Whether its item left the gallery (for good: an image that comes back is a new
+        item, with new marks) or the panel closed."""
+        return not self._gallery.shows(self)
 
     def show(self, annotation: Annotation) -> None:
         """Show a stored rating and tags (caller holds the panel lock)."""
@@ -115,7 +116,7 @@ class Gallery:
         branch_button.on_click(lambda _b: self._branch_detail())
         close = context.button("Close", "times", "nanobanana-detail-close", "Close")
         close.on_click(lambda _b: self.close_detail())
-        # The larger view's stars and tags, and its keys 0-5 (with anywidget).
+        # The larger view's stars and tags, and its keys 0-5.
         self.detail_bar = None if curation is None else curation.bar(None, width="140px")
         self.detail_keys = None if curation is None else make_key_listener(self._rate_detail)
         curating = [w.view for w in (self.detail_bar,) if w is not None]
@@ -211,7 +212,6 @@ class Gallery:
         curating = self._curation is not None and local_id is not None
         entry = {
             "key": key,
-            "thumb": thumb_source(thumb),
             "caption": shorten(prompt, 31),
             "tooltip": shorten(prompt, 2000),
             "branch_tip": BRANCH_TIP,
@@ -220,7 +220,7 @@ class Gallery:
         item = GalleryItem(key, image, prompt, thumb, local_id=local_id, entry=entry)
         if curating and self._curation is not None:
             item.bar = ItemMarks(self, key)
-            self._items[key] = item  # bind shows the stored marks: shows(key) must hold
+            self._items[key] = item  # bind shows the stored marks: shows(marks) must hold
             self._curation.bind(item.bar, local_id)
         return item
 
@@ -228,6 +228,9 @@ class Gallery:
 
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
+            return
+        if content.get("event") == "thumbs":
+            self._send_thumbs(content.get("keys"))
             return
         with self._ctx.lock:
             item = self._items.get(str(content.get("key")))
@@ -237,7 +240,28 @@ class Gallery:
             self.on_click(item, content)
         except Exception as exc:  # a callback must never raise into the kernel
             logger.exception("the gallery could not do what was clicked")
-            self._ctx.say(f"Could not do that: {exc}", error=True)
+            what = {"view": "open", "use": "use", "branch": "branch from"}.get(
+                str(content.get("event")), "rate or tag"
+            )
+            self._ctx.say(f"Could not {what} that image: {exc}", error=True)
+
+    def _send_thumbs(self, keys: object) -> None:
+        """Answer the page's ask for thumbnails: the JPEGs of the keys still shown."""
+        if not isinstance(keys, list):
+            return
+        with self._ctx.lock:
+            if self._ctx.closed:
+                return
+            found = [
+                (key, self._items[key].thumb)
+                for key in keys[:MAX_GALLERY]
+                if isinstance(key, str) and key in self._items
+            ]
+            if found:
+                self.gallery_box.send(
+                    {"event": "thumbs", "keys": [key for key, _ in found]},
+                    buffers=[thumb for _, thumb in found],
+                )
 
     def on_click(self, item: GalleryItem, content: dict[str, Any]) -> None:
         """Do what the page says was clicked on ``item`` (the message's ``event``)."""
@@ -261,9 +285,10 @@ class Gallery:
 
     # -- what an item's marks show (lock held) --------------------------------------------
 
-    def shows(self, key: str) -> bool:
-        """Whether the item ``key`` is in the gallery of an open panel."""
-        return not self._ctx.closed and key in self._items
+    def shows(self, marks: ItemMarks) -> bool:
+        """Whether ``marks`` are those of an item in the gallery of an open panel."""
+        item = self._items.get(marks.key)
+        return not self._ctx.closed and item is not None and item.bar is marks
 
     def mark(self, key: str, annotation: Annotation) -> None:
         """Show an item's rating and tags on the page."""

@@ -3,27 +3,29 @@
 A gallery of 12 images made of ipywidgets was some 750 widgets (each button, label, box
 and star its own widget, with its own layout and style), and opening a panel spent most of
 its time making them: 170 ms of its 260 ms. Here the whole gallery is one anywidget (an
-inline ES module, no network): Python keeps the items (``items``: key, thumbnail, caption,
-whether it has stars) and their ratings and tags (``marks``, by key, apart so that a star
-click resends no thumbnail); the page draws them and sends back what was clicked, as one
-custom message each:
+inline ES module, no network): Python keeps the items (``items``: key, caption, whether it
+has stars) and their ratings and tags (``marks``, by key, apart so that a star click sends
+a few bytes); the page draws them and sends back what was clicked, as one custom message
+each:
 
 - ``{"event": "view" | "use" | "branch", "key": k}``: the item's three buttons;
 - ``{"event": "rate", "key": k, "rating": n}``: star ``n`` clicked (Python decides whether
   that clears the rating);
 - ``{"event": "tag", "key": k, "text": "..."}``: Enter (or leaving) in the tag field;
-- ``{"event": "untag", "key": k, "tag": "..."}``: a tag chip clicked.
+- ``{"event": "untag", "key": k, "tag": "..."}``: a tag chip clicked;
+- ``{"event": "thumbs", "keys": [...]}``: the page asks for thumbnails it does not have;
+  Python answers with the same message and one binary buffer (the JPEG) per key it has.
 
-The elements carry the classes the cards' and the larger view's widgets carry
-(``nanobanana-star``, ``nanobanana-tag-input``, ``nanobanana-tag-chip``...), and the buttons
-ipywidgets' own (``jupyter-button widget-button``), so they look like the rest of the panel
-in every theme. Redrawn, an item keeps its element (its image is not decoded again, a
-half-typed tag stays).
+A thumbnail crosses once per page that draws it, as bytes: in the items it would be sent
+again, whole, with every new image. The elements carry the classes the cards' and the
+larger view's widgets carry (``nanobanana-star``, ``nanobanana-tag-input``,
+``nanobanana-tag-chip``...), and the buttons ipywidgets' own (``jupyter-button
+widget-button``), so they look like the rest of the panel in every theme. A new image is
+put in front of the others, which are not moved: a tag being typed keeps its focus and text.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import importlib
 from typing import Any
@@ -32,7 +34,7 @@ import traitlets
 
 from .theme import STAR_TEXT
 
-__all__ = ["gallery_view_class", "thumb_source"]
+__all__ = ["gallery_view_class"]
 
 _GALLERY_ESM = """
 const FULL = "\\u2605", EMPTY = "\\u2606", STARS = 5;
@@ -100,6 +102,7 @@ function render({ model, el }) {
     };
     input.addEventListener("keydown", (event) => {
       event.stopPropagation();
+      if (event.isComposing || event.keyCode === 229) return;  // an input method's Enter
       if (event.key === "Enter") { event.preventDefault(); commit(); }
     });
     input.addEventListener("blur", commit);
@@ -120,9 +123,8 @@ function render({ model, el }) {
                                flexDirection: "column", alignItems: "flex-start" });
     const img = document.createElement("img");
     img.className = "nanobanana-thumb";
-    img.src = item.thumb;
     img.alt = item.caption;
-    Object.assign(img.style, { width: "216px", height: "auto" });
+    Object.assign(img.style, { width: "216px", height: "auto", minHeight: "40px" });
     const caption = document.createElement("div");
     caption.className = "widget-label nanobanana-caption";
     caption.textContent = item.caption;
@@ -148,7 +150,7 @@ function render({ model, el }) {
       buttons.appendChild(b);
     }
     box.append(img, caption, buttons);
-    const made = { box, tags: null };
+    const made = { box, img, url: null, asked: false, tags: null };
     if (item.curating) {
       Object.assign(made, bar(key));
       box.appendChild(made.view);
@@ -166,7 +168,7 @@ function render({ model, el }) {
     if (made.tags === tags) return;
     made.tags = tags;
     made.chips.replaceChildren(...marks.tags.map((tag) => {
-      const chip = button(`${tag} \\u00d7`, "nanobanana-tag-chip", `Remove the tag '${tag}'`);
+      const chip = button(`${tag} \u00d7`, "nanobanana-tag-chip", `Remove the tag '${tag}'`);
       Object.assign(chip.style, { height: "22px", padding: "0 6px", margin: "0 4px 2px 0",
                                   fontSize: "11px" });
       chip.addEventListener("click", () => send({ event: "untag", key, tag }));
@@ -174,34 +176,53 @@ function render({ model, el }) {
     }));
   };
 
+  const forget = (made) => { if (made.url) URL.revokeObjectURL(made.url); };
+
   const draw = () => {
     const items = model.get("items");
     const keep = new Set(items.map((item) => item.key));
-    for (const key of [...tiles.keys()]) if (!keep.has(key)) tiles.delete(key);
-    const boxes = items.map((item) => {
+    for (const [key, made] of [...tiles]) {
+      if (!keep.has(key)) { made.box.remove(); forget(made); tiles.delete(key); }
+    }
+    // In order, each box where it belongs: a new one is inserted, the others stay put
+    // (a moved element loses the focus, and a half-typed tag with it).
+    items.forEach((item, i) => {
       let made = tiles.get(item.key);
       if (!made) { made = tile(item); tiles.set(item.key, made); }
       mark(item.key, made);
-      return made.box;
+      const here = root.children[i] || null;
+      if (here !== made.box) root.insertBefore(made.box, here);
     });
-    root.replaceChildren(...boxes);
+    const missing = [...tiles].filter(([, made]) => !made.url && !made.asked);
+    if (missing.length) {
+      missing.forEach(([, made]) => { made.asked = true; });
+      send({ event: "thumbs", keys: missing.map(([key]) => key) });
+    }
   };
   const remark = () => { for (const [key, made] of tiles) mark(key, made); };
+  const receive = (content, buffers) => {
+    if (!content || content.event !== "thumbs" || !Array.isArray(content.keys)) return;
+    content.keys.forEach((key, i) => {
+      const made = tiles.get(key);
+      const data = buffers && buffers[i];
+      if (!made || !data || made.url) return;
+      made.url = URL.createObjectURL(new Blob([data], { type: "image/jpeg" }));
+      made.img.src = made.url;
+    });
+  };
   model.on("change:items", draw);
   model.on("change:marks", remark);
+  model.on("msg:custom", receive);
   draw();
   return () => {
     model.off("change:items", draw);
     model.off("change:marks", remark);
+    model.off("msg:custom", receive);
+    for (const made of tiles.values()) forget(made);
   };
 }
 export default { render };
 """
-
-
-def thumb_source(jpeg: bytes) -> str:
-    """A thumbnail as the ``src`` of the page's ``<img>``."""
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 @functools.lru_cache(maxsize=1)
@@ -214,8 +235,8 @@ def gallery_view_class() -> Any:
 
         _esm = _GALLERY_ESM
         items = traitlets.List(traitlets.Dict()).tag(sync=True)
-        """Newest first: ``key``, ``thumb`` (a data URI), ``caption``, ``tooltip``,
-        ``branch_tip``, ``curating`` (whether it has stars and tags)."""
+        """Newest first: ``key``, ``caption``, ``tooltip``, ``branch_tip``, ``curating``
+        (whether it has stars and tags). The thumbnails come by message, as bytes."""
         marks = traitlets.Dict().tag(sync=True)
         """By key: ``{"rating": int | None, "tags": [...]}``."""
         star_colour = traitlets.Unicode(STAR_TEXT).tag(sync=True)
