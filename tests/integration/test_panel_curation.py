@@ -121,6 +121,42 @@ def test_the_rating_and_tags_come_back_in_a_new_panel_after_a_restart(
         again.close()
 
 
+def test_an_image_that_left_the_gallery_and_came_back_has_new_marks(panel: Panel) -> None:
+    """Pushed out by newer images and shown again, an image is a new item: the marks of its
+    first showing stay closed (the rating bar they were also stayed closed for good)."""
+    import dataclasses
+
+    from nanobanana_jupyter._views.panel.gallery import MAX_GALLERY
+
+    item = finished_item(panel, "a pear")
+    task = panel.tasks[0]
+    first = item.bar
+    assert first is not None and not first.closed
+    record = task.record
+    image = record.images[0]
+    newer = [
+        dataclasses.replace(
+            record,
+            local_id=f"newer-{i}",
+            images=(dataclasses.replace(image, sha256=f"{i:064x}"),),
+        )
+        for i in range(MAX_GALLERY)
+    ]
+    with panel.context.lock:
+        panel.gallery.add(*newer)
+    assert item.key not in [i.key for i in panel.gallery.items]
+    assert first.closed
+    with panel.context.lock:
+        panel.gallery.add(record)
+    again = next(i for i in panel.gallery.items if i.key == item.key)
+    assert again.bar is not None and again.bar is not first
+    assert first.closed and not again.bar.closed
+    assert first not in panel.curation.bars_of(task.local_id)
+    assert again.bar in panel.curation.bars_of(task.local_id)
+    GalleryPage(panel).star(again, 3)
+    assert task.rating == 3 and GalleryPage(panel).stars(again) == FULL * 3 + EMPTY * 2
+
+
 def test_keys_in_the_larger_view_rate_the_image_shown(panel: Panel) -> None:
     """The larger view's key listener sends {"event": "rate", "rating": n} for keys 0-5."""
     pytest.importorskip("anywidget")
