@@ -5,15 +5,20 @@ test's teardown then runs as usual: the failure has its traceback and every fixt
 stopped. That raise can be lost (an event loop's callback guard catches it, and the test goes
 on waiting) and a teardown can hang on its own (a kernel, a server or a browser that does
 not stop). CI once sat at 99 % until its 90-minute limit, silently. So, ``GRACE_S`` after a
-test's limit, when it is still running, this plugin:
+test's limit (the one pytest-timeout settled on: its marker, ``--timeout``, the ini file),
+when the test is still running, this plugin:
 
-1. writes the stacks of every thread of the worker to the terminal (the capture suspended);
-2. notes the test as hung, in a directory every worker of the run shares;
-3. stops the worker's child processes (servers, kernels, browsers) and ends the worker.
+1. writes the stacks of every thread of the process to the terminal (capture suspended);
+2. stops the process's child processes (servers, kernels, browsers);
+3. in a pytest-xdist worker, notes the test as hung (in a directory the controller gave
+   every worker) and ends the worker: xdist reports the crash as the test's failure and
+   hands the rest of the file to a new worker, which finds the note and passes over the
+   test instead of running it again, so the run goes on and ends;
+4. in a run without workers, ends the run, saying so, with exit code 2 (interrupted).
 
-pytest-xdist reports the worker's crash as the test's failure and hands the rest of the file
-to a new worker, the hung test included: that worker finds the note and fails the test at
-once instead of running it again, so the run goes on and ends.
+It is set through pytest-timeout's hook (so it has the same limit, and is not set where
+pytest-timeout sees a debugger), and a debugger entered during a test (``--pdb``,
+``breakpoint()``) turns it off.
 """
 
 from __future__ import annotations
@@ -24,55 +29,88 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 GRACE_S = float(os.environ.get("TESTS_HANG_GRACE_S", "60"))
-HUNG_DIR_ENV = "TESTS_HUNG_DIR"
+NOTES = "tests_hung_dir"  # the key of the workers' workerinput
 
-_hung_dir: Path | None = None
-_made_here = False
+_notes: Path | None = None  # where the run notes its hung tests (xdist only)
+_made_notes = False
+_worker = False
+_timer: threading.Timer | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _hung_dir, _made_here
-    if HUNG_DIR_ENV not in os.environ:  # the controller (or a run without workers)
-        os.environ[HUNG_DIR_ENV] = tempfile.mkdtemp(prefix="tests-hung-")
-        _made_here = True
-    _hung_dir = Path(os.environ[HUNG_DIR_ENV])
+    global _notes, _worker
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        _worker = True
+        where = workerinput.get(NOTES)
+        _notes = Path(where) if where else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller, for each worker it starts: where hung tests are noted."""
+    global _notes, _made_notes
+    if _notes is None:
+        _notes = Path(tempfile.mkdtemp(prefix="tests-hung-"))
+        _made_notes = True
+    node.workerinput[NOTES] = str(_notes)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _made_here and _hung_dir is not None:
-        shutil.rmtree(_hung_dir, ignore_errors=True)
-        os.environ.pop(HUNG_DIR_ENV, None)
+    if _made_notes and _notes is not None:
+        shutil.rmtree(_notes, ignore_errors=True)
 
 
-def _limit(item: pytest.Item) -> float:
-    """The test's pytest-timeout limit in seconds (0: none)."""
-    marker = item.get_closest_marker("timeout")
-    if marker is not None:
-        value = marker.args[0] if marker.args else marker.kwargs.get("timeout", 0)
-    else:
-        value = item.config.getini("timeout")
+# -- the timer, set and cancelled with pytest-timeout's ------------------------------------
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """Arm ``GRACE_S`` past the limit pytest-timeout arms (returning None, it arms its own)."""
+    global _timer
+    _cancel()
+    limit = float(getattr(settings, "timeout", 0) or 0)
+    if limit <= 0:
+        return
+    _timer = threading.Timer(limit + GRACE_S, _give_up, args=(item, limit))
+    _timer.daemon = True
+    _timer.name = f"tests-watchdog {item.nodeid}"
+    _timer.start()
+
+
+# Not with pytest-timeout's cancel: it cancels at the first failure of a test (its
+# pytest_exception_interact), and the teardown that hangs after a timeout's raise is the
+# case this is for. The timer ends with the test's whole protocol, or in a debugger.
+@pytest.hookimpl(wrapper=True, specname="pytest_runtest_protocol")
+def pytest_runtest_protocol_watched(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
     try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
+        return (yield)
+    finally:
+        _cancel()
 
 
-def _hung_before(nodeid: str) -> bool:
-    if _hung_dir is None or not _hung_dir.is_dir():
-        return False
-    for note in _hung_dir.iterdir():
-        try:
-            if note.read_text() == nodeid:
-                return True
-        except OSError:
-            continue
-    return False
+def pytest_enter_pdb(config: pytest.Config, pdb: Any) -> None:
+    _cancel()
+
+
+def _cancel() -> None:
+    """Disarm and wait for the timer's thread to end (a test counting threads must not see
+    the one of the test before it)."""
+    global _timer
+    timer, _timer = _timer, None
+    if timer is not None:
+        timer.cancel()
+        if timer is not threading.current_thread():
+            timer.join()
+
+
+# -- a test still running -------------------------------------------------------------------
 
 
 def _stacks() -> str:
@@ -85,20 +123,25 @@ def _stacks() -> str:
 
 
 def _give_up(item: pytest.Item, limit: float) -> None:
-    """The test is still running ``GRACE_S`` past its limit: show, note, end this worker."""
+    """The test is still running ``GRACE_S`` past its limit: show, note, end the process."""
+    code = 1
     try:
         capman = item.config.pluginmanager.getplugin("capturemanager")
         if capman is not None:
             capman.suspend_global_capture(in_=True)
-        if _hung_dir is not None:
-            (_hung_dir / f"{os.getpid()}").write_text(item.nodeid)
-        banner = (
-            "+" * 20 + f" {item.nodeid} still running {limit + GRACE_S:.0f} s after it started "
-        )
-        os.write(2, f"\n{banner}{'+' * 20}\n{_stacks()}\n{'+' * 20} ending this worker\n".encode())
+        if _worker and _notes is not None:
+            (_notes / f"{os.getpid()}").write_text(item.nodeid)
+            ending = "ending this worker (the run goes on without this test)"
+        else:
+            ending = "ending the run (exit code 2): run the suite with xdist workers to go on"
+            code = 2
+        banner = f"{item.nodeid} still running {limit + GRACE_S:.0f} s after it started"
+        rule = "+" * 20
+        text = f"\n{rule} {banner} {rule}\n{_stacks()}\n{rule} {ending}\n"
+        os.write(2, text.encode())
         _stop_children()
     finally:
-        os._exit(1)
+        os._exit(code)
 
 
 def _stop_children() -> None:
@@ -113,41 +156,22 @@ def _stop_children() -> None:
             pass
 
 
+def _hung_before(nodeid: str) -> bool:
+    if _notes is None or not _notes.is_dir():
+        return False
+    for note in _notes.iterdir():
+        try:
+            if note.read_text() == nodeid:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-    """A test that hung in an earlier worker fails at once, without running again."""
-    if not _hung_before(item.nodeid):
-        return None
-    ihook = item.ihook
-    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    report = pytest.TestReport(
-        item.nodeid,
-        item.location,
-        {},
-        "failed",
-        f"{item.nodeid} hung in an earlier worker (its threads' stacks are in the output "
-        "above): not run again",
-        "call",
-    )
-    ihook.pytest_runtest_logreport(report=report)
-    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-    return True
-
-
-@pytest.hookimpl(wrapper=True, specname="pytest_runtest_protocol")
-def pytest_runtest_protocol_watched(
-    item: pytest.Item, nextitem: pytest.Item | None
-) -> Generator[None, object, object]:
-    """Give up on the test (and its worker) ``GRACE_S`` past its limit."""
-    limit = _limit(item)
-    timer = None
-    if limit > 0:
-        timer = threading.Timer(limit + GRACE_S, _give_up, args=(item, limit))
-        timer.daemon = True
-        timer.name = f"tests-watchdog {item.nodeid}"
-        timer.start()
-    try:
-        return (yield)
-    finally:
-        if timer is not None:
-            timer.cancel()
+    """A test that hung in an earlier worker is passed over: its failure is the crash that
+    xdist reported then."""
+    if _worker and _hung_before(item.nodeid):
+        return True
+    return None

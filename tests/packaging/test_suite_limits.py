@@ -1,14 +1,15 @@
 """The suite's own limits: a test that hangs, even in its teardown, ends with its stacks shown
 and the rest of the run goes on (CI once sat at 99 % until its 90-minute limit, silent).
 
-Runs pytest on a two-test file in a child process, in this project's configuration
-(``-c pyproject.toml``) with a 3-second limit and two xdist workers, the way ``make test``
-runs the suite.
+Runs pytest on small files in a child process, in this project's configuration
+(``-c pyproject.toml``) with a short limit and grace, with two xdist workers (the way
+``make test`` runs the suite) and without.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -52,14 +53,9 @@ HANGS = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_a_hanging_test_is_shown_failed_once_and_the_run_ends(tmp_path: Path) -> None:
-    """Two hung tests (one in its teardown, one swallowing the timeout's raise) each end
-    their worker with the stacks shown; neither runs twice; every other test still runs."""
-    (tmp_path / "test_hangs.py").write_text(HANGS)
-    (tmp_path / "test_fine.py").write_text("def test_fine():\n    pass\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TESTS_HANG_GRACE_S": "2"}
-    env.pop("TESTS_HUNG_DIR", None)  # this run's own notes, not the outer suite's
+def run_pytest(tmp_path: Path, *args: str, grace: float = 2) -> tuple[int, str]:
+    """pytest in a child process, in this project's configuration; its code and output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TESTS_HANG_GRACE_S": str(grace)}
     proc = subprocess.run(
         [
             sys.executable,
@@ -71,13 +67,8 @@ def test_a_hanging_test_is_shown_failed_once_and_the_run_ends(tmp_path: Path) ->
             str(tmp_path),
             "-p",
             "no:cacheprovider",
-            "-o",
-            "timeout=2",
-            "-n",
-            "2",
-            "--dist",
-            "loadfile",
             "-v",
+            *args,
             str(tmp_path),
         ],
         capture_output=True,
@@ -87,12 +78,44 @@ def test_a_hanging_test_is_shown_failed_once_and_the_run_ends(tmp_path: Path) ->
         timeout=100,
         check=False,
     )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out[-4000:]
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_hanging_test_is_shown_failed_once_and_the_run_ends(tmp_path: Path) -> None:
+    """Two hung tests (one in its teardown, one swallowing the timeout's raise) each end
+    their worker with the stacks shown; each fails once and runs once; every other test
+    still runs."""
+    (tmp_path / "test_hangs.py").write_text(HANGS)
+    (tmp_path / "test_fine.py").write_text("def test_fine():\n    pass\n")
+    code, out = run_pytest(tmp_path, "-o", "timeout=2", "-n", "2", "--dist", "loadfile")
+    assert code == 1, out[-4000:]
     for hung in ("test_hangs_in_its_teardown", "test_in_a_loop_with_signals_swallowed"):
-        assert f"test_hangs.py::{hung} still running" in out, out[-4000:]
+        assert out.count(f"test_hangs.py::{hung} still running") == 1, out[-4000:]
         assert out.count(f"crashed while running 'test_hangs.py::{hung}'") == 1, out[-4000:]
     assert "threading.Event().wait()" in out  # the stuck line, in the stacks shown
     assert "PASSED test_hangs.py::test_after_it_in_the_same_file" in out, out[-4000:]
     assert "PASSED test_fine.py::test_fine" in out, out[-4000:]
     assert "maximum crashed workers" not in out
+    # The teardown's test passed its call (a report) and crashed (a failure): 2 failures.
+    assert re.search(r"=+ 2 failed, 3 passed in ", out), out[-4000:]
+
+
+@pytest.mark.slow
+def test_without_workers_a_hang_ends_the_run_saying_so(tmp_path: Path) -> None:
+    (tmp_path / "test_hangs.py").write_text(HANGS)
+    code, out = run_pytest(tmp_path, "-o", "timeout=2", "-p", "no:xdist")
+    assert code == 2, out[-4000:]
+    assert "test_hangs.py::test_hangs_in_its_teardown still running" in out
+    assert "ending the run (exit code 2)" in out
+
+
+@pytest.mark.slow
+def test_the_limit_is_the_one_pytest_timeout_uses(tmp_path: Path) -> None:
+    """``--timeout`` on the command line beats the ini file's, for the watchdog too."""
+    (tmp_path / "test_slow.py").write_text(
+        "import time\n\ndef test_takes_three_seconds():\n    time.sleep(3)\n"
+    )
+    code, out = run_pytest(tmp_path, "-o", "timeout=1", "--timeout=20", "-p", "no:xdist", grace=0.5)
+    assert code == 0, out[-4000:]
+    assert "still running" not in out

@@ -511,7 +511,10 @@ def test_panel_without_anywidget_is_one_line_saying_what_to_install(
         importlib.import_module("nanobanana_jupyter._views.panel")
     assert info.value.name == "anywidget"
     message = str(info.value)
-    assert message == "the panel needs anywidget: pip install 'nanobanana-jupyter[panel]'"
+    assert message == (
+        "the panel needs anywidget: pip install anywidget, then restart the kernel and "
+        "reload the page"
+    )
 
     shell.register_magics(NanoBananaMagics(shell, open_panel=nanobanana_jupyter._open_panel))
     with pytest.raises(UsageError) as usage:

@@ -70,7 +70,9 @@ try:
     import anywidget  # noqa: F401
 except ImportError as exc:
     raise ImportError(
-        "the panel needs anywidget: pip install 'nanobanana-jupyter[panel]'", name="anywidget"
+        "the panel needs anywidget: pip install anywidget, then restart the kernel and "
+        "reload the page",
+        name="anywidget",
     ) from exc
 
 from .panel import Panel
