@@ -711,9 +711,9 @@ def rows(result: dict[str, Any]) -> list[Row]:
         out.append(
             Row(
                 c,
-                f"`history.to_pandas()`, {n} tasks",
+                f"`history.to_pandas()`, {n} tasks, warm (both)",
                 f"{_ms(h['pandas_ms'])} ({ratio}x)",
-                f"read_sql + to_datetime: {_ms(h['pandas_sql_ms'])}",
+                f"read_sql + to_datetime, warm: {_ms(h['pandas_sql_ms'])}",
                 f"<= {PANDAS_GOAL_RATIO:g}x",
                 None if ratio is None else ratio <= PANDAS_GOAL_RATIO,
             )
