@@ -280,9 +280,11 @@ class Session:
         """Start one task per prompt (same options), at most ``concurrency`` submits at once.
 
         Every prompt is validated before anything is sent, so one bad prompt costs nothing.
+        The options (and reference images) are the batch's: checked, and converted, once.
 
         Raises:
-            ValidationError: ``prompts`` is one string (or bytes), not a list of prompts.
+            ValidationError: ``prompts`` is one string (or bytes), not a list of prompts; a
+                prompt is bad (the message starts ``prompt 3 of 5:``), or an option is.
         """
         if isinstance(prompts, (str, bytes, bytearray)):
             raise ValidationError(

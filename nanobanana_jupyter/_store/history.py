@@ -357,7 +357,7 @@ class History(Sequence[TaskRecord]):
         Load only what you need: the filters are those of :meth:`search` (``text`` words,
         ``tags``, ``model``, ``status``, ``rating``, ``since``, ``until``), within this
         history's own; ``limit`` keeps the newest that many matches (still oldest first).
-        The frame is built from columns read in one query (measured at 1.1x to 1.6x the
+        The frame is built from columns read in one query (measured at 1.3x to 1.6x the
         time ``pandas.read_sql`` takes for the same rows, ``make bench``).
 
         Needs pandas: ``pip install 'nanobanana-jupyter[pandas]'``.
