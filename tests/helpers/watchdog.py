@@ -16,9 +16,9 @@ when the test is still running, this plugin:
    test instead of running it again, so the run goes on and ends;
 4. in a run without workers, ends the run, saying so, with exit code 2 (interrupted).
 
-It is set through pytest-timeout's hook (so it has the same limit, and is not set where
-pytest-timeout sees a debugger), and a debugger entered during a test (``--pdb``,
-``breakpoint()``) turns it off.
+It is set through pytest-timeout's hook (so it has the same limit); a debugger entered
+during a test (``--pdb``, ``breakpoint()``) turns it off, and when it fires it does nothing
+where pytest-timeout sees a debugger (an IDE's, which enters no pdb).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     limit = float(getattr(settings, "timeout", 0) or 0)
     if limit <= 0:
         return
-    _timer = threading.Timer(limit + GRACE_S, _give_up, args=(item, limit))
+    _timer = threading.Timer(limit + GRACE_S, _give_up, args=(item, limit, settings))
     _timer.daemon = True
     _timer.name = f"tests-watchdog {item.nodeid}"
     _timer.start()
@@ -122,8 +122,18 @@ def _stacks() -> str:
     return "".join(parts)
 
 
-def _give_up(item: pytest.Item, limit: float) -> None:
-    """The test is still running ``GRACE_S`` past its limit: show, note, end the process."""
+def _give_up(item: pytest.Item, limit: float, settings: Any) -> None:
+    """The test is still running ``GRACE_S`` past its limit: show, note, end the process.
+    Not under a debugger (an IDE's too, which enters no pdb), as pytest-timeout does not."""
+    try:
+        import pytest_timeout
+
+        if not getattr(settings, "disable_debugger_detection", False) and (
+            pytest_timeout.is_debugging()
+        ):
+            return
+    except ImportError:
+        pass
     code = 1
     try:
         capman = item.config.pluginmanager.getplugin("capturemanager")
@@ -173,5 +183,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """A test that hung in an earlier worker is passed over: its failure is the crash that
     xdist reported then."""
     if _worker and _hung_before(item.nodeid):
+        # What the test before it set up and the next one does not share is torn down
+        # here, as the skipped protocol's own teardown would have.
+        item.session._setupstate.teardown_exact(nextitem)
         return True
     return None

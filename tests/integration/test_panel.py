@@ -477,6 +477,21 @@ def test_the_gallery_is_one_widget_however_many_images_it_shows(
     assert all(thumb[:3] == b"\xff\xd8\xff" for thumb in sent.values())  # JPEG
 
 
+def test_new_images_thumbnails_go_with_them_once_a_page_shows_the_gallery(panel: Panel) -> None:
+    """Before any page asked, nothing is pushed (it would be lost); after, a new image's
+    thumbnail is sent as it arrives (a page's ask would wait behind a running cell)."""
+    sends: list[tuple[dict[str, Any], list[bytes]]] = []
+    panel.gallery_box.send = lambda content, buffers=None: sends.append((content, buffers or []))
+    generate(panel, "a plum")
+    wait_for(lambda: len(panel.gallery_paths) == 1, what="the first image")
+    assert sends == []
+    GalleryPage(panel).send({"event": "thumbs", "keys": []})  # a page drew the gallery
+    generate(panel, "a fig")
+    wait_for(lambda: len(panel.gallery_paths) == 2, what="the second image")
+    fig = panel.gallery.items[0]
+    assert [(content["keys"], buffers) for content, buffers in sends] == [([fig.key], [fig.thumb])]
+
+
 def test_the_pages_messages_that_are_no_click_of_an_item_change_nothing(panel: Panel) -> None:
     """Unknown keys, events, ratings and shapes from the page are ignored, and nothing fails
     (a failure would be logged: GalleryPage.send fails the test on one); a click sent the

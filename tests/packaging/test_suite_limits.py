@@ -125,3 +125,33 @@ def test_the_limit_is_the_one_pytest_timeout_uses(tmp_path: Path) -> None:
     code, out = run_pytest(tmp_path, "-o", "timeout=1", "--timeout=20", "-p", "no:xdist", grace=0.5)
     assert code == 0, out[-4000:]
     assert "still running" not in out
+
+
+def test_a_passed_over_test_leaves_the_next_ones_setup_sound(tmp_path: Path) -> None:
+    """A worker passing over a noted test tears down what the test before it set up (a
+    module fixture of its directory): the next test, elsewhere, sets up cleanly."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "1").write_text("d1/test_one.py::test_b")
+    (tmp_path / "conftest.py").write_text(
+        "import pathlib\n"
+        "import tests.helpers.watchdog as watchdog\n\n"
+        "def pytest_sessionstart(session):\n"
+        "    watchdog._worker = True  # as in an xdist worker given the run's notes\n"
+        f"    watchdog._notes = pathlib.Path({str(notes)!r})\n"
+    )
+    for name in ("d1", "d2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / "d1" / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture(scope='package', autouse=True)\n"
+        "def shared():\n    yield\n"
+    )
+    (tmp_path / "d1" / "test_one.py").write_text(
+        "def test_a():\n    pass\n\ndef test_b():\n    pass\n"
+    )
+    (tmp_path / "d2" / "test_two.py").write_text("def test_c():\n    pass\n")
+    code, out = run_pytest(tmp_path, "-p", "no:xdist")
+    assert code == 0, out[-4000:]
+    assert "d2/test_two.py::test_c PASSED" in out, out[-4000:]
+    assert re.search(r"=+ 2 passed in ", out), out[-4000:]  # test_b passed over, no error

@@ -99,6 +99,7 @@ class Gallery:
         self._detail_key: str | None = None
         self._marks: dict[str, dict[str, Any]] = {}  # what the page shows, by key
         self._holding = False  # while filling: marks are sent once, at the end
+        self._page_seen = False  # whether a page has asked for thumbnails (one shows it)
         own = context.own
         self.detail_image = own(
             widgets.Image(format="jpeg", layout=widgets.Layout(max_width="100%", height="auto"))
@@ -176,24 +177,29 @@ class Gallery:
     def add(self, *records: TaskRecord) -> bool:
         """Put tasks' images first in the gallery (the last given first); return whether any
         was new. The page gets the new items and their marks in one update each."""
-        added = False
+        before = set(self._items)
         self._holding = True  # mark() collects; the page gets all at the end
         try:
             for record in records:
-                added = self._take(record) or added
+                self._take(record)
         finally:
             self._holding = False
         while len(self._order) > MAX_GALLERY:
             self._marks.pop(self._items.pop(self._order.pop()).key, None)
+        new = [k for k in self._order if k not in before]
+        added = bool(new)
         if added:
             self.gallery_box.items = [self._items[k].entry for k in self._order]
             self.gallery_empty.layout.display = "none"
+            # Sent now too, once a page has shown the gallery: its ask waits in the kernel's
+            # queue behind a running cell, and the images would show only once it ends.
+            if self._page_seen:
+                self._send_thumbs(new)
         if self._marks != self.gallery_box.marks:
             self.gallery_box.marks = dict(self._marks)
         return added
 
-    def _take(self, record: TaskRecord) -> bool:
-        added = False
+    def _take(self, record: TaskRecord) -> None:
         for image in record.images:
             key = image.sha256
             if key in self._items:
@@ -203,8 +209,6 @@ class Gallery:
                 continue
             self._items[key] = self._item(key, image, record.prompt, thumb, record.local_id)
             self._order.insert(0, key)
-            added = True
-        return added
 
     def _item(
         self, key: str, image: ImageRecord, prompt: str, thumb: bytes, local_id: str | None = None
@@ -230,6 +234,7 @@ class Gallery:
         if not isinstance(content, dict):
             return
         if content.get("event") == "thumbs":
+            self._page_seen = True
             self._send_thumbs(content.get("keys"))
             return
         with self._ctx.lock:
@@ -246,7 +251,8 @@ class Gallery:
             self._ctx.say(f"Could not {what} that image: {exc}", error=True)
 
     def _send_thumbs(self, keys: object) -> None:
-        """Answer the page's ask for thumbnails: the JPEGs of the keys still shown."""
+        """The JPEGs of the keys still shown, to every page showing the gallery (an answer
+        to a page's ask, or new items'); a page takes each once."""
         if not isinstance(keys, list):
             return
         with self._ctx.lock:

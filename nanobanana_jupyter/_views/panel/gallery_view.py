@@ -15,9 +15,13 @@ each:
 - ``{"event": "untag", "key": k, "tag": "..."}``: a tag chip clicked;
 - ``{"event": "thumbs", "keys": [...]}``: the page asks for thumbnails it does not have;
   Python answers with the same message and one binary buffer (the JPEG) per key it has.
+  It also sends new items' thumbnails as it adds them: a page's ask waits in the kernel's
+  queue behind a running cell, and the images would show only once the cell ends.
 
-A thumbnail crosses once per page that draws it, as bytes: in the items it would be sent
-again, whole, with every new image. The elements carry the classes the cards' and the
+Thumbnails cross as bytes, apart from the items: in the items they would be sent again,
+whole, with every new image. A page that has one ignores it when it comes again. A saved
+notebook's widget state has none (the panel needs its kernel; the output below it keeps
+the images). The elements carry the classes the cards' and the
 larger view's widgets carry (``nanobanana-star``, ``nanobanana-tag-input``,
 ``nanobanana-tag-chip``...), and the buttons ipywidgets' own (``jupyter-button
 widget-button``), so they look like the rest of the panel in every theme. A new image is
@@ -193,6 +197,13 @@ function render({ model, el }) {
       const here = root.children[i] || null;
       if (here !== made.box) root.insertBefore(made.box, here);
     });
+    // A first drawing asks at once; later, new items' thumbnails are on their way (sent
+    // with them), so the page asks only for those still missing a second later.
+    if (drawn) setTimeout(ask, 1000); else ask();
+    drawn = true;
+  };
+  let drawn = false;
+  const ask = () => {
     const missing = [...tiles].filter(([, made]) => !made.url && !made.asked);
     if (missing.length) {
       missing.forEach(([, made]) => { made.asked = true; });
