@@ -22,7 +22,7 @@ from nanobanana_jupyter._wire.models import (
 )
 
 from .context import PanelContext
-from .prompt_box import make_prompt_box, prompt_class
+from .prompt_box import make_prompt_box
 from .showing import count as count_of
 from .started import StartedTasks
 
@@ -83,15 +83,13 @@ class Composer:
         self._options: dict[str, Options] = {}
 
         own = context.own
-        placeholder = "Describe the image to generate"
         self.prompt_box, self.has_shortcut = make_prompt_box(
-            placeholder + (" (Ctrl/Cmd+Enter generates)" if prompt_class() else "")
+            "Describe the image to generate (Ctrl/Cmd+Enter generates)"
         )
         own(self.prompt_box)
         self.prompt_box.add_class("nanobanana-prompt")
         self.prompt_box.layout.width = "100%"
-        if self.has_shortcut:
-            self.prompt_box.on_msg(self._on_prompt_message)
+        self.prompt_box.on_msg(self._on_prompt_message)
 
         wide = {"description_width": "initial"}
 
